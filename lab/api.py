@@ -1,0 +1,156 @@
+"""The seams of the harness: what a node, a provider and a scenario cluster look like.
+
+Everything above these protocols (CLI, actions, scenarios) never knows which backend it talks
+to: a netns node and a VM over SSH answer the same `Node.run`; the netns lab and a Kubernetes
+cluster answer the same `Cluster` calls, so one scenario file runs on both.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+class LabError(Exception):
+    """A failure the CLI reports in one clear message: what failed, where, what to do next."""
+
+    def __init__(self, what: str, *, where: str = "", output: str = "", hint: str = "") -> None:
+        self.what, self.where, self.output, self.hint = what, where, output, hint
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        lines = [f"{self.what}" + (f" (on {self.where})" if self.where else "")]
+        if self.output.strip():
+            lines += ["  " + line for line in self.output.strip().splitlines()[-20:]]
+        if self.hint:
+            lines.append(f"  hint: {self.hint}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    def check(self, where: str = "") -> CommandResult:
+        """Returns self, or raises LabError with the command's output when it failed."""
+        if self.rc != 0:
+            raise LabError(f"command failed (rc={self.rc}): {' '.join(self.argv)}",
+                           where=where, output=(self.stderr or self.stdout))
+        return self
+
+
+@runtime_checkable
+class Node(Protocol):
+    """Something you can run a command on: a netns, a VM over SSH, a bare-metal runner."""
+
+    name: str
+    address: str       # underlay / node IP the other nodes reach it on
+    state_dir: str     # where this node keeps CNI state (results cache, IPAM data) on its own fs
+
+    def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float = 60,
+            env: dict[str, str] | None = None) -> CommandResult: ...
+
+    def put_file(self, local: Path, remote: str, mode: int = 0o755) -> None: ...
+
+    @property
+    def testinfra_url(self) -> str:
+        """A pytest-testinfra host URL reaching this node (netns://…, paramiko://…)."""
+        ...
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    address: str
+    state: str              # "running", "stopped", "missing", …
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Provider(Protocol):
+    """Makes and removes nodes. State lives in the resources (names, libvirt metadata)."""
+
+    def provision(self) -> list[Node]:
+        """Creates whatever is missing and returns every node; safe to repeat."""
+        ...
+
+    def nodes(self) -> list[Node]:
+        """The nodes that exist now, found from the resources themselves."""
+        ...
+
+    def status(self) -> list[NodeStatus]: ...
+
+    def destroy(self) -> None:
+        """Removes everything this lab made, even after a partial provision; nothing else."""
+        ...
+
+    def collect_logs(self, dest: Path) -> None:
+        """Writes per-node diagnostics under dest/<node>/."""
+        ...
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One CNI attachment: what libcni keys its result cache and GC list by."""
+
+    container_id: str
+    ifname: str
+    node: str
+    netns: str = ""
+
+
+@runtime_checkable
+class Pod(Protocol):
+    name: str
+    node: str
+    ifname: str     # interface of the network under test inside the pod (eth0 / net1)
+    ip: str         # its IPv4 address on that network, without prefix
+    attachment: Attachment
+
+    def exec(self, argv: Sequence[str], *, timeout: float = 30) -> CommandResult: ...
+
+
+class Cluster(Protocol):
+    """What scenarios talk to: pods on nodes attached to the network under test."""
+
+    name: str
+    network_name: str
+    plugin_type: str      # "cnilab", "ptp", "bridge", …
+    mtu: int | None       # the pod MTU the config asks for, if it says
+
+    def nodes(self) -> list[Node]: ...
+
+    def create_pod(self, name: str, node: str) -> Pod: ...
+
+    def delete_pod(self, pod: Pod) -> None: ...
+
+    def pods(self) -> list[Pod]: ...
+
+    def cni_check(self, pod: Pod) -> CommandResult:
+        """CNI CHECK for the pod's attachment, prevResult taken from the cached ADD result."""
+        ...
+
+    def add_stray_attachment(self, node: str) -> Attachment:
+        """ADDs an attachment on node behind the runtime's back (a leak for GC to find)."""
+        ...
+
+    def cni_gc(self, node: str) -> CommandResult:
+        """CNI GC on node with the attachments the runtime knows as valid."""
+        ...
+
+    def host_interfaces(self, node: str) -> list[str]:
+        """Names of the host-side interfaces the plugin made on node (for leak audits)."""
+        ...
+
+    def ipam_leases(self, node: str) -> dict[str, str]:
+        """IP -> container ID of the IPAM leases held on node for this network."""
+        ...
+
+    def close(self) -> None: ...

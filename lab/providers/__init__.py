@@ -1,0 +1,1 @@
+"""Providers make nodes: netns (default), libvirt, existing (SSH), vagrant."""

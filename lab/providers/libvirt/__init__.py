@@ -1,0 +1,1 @@
+"""The libvirt provider: KVM/TCG virtual machines from a cached base image."""

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs everything cnilab's lab, scenarios and tests need on a Debian 12 machine, as root.
+# Safe to re-run: apt and pip skip what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  iproute2 iputils-ping iperf3 procps kmod            # netns lab, scenarios
+  containernetworking-plugins                         # host-local IPAM + reference ptp/bridge baselines
+  openssh-server openssh-client                       # a real sshd for the SSH tests
+  qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
+  dnsmasq-base iptables mmdebstrap e2fsprogs xorriso  # VMs: libvirt, image build
+  vagrant vagrant-libvirt                             # `vagrant validate` of the Vagrantfile
+  hyperfine                                           # bench/
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "• apt: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "• venv: .venv ($($PY --version))"
+  "$PY" -m venv .venv
+fi
+echo "• pip: cnilab[dev]"
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[dev]'
+echo "✓ set up: activate with 'source .venv/bin/activate'"
