@@ -154,3 +154,33 @@ class Cluster(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """The network under test as each node's runtime sees it (rendered from lab.toml)."""
+
+    name: str                       # the config's "name"
+    plugin_type: str                # the config's "type": executable looked up on cni_path
+    ifname: str                     # interface inside pods: eth0 (netns/VM labs), net1 (Multus)
+    cni_path: str                   # CNI_PATH on the node, ':'-separated (plugin dir + IPAM dir)
+    configs: dict[str, dict[str, Any]]  # node name -> network config JSON handed on that node
+    mtu: int | None = None          # pod MTU the config asks for, if any
+
+
+@dataclass
+class ActionContext:
+    """What the `lab up` actions share: config, nodes, where the harness keeps its files."""
+
+    config: Any                     # lab.config.LabConfig
+    nodes: list[Node]
+    state_dir: Path                 # harness-side files of this lab (keys, kubeconfig, logs)
+    report: Any = None              # callable(str) for progress lines; None = silent
+
+
+class Action(Protocol):
+    """One idempotent step of `lab up` after provisioning (install plugin, K3s, Multus, …)."""
+
+    name: str
+
+    def run(self, ctx: ActionContext) -> None: ...
