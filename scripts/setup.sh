@@ -8,6 +8,7 @@ APT_PACKAGES=(
   iproute2 iputils-ping iperf3 procps kmod            # netns lab, scenarios
   containernetworking-plugins                         # host-local IPAM + reference ptp/bridge baselines
   openssh-server openssh-client                       # a real sshd for the SSH tests
+  sudo                                                # SshNode's sudo path, tested for real
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
   dnsmasq-base iptables mmdebstrap e2fsprogs xorriso  # VMs: libvirt, image build
   vagrant vagrant-libvirt                             # `vagrant validate` of the Vagrantfile
