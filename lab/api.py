@@ -166,6 +166,12 @@ class NetworkSpec:
     cni_path: str                   # CNI_PATH on the node, ':'-separated (plugin dir + IPAM dir)
     configs: dict[str, dict[str, Any]]  # node name -> network config JSON handed on that node
     mtu: int | None = None          # pod MTU the config asks for, if any
+    # node name -> CNI_PATH on that node, when it differs per node (netns nodes each keep the
+    # plugin under their own state dir); cni_path is then the first node's.
+    cni_paths: dict[str, str] = field(default_factory=dict)
+
+    def cni_path_on(self, node: str) -> str:
+        return self.cni_paths.get(node, self.cni_path)
 
 
 @dataclass

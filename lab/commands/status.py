@@ -1,0 +1,43 @@
+"""`lab status [--json]`: the lab's nodes as found in the resources themselves."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from lab.commands._common import lab_from
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "status", help="show the lab's nodes", description="Show each node and its state.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    lab = lab_from(args)
+    statuses = lab.provider.status()
+    if args.json:
+        print(json.dumps({
+            "lab": lab.name, "provider": lab.config.lab.provider,
+            "nodes": [{"name": s.name, "address": s.address, "state": s.state,
+                       "details": s.details} for s in statuses],
+        }, indent=2))
+        return 0
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"lab {lab.name} ({lab.config.lab.provider})")
+        for column in ("node", "address", "state", "role"):
+            table.add_column(column)
+        for s in statuses:
+            table.add_row(s.name, s.address or "-", s.state, str(s.details.get("role", "")))
+        Console().print(table)
+    else:
+        print(f"lab {lab.name} ({lab.config.lab.provider})")
+        for s in statuses:
+            print(f"{s.name}\t{s.address or '-'}\t{s.state}\t{s.details.get('role', '')}")
+    return 0
