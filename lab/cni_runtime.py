@@ -1,0 +1,258 @@
+"""What a container runtime (containerd through libcni) does with a CNI plugin, over any Node.
+
+Everything goes through `node.run`, so the same code drives a plugin in a netns node and on a VM
+over SSH. Like libcni it:
+- finds the plugin `<type>` on CNI_PATH and runs it with a minimal environment (no venv on PATH:
+  a plugin must cope with what a runtime really gives it), the network config on stdin;
+- caches each ADD result on the node in `<state_dir>/results/<network>-<containerID>-<ifname>`
+  (libcni's `cniCacheV1` layout, netns path included), and hands it back as `prevResult` to
+  CHECK and DEL;
+- sends GC the attachments it still has cached as `cni.dev/valid-attachments`;
+- skips GC and STATUS for configs older than 1.1.0, and CHECK for those older than 0.4.0.
+A plugin's error JSON (on stdout, as libcni reads it) becomes a CniCallError with code/msg/details.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lab.api import Attachment, LabError, NetworkSpec, Node
+
+# What containerd's environment typically holds; deliberately no virtualenv, no pyenv shims.
+RUNTIME_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+CACHE_KIND = "cniCacheV1"
+
+_FIND_PLUGIN = ('IFS=:; for d in $1; do if [ -x "$d/$2" ]; then echo "$d/$2"; exit 0; fi; done; '
+                'exit 1')
+_WRITE_FILE = 'mkdir -p "$1" && cat > "$2.tmp" && mv -f "$2.tmp" "$2"'
+_CAT_ALL = 'for f in "$1"/*; do [ -f "$f" ] && { cat "$f"; echo; }; done; true'
+
+
+class CniCallError(LabError):
+    """A plugin call that failed: the CNI error code, message and details, and where."""
+
+    def __init__(self, command: str, node: str, *, code: int | None, msg: str,
+                 details: str = "", stderr: str = "") -> None:
+        self.command, self.node, self.code, self.msg, self.details = (
+            command, node, code, msg, details)
+        code_text = f"code {code}" if code is not None else "no error JSON"
+        super().__init__(f"CNI {command} failed: {msg} ({code_text})", where=node,
+                         output="\n".join(part for part in (details, stderr) if part))
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return (0,)
+
+
+def plugin_configs(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-plugin configs libcni derives: a conflist's plugins get its name and cniVersion."""
+    if "plugins" not in config:
+        return [dict(config)]
+    shared = {"name": config.get("name", ""), "cniVersion": config.get("cniVersion", "")}
+    return [{**plugin, **shared} for plugin in config["plugins"]]
+
+
+@dataclass(frozen=True)
+class CachedAttachment:
+    """One result cache entry on a node: what ADD returned for an attachment."""
+
+    container_id: str
+    ifname: str
+    network: str
+    netns: str
+    cni_args: str
+    result: dict[str, Any]
+
+    def attachment(self, node: str) -> Attachment:
+        return Attachment(self.container_id, self.ifname, node, self.netns)
+
+
+class CniRuntime:
+    """Drives the network under test on one node the way libcni would."""
+
+    def __init__(self, node: Node, spec: NetworkSpec) -> None:
+        if node.name not in spec.configs:
+            raise LabError(f"no network config for node {node.name}", where=node.name,
+                           hint="the lab config renders one config per node; re-run `lab up`")
+        self.node, self.spec = node, spec
+        self.config: dict[str, Any] = spec.configs[node.name]
+        self.cni_version = str(self.config.get("cniVersion", "0.4.0"))
+        self.results_dir = f"{node.state_dir.rstrip('/')}/results"
+        self._plugin_paths: dict[str, str] = {}
+
+    # -- the CNI commands ---------------------------------------------------------------
+    def add(self, container_id: str, netns: str, ifname: str | None = None,
+            cni_args: str = "") -> dict[str, Any]:
+        """ADD through every plugin of the config; caches and returns the final result."""
+        ifname = ifname or self.spec.ifname
+        prev: dict[str, Any] | None = None
+        for conf in plugin_configs(self.config):
+            if prev is not None:
+                conf["prevResult"] = prev
+            prev = self._invoke("ADD", conf, container_id, netns, ifname, cni_args) or {}
+        result = prev or {}
+        self._write_cache(CachedAttachment(container_id, ifname, self.spec.name, netns,
+                                           cni_args, result))
+        return result
+
+    def check(self, container_id: str, ifname: str | None = None) -> None:
+        """CHECK with the cached ADD result as prevResult; raises CniCallError on a mismatch."""
+        ifname = ifname or self.spec.ifname
+        cached = self.cached(container_id, ifname)
+        if cached is None:
+            raise CniCallError("CHECK", self.node.name, code=3,
+                               msg=f"no cached ADD result for {container_id}/{ifname}",
+                               details=f"looked in {self._cache_path(container_id, ifname)}")
+        if version_tuple(self.cni_version) < (0, 4, 0):
+            return  # CHECK does not exist before 0.4.0; libcni returns success.
+        for conf in plugin_configs(self.config):
+            conf["prevResult"] = cached.result
+            self._invoke("CHECK", conf, container_id, cached.netns, ifname, cached.cni_args)
+
+    def delete(self, container_id: str, ifname: str | None = None, netns: str | None = None,
+               cni_args: str = "") -> None:
+        """DEL in reverse plugin order with the cached result; removes the cache entry after."""
+        ifname = ifname or self.spec.ifname
+        cached = self.cached(container_id, ifname)
+        if netns is None:
+            netns = cached.netns if cached else ""
+        for conf in reversed(plugin_configs(self.config)):
+            if cached is not None and version_tuple(self.cni_version) >= (0, 4, 0):
+                conf["prevResult"] = cached.result
+            self._invoke("DEL", conf, container_id, netns, ifname,
+                         cached.cni_args if cached else cni_args)
+        self.node.run(["rm", "-f", self._cache_path(container_id, ifname)]).check(self.node.name)
+
+    def gc(self, valid: Sequence[Attachment] | None = None) -> str:
+        """GC with the cached attachments of this network (or `valid`) as the valid ones.
+
+        Returns "" when GC ran, or why it was skipped (as libcni skips it before 1.1.0).
+        """
+        if version_tuple(self.cni_version) < (1, 1, 0):
+            return (f"GC skipped: the config's cniVersion {self.cni_version} predates 1.1.0, "
+                    "so a runtime never sends GC")
+        if valid is None:
+            valid = [c.attachment(self.node.name) for c in self.cached_attachments()]
+        listed = [{"containerID": a.container_id, "ifname": a.ifname} for a in valid]
+        for conf in plugin_configs(self.config):
+            conf["cni.dev/valid-attachments"] = listed
+            conf["cni.dev/attachments"] = listed  # the 1.1.0 tag's wording; libcni sends both
+            self._invoke("GC", conf, "", "", "", "")
+        return ""
+
+    def status(self) -> str:
+        """STATUS; "" when the plugin is ready, or why it was skipped. Raises when not ready."""
+        if version_tuple(self.cni_version) < (1, 1, 0):
+            return f"STATUS skipped: cniVersion {self.cni_version} predates 1.1.0"
+        for conf in plugin_configs(self.config):
+            self._invoke("STATUS", conf, "", "", "", "")
+        return ""
+
+    def version(self) -> dict[str, Any]:
+        conf = plugin_configs(self.config)[0]
+        return self._invoke("VERSION", {"cniVersion": self.cni_version}, "", "", "", "",
+                            plugin_type=str(conf.get("type", ""))) or {}
+
+    # -- the result cache ---------------------------------------------------------------
+    def cached(self, container_id: str, ifname: str | None = None) -> CachedAttachment | None:
+        ifname = ifname or self.spec.ifname
+        res = self.node.run(["cat", self._cache_path(container_id, ifname)])
+        if not res.ok:
+            return None
+        return self._parse_cache(res.stdout)
+
+    def cached_attachments(self) -> list[CachedAttachment]:
+        """Every cached attachment of this network on the node."""
+        res = self.node.run(["sh", "-c", _CAT_ALL, "sh", self.results_dir]).check(self.node.name)
+        entries = (self._parse_cache(line) for line in res.stdout.splitlines() if line.strip())
+        return [e for e in entries if e is not None and e.network == self.spec.name]
+
+    def forget(self, container_id: str, ifname: str | None = None) -> None:
+        """Drops a cache entry without DEL: what a runtime that lost track leaves behind."""
+        path = self._cache_path(container_id, ifname or self.spec.ifname)
+        self.node.run(["rm", "-f", path]).check(self.node.name)
+
+    def _cache_path(self, container_id: str, ifname: str) -> str:
+        return f"{self.results_dir}/{self.spec.name}-{container_id}-{ifname}"
+
+    def _write_cache(self, entry: CachedAttachment) -> None:
+        doc = {
+            "kind": CACHE_KIND, "containerId": entry.container_id, "ifName": entry.ifname,
+            "networkName": entry.network, "netns": entry.netns, "cniArgs": entry.cni_args,
+            "config": base64.b64encode(json.dumps(self.config).encode()).decode(),
+            "result": entry.result,
+        }
+        path = self._cache_path(entry.container_id, entry.ifname)
+        self.node.run(["sh", "-c", _WRITE_FILE, "sh", self.results_dir, path],
+                      input=json.dumps(doc)).check(self.node.name)
+
+    @staticmethod
+    def _parse_cache(text: str) -> CachedAttachment | None:
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return None  # a foreign or half-written file: libcni ignores those too
+        if not isinstance(doc, dict) or doc.get("kind") != CACHE_KIND:
+            return None
+        return CachedAttachment(
+            container_id=str(doc.get("containerId", "")), ifname=str(doc.get("ifName", "")),
+            network=str(doc.get("networkName", "")), netns=str(doc.get("netns", "")),
+            cni_args=str(doc.get("cniArgs", "")), result=doc.get("result") or {})
+
+    # -- running the plugin -------------------------------------------------------------
+    def plugin_path(self, plugin_type: str) -> str:
+        if plugin_type not in self._plugin_paths:
+            res = self.node.run(["sh", "-c", _FIND_PLUGIN, "sh", self.spec.cni_path, plugin_type])
+            if not res.ok or not res.stdout.strip():
+                raise LabError(f"CNI plugin {plugin_type!r} not found on CNI_PATH",
+                               where=self.node.name, output=f"CNI_PATH={self.spec.cni_path}",
+                               hint="install the plugin on the node (`lab up` / `lab deploy`)")
+            self._plugin_paths[plugin_type] = res.stdout.strip().splitlines()[0]
+        return self._plugin_paths[plugin_type]
+
+    def _invoke(self, command: str, conf: dict[str, Any], container_id: str, netns: str,
+                ifname: str, cni_args: str, plugin_type: str | None = None
+                ) -> dict[str, Any] | None:
+        plugin_type = plugin_type or str(conf.get("type", ""))
+        env = {
+            "PATH": RUNTIME_PATH, "CNI_COMMAND": command, "CNI_CONTAINERID": container_id,
+            "CNI_NETNS": netns, "CNI_IFNAME": ifname, "CNI_ARGS": cni_args,
+            "CNI_PATH": self.spec.cni_path,
+        }
+        # `env -i` gives the plugin exactly this environment on any node, local or SSH.
+        argv = ["env", "-i", *(f"{k}={v}" for k, v in env.items()),
+                self.plugin_path(plugin_type)]
+        res = self.node.run(argv, input=json.dumps(conf), timeout=120)
+        if res.rc != 0:
+            raise self._call_error(command, res.stdout, res.stderr)
+        if not res.stdout.strip():
+            return None
+        try:
+            out = json.loads(res.stdout)
+        except ValueError:
+            raise CniCallError(command, self.node.name, code=None,
+                               msg=f"{plugin_type} printed something that is not JSON",
+                               details=res.stdout[-2000:], stderr=res.stderr) from None
+        return out if isinstance(out, dict) else None
+
+    def _call_error(self, command: str, stdout: str, stderr: str) -> CniCallError:
+        try:
+            err = json.loads(stdout)
+        except ValueError:
+            err = None
+        if isinstance(err, dict) and "msg" in err:
+            code = err.get("code")
+            return CniCallError(command, self.node.name,
+                                code=code if isinstance(code, int) else None,
+                                msg=str(err.get("msg", "")), details=str(err.get("details", "")),
+                                stderr=stderr)
+        lines = (stderr or stdout).strip().splitlines()
+        return CniCallError(command, self.node.name, code=None,
+                            msg=lines[-1] if lines else "plugin exited non-zero",
+                            details=stdout, stderr=stderr)

@@ -1,0 +1,282 @@
+"""Pods as network namespaces on the lab's nodes: the netns driver of the scenario Cluster.
+
+A pod is the namespace `cnilab-<lab>-pod-<name>` made on its node and attached to the network
+under test with CNI ADD, exactly as a runtime would. What pods exist is read back from the
+runtime's result caches on the nodes (no harness state file to go stale); a pod's IP is the one
+its ADD result gave it.
+"""
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lab.api import Attachment, CommandResult, LabError, NetworkSpec, Node
+from lab.cni_runtime import CachedAttachment, CniCallError, CniRuntime
+
+POD_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$")
+DEFAULT_IPAM_DIR = "/var/lib/cni/networks"
+_LIST_LEASES = ('cd "$1" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] && '
+                'printf "%s\\t%s\\n" "$f" "$(head -c 300 "$f" | tr "\\r\\n" "  ")"; done; true')
+
+
+@dataclass(frozen=True)
+class NamespacePod:
+    name: str
+    node: str
+    ifname: str
+    ip: str
+    attachment: Attachment
+    netns_name: str
+    host: Node = field(repr=False, compare=False)
+
+    def exec(self, argv: Sequence[str], *, timeout: float = 30) -> CommandResult:
+        return self.host.run(["ip", "netns", "exec", self.netns_name, *argv], timeout=timeout)
+
+
+def pod_ip(result: dict[str, Any], ifname: str) -> str:
+    """The IPv4 address ADD gave the pod's interface (the sandbox one when the result says)."""
+    interfaces = result.get("interfaces") or []
+    candidates = []
+    for ip in result.get("ips") or []:
+        address = str(ip.get("address", ""))
+        if ":" in address or not address:
+            continue
+        index = ip.get("interface")
+        on_pod = (isinstance(index, int) and 0 <= index < len(interfaces)
+                  and interfaces[index].get("name") == ifname)
+        candidates.append((not on_pod, address.split("/")[0]))
+    if not candidates:
+        raise LabError("the ADD result holds no IPv4 address", output=str(result)[:500])
+    return sorted(candidates)[0][1]
+
+
+class NamespacePodCluster:
+    """api.Cluster over namespaces: pods on the lab's nodes, attached by a libcni-like runtime."""
+
+    def __init__(self, lab_name: str, nodes: list[Node], spec: NetworkSpec) -> None:
+        self.name = lab_name
+        self.network_name = spec.name
+        self.plugin_type = spec.plugin_type
+        self.mtu = spec.mtu
+        self.spec = spec
+        self._nodes = {node.name: node for node in nodes}
+        self._runtimes = {node.name: CniRuntime(node, spec) for node in nodes}
+
+    # -- naming ------------------------------------------------------------------------
+    @property
+    def pod_prefix(self) -> str:
+        return f"cnilab-{self.name}-pod-"
+
+    @property
+    def stray_prefix(self) -> str:
+        return f"cnilab-{self.name}-stray-"
+
+    def nodes(self) -> list[Node]:
+        return list(self._nodes.values())
+
+    def _node(self, name: str) -> Node:
+        if name not in self._nodes:
+            raise LabError(f"no node named {name!r} in lab {self.name}",
+                           hint=f"nodes are: {', '.join(self._nodes) or '(none)'}")
+        return self._nodes[name]
+
+    # -- pods ----------------------------------------------------------------------------
+    def create_pod(self, name: str, node: str) -> NamespacePod:
+        if not POD_NAME.match(name):
+            raise LabError(f"invalid pod name {name!r}",
+                           hint="use lowercase letters, digits and '-', at most 42 characters")
+        host = self._node(node)
+        if any(p.name == name for p in self.pods()):
+            raise LabError(f"pod {name} already exists", where=node,
+                           hint="delete it first or pick another name")
+        netns_name = self.pod_prefix + name
+        container_id = f"{self.name}-{name}-{secrets.token_hex(4)}"
+        self._make_netns(host, netns_name)
+        runtime = self._runtimes[node]
+        try:
+            result = runtime.add(container_id, netns_path(netns_name),
+                                 cni_args=pod_cni_args(name, container_id))
+            return self._pod(node, netns_name, container_id, result)
+        except BaseException:
+            # A runtime tears a failed sandbox down again: DEL, then the namespace.
+            with contextlib.suppress(LabError):
+                runtime.delete(container_id, netns=netns_path(netns_name))
+            host.run(["ip", "netns", "del", netns_name])
+            raise
+
+    def delete_pod(self, pod: Any) -> None:
+        """DEL, then the namespace; a second delete of the same pod is fine."""
+        host = self._node(pod.node)
+        netns_name = getattr(pod, "netns_name", self.pod_prefix + pod.name)
+        exists = host.run(["test", "-e", netns_path(netns_name)]).ok
+        try:
+            self._runtimes[pod.node].delete(
+                pod.attachment.container_id, pod.ifname,
+                netns=netns_path(netns_name) if exists else "")
+        finally:
+            if exists:
+                host.run(["ip", "netns", "del", netns_name]).check(pod.node)
+
+    def pods(self) -> list[NamespacePod]:
+        found = []
+        for node, runtime in self._runtimes.items():
+            for entry in runtime.cached_attachments():
+                netns_name = entry.netns.rsplit("/", 1)[-1]
+                if netns_name.startswith(self.pod_prefix):
+                    found.append(self._pod(node, netns_name, entry.container_id, entry.result,
+                                           ifname=entry.ifname))
+        return found
+
+    def _pod(self, node: str, netns_name: str, container_id: str, result: dict[str, Any],
+             ifname: str | None = None) -> NamespacePod:
+        ifname = ifname or self.spec.ifname
+        return NamespacePod(
+            name=netns_name[len(self.pod_prefix):], node=node, ifname=ifname,
+            ip=pod_ip(result, ifname),
+            attachment=Attachment(container_id, ifname, node, netns_path(netns_name)),
+            netns_name=netns_name, host=self._node(node))
+
+    # -- the runtime's other calls -------------------------------------------------------
+    def cni_check(self, pod: Any) -> CommandResult:
+        argv = ("CNI", "CHECK", pod.attachment.container_id, pod.ifname)
+        try:
+            self._runtimes[pod.node].check(pod.attachment.container_id, pod.ifname)
+        except CniCallError as e:
+            return CommandResult(argv, 1, "", e.describe())
+        return CommandResult(argv, 0, "", "")
+
+    def add_stray_attachment(self, node: str) -> Attachment:
+        """ADD behind the runtime's back: a live attachment no cache (and so no GC list) knows."""
+        host = self._node(node)
+        suffix = secrets.token_hex(4)
+        netns_name, container_id = self.stray_prefix + suffix, f"{self.name}-stray-{suffix}"
+        self._make_netns(host, netns_name)
+        runtime = self._runtimes[node]
+        try:
+            runtime.add(container_id, netns_path(netns_name),
+                        cni_args=pod_cni_args("stray-" + suffix, container_id))
+        except BaseException:
+            host.run(["ip", "netns", "del", netns_name])
+            raise
+        finally:
+            # Forget it, as a runtime that crashed after ADD would have.
+            runtime.forget(container_id)
+        return Attachment(container_id, self.spec.ifname, node, netns_path(netns_name))
+
+    def delete_stray_attachment(self, attachment: Attachment) -> None:
+        """Cleans up after add_stray_attachment whether or not GC already did."""
+        host = self._node(attachment.node)
+        exists = bool(attachment.netns) and host.run(["test", "-e", attachment.netns]).ok
+        try:
+            self._runtimes[attachment.node].delete(
+                attachment.container_id, attachment.ifname,
+                netns=attachment.netns if exists else "")
+        finally:
+            if exists:
+                host.run(["ip", "netns", "del", attachment.netns.rsplit("/", 1)[-1]])
+
+    def cni_gc(self, node: str) -> CommandResult:
+        argv = ("CNI", "GC", node)
+        try:
+            skipped = self._runtimes[node].gc()
+        except CniCallError as e:
+            return CommandResult(argv, 1, "", e.describe())
+        return CommandResult(argv, 0, "", skipped)
+
+    # -- what the plugin left on a node ---------------------------------------------------
+    def host_interfaces(self, node: str) -> list[str]:
+        """veth links in the node's namespace except its underlay: the pods' host ends."""
+        host = self._node(node)
+        links = host.run(["ip", "-o", "link", "show", "type", "veth"]).check(node).stdout
+        underlay = set()
+        addrs = host.run(["ip", "-o", "-4", "addr", "show"]).check(node).stdout
+        for line in addrs.splitlines():
+            parts = line.split()
+            if len(parts) > 3 and parts[3].split("/")[0] == host.address:
+                underlay.add(parts[1])
+        names = []
+        for line in links.splitlines():
+            parts = line.split(":", 2)
+            if len(parts) < 3:
+                continue
+            name = parts[1].strip().split("@", 1)[0]
+            if name not in underlay:
+                names.append(name)
+        return sorted(names)
+
+    def ipam_leases(self, node: str) -> dict[str, str]:
+        """host-local's lease files on node: IP -> container ID."""
+        host = self._node(node)
+        res = host.run(["sh", "-c", _LIST_LEASES, "sh", self.ipam_dir(node)]).check(node)
+        leases = {}
+        for line in res.stdout.splitlines():
+            name, _, content = line.partition("\t")
+            try:
+                ipaddress.ip_address(name)
+            except ValueError:
+                continue  # lock, last_reserved_ip.N
+            leases[name] = content.split()[0] if content.split() else ""
+        return leases
+
+    def ipam_dir(self, node: str) -> str:
+        ipam = self._plugin_conf(node).get("ipam") or {}
+        data_dir = str(ipam.get("dataDir") or DEFAULT_IPAM_DIR)
+        return f"{data_dir.rstrip('/')}/{self.spec.name}"
+
+    def pod_subnet(self, node: str) -> str:
+        """The CIDR pods on node get addresses from (cnilab's nodes[] or the IPAM ranges)."""
+        conf = self._plugin_conf(node)
+        for item in conf.get("nodes") or []:
+            if isinstance(item, dict) and item.get("name") == node and item.get("podSubnet"):
+                return str(item["podSubnet"])
+        ipam = conf.get("ipam") or {}
+        for range_set in ipam.get("ranges") or []:
+            for rng in range_set:
+                if rng.get("subnet"):
+                    return str(rng["subnet"])
+        if ipam.get("subnet"):
+            return str(ipam["subnet"])
+        raise LabError(f"cannot tell the pod subnet of {node} from the network config",
+                       hint="give the node a podSubnet or ipam.ranges")
+
+    def _plugin_conf(self, node: str) -> dict[str, Any]:
+        config = self.spec.configs.get(node, {})
+        if "plugins" in config:
+            return dict(config["plugins"][0]) if config["plugins"] else {}
+        return config
+
+    def cached_attachments(self, node: str) -> list[CachedAttachment]:
+        return self._runtimes[node].cached_attachments()
+
+    def close(self) -> None:
+        pass
+
+    # -- namespaces ------------------------------------------------------------------------
+    @staticmethod
+    def _make_netns(host: Node, netns_name: str) -> None:
+        res = host.run(["ip", "netns", "add", netns_name])
+        if not res.ok and "File exists" not in res.stderr:
+            res.check(host.name)
+        # A runtime's sandbox has lo up (the loopback plugin's job under containerd).
+        up = host.run(["ip", "netns", "exec", netns_name, "ip", "link", "set", "lo", "up"])
+        if not up.ok:
+            host.run(["ip", "netns", "del", netns_name])
+            raise LabError(f"pod namespace {netns_name} is not usable", where=host.name,
+                           output=up.stderr,
+                           hint="node.run must share the host's mount namespace "
+                                "(nsenter --net, not `ip netns exec`) for `ip netns add`")
+
+
+def netns_path(netns_name: str) -> str:
+    return f"/run/netns/{netns_name}"
+
+
+def pod_cni_args(pod_name: str, container_id: str) -> str:
+    # What Kubernetes runtimes pass; IgnoreUnknown keeps plugins that don't know them happy.
+    return (f"IgnoreUnknown=1;K8S_POD_NAMESPACE=cnilab;K8S_POD_NAME={pod_name};"
+            f"K8S_POD_INFRA_CONTAINER_ID={container_id}")
