@@ -1,0 +1,171 @@
+"""K3s install / start / join command lines, built as strings by pure functions (k3sup's way).
+
+Every string here is unit-tested as-is. Node-side commands are POSIX sh run as root over
+`Node.run(["sh", "-c", ...])`. The join token never appears in a command line, a unit file or an
+environment variable: it lives in a 0600 file on each node and K3s reads it with --token-file.
+The flags used exist in every K3s release from v1.21 on.
+"""
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from urllib.parse import quote
+
+from lab.k3s.settings import K3sSettings
+
+K3S_BIN = "/usr/local/bin/k3s"
+IMAGES_DIR = "/var/lib/rancher/k3s/agent/images"
+CONFIG_DIR = "/etc/rancher/k3s"
+NODE_TOKEN_PATH = f"{CONFIG_DIR}/cnilab-token"
+NODE_KUBECONFIG = f"{CONFIG_DIR}/k3s.yaml"
+INSTALL_SCRIPT_PATH = "/var/lib/rancher/cnilab-install.sh"
+API_PORT = 6443
+RELEASES = "https://github.com/k3s-io/k3s/releases/download"
+SERVICE = {"server": "k3s", "agent": "k3s-agent"}   # the names install.sh gives them too
+
+
+def q(word: str) -> str:
+    return shlex.quote(word)
+
+
+def binary_name(arch: str) -> str:
+    """The release asset for an architecture, as named in sha256sum-<arch>.txt."""
+    return "k3s" if arch == "amd64" else f"k3s-{arch}"
+
+
+def download_url(version: str, arch: str) -> str:
+    # "+" in the tag must be escaped in the URL path, else some proxies read it as a space.
+    return f"{RELEASES}/{quote(version, safe='')}/{binary_name(arch)}"
+
+
+def binary_matches(sha256: str, path: str = K3S_BIN) -> str:
+    """Exit 0 when path already holds the binary with this checksum (makes installs idempotent)."""
+    return f"echo {q(sha256 + '  ' + path)} | sha256sum -c --status - 2>/dev/null"
+
+
+def install_binary_connected(version: str, arch: str, sha256: str) -> str:
+    """Downloads the pinned release binary on the node, verifies it, then moves it into place."""
+    tmp = f"{K3S_BIN}.cnilab-download"
+    return (
+        f"{binary_matches(sha256)} && exit 0; "
+        f"set -e; curl -fsSL --retry 3 -o {tmp} {q(download_url(version, arch))}; "
+        f"if ! {binary_matches(sha256, tmp)}; then rm -f {tmp}; "
+        f"echo {q(f'checksum mismatch for K3s {version} ({arch}): expected {sha256}')} >&2; "
+        f"exit 1; fi; chmod 0755 {tmp}; mv -f {tmp} {K3S_BIN}"
+    )
+
+
+def prepare_dirs() -> str:
+    return f"install -d -m 0755 {CONFIG_DIR} {IMAGES_DIR}"
+
+
+def server_url(address: str) -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"https://{host}:{API_PORT}"
+
+
+def _common_args(settings: K3sSettings, node_name: str, node_ip: str) -> list[str]:
+    args = ["--node-name", node_name, "--node-ip", node_ip, "--token-file", NODE_TOKEN_PATH]
+    if settings.flannel_iface and not settings.primary:
+        args += ["--flannel-iface", settings.flannel_iface]
+    return args
+
+
+def server_args(settings: K3sSettings, node_name: str, node_ip: str) -> list[str]:
+    """`k3s server …`: on the lab address, kubeconfig root-only, flannel off if primary."""
+    args = ["server", *_common_args(settings, node_name, node_ip),
+            "--tls-san", node_ip, "--write-kubeconfig-mode", "0600"]
+    if settings.primary:
+        # K3s's documented recipe for a custom CNI: no flannel, no kube-router policy controller.
+        args += ["--flannel-backend=none", "--disable-network-policy"]
+    return args + list(settings.server_args)
+
+
+def agent_args(settings: K3sSettings, node_name: str, node_ip: str, server_ip: str) -> list[str]:
+    """`k3s agent …` joining the server over the lab network."""
+    return ["agent", "--server", server_url(server_ip),
+            *_common_args(settings, node_name, node_ip), *settings.agent_args]
+
+
+def systemd_unit(args: Sequence[str], lab_name: str) -> str:
+    """A unit like install.sh's (Delegate, KillMode=process so pods survive restarts)."""
+    role = args[0]
+    return "\n".join([
+        "[Unit]",
+        f"Description=K3s {role} (cnilab lab {lab_name})",
+        "Wants=network-online.target",
+        "After=network-online.target",
+        "",
+        "[Service]",
+        "Type=exec",
+        "ExecStartPre=-/sbin/modprobe br_netfilter",
+        "ExecStartPre=-/sbin/modprobe overlay",
+        f"ExecStart={K3S_BIN} {shlex.join(args)}",
+        "KillMode=process",
+        "Delegate=yes",
+        "LimitNOFILE=1048576",
+        "LimitNPROC=infinity",
+        "LimitCORE=infinity",
+        "TasksMax=infinity",
+        "TimeoutStartSec=0",
+        "Restart=always",
+        "RestartSec=5s",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ])
+
+
+def install_unit(role: str) -> str:
+    """Writes the unit from stdin; restarts K3s only when the unit changed (idempotent re-runs)."""
+    service = SERVICE[role]
+    unit = f"/etc/systemd/system/{service}.service"
+    return (
+        f"set -e; cat > {unit}.new; "
+        f"if cmp -s {unit}.new {unit}; then rm -f {unit}.new; action=start; "
+        f"else mv -f {unit}.new {unit}; action=restart; fi; "
+        f"systemctl daemon-reload; systemctl enable {service}.service; "
+        f"systemctl $action {service}.service"
+    )
+
+
+def install_with_script(args: Sequence[str], version: str) -> str:
+    """Runs upstream install.sh on the binary already in place: nothing is downloaded."""
+    env = {"INSTALL_K3S_SKIP_DOWNLOAD": "true", "INSTALL_K3S_VERSION": version,
+           "INSTALL_K3S_EXEC": shlex.join(args)}
+    assignments = " ".join(f"{key}={q(value)}" for key, value in env.items())
+    return f"{assignments} sh {INSTALL_SCRIPT_PATH}"
+
+
+def service_active(role: str) -> str:
+    return f"systemctl is-active --quiet {SERVICE[role]}.service"
+
+
+def kubectl(*args: str) -> list[str]:
+    """argv for kubectl on the server node (K3s's built-in one, its admin kubeconfig)."""
+    return [K3S_BIN, "kubectl", *args]
+
+
+def nodes_json() -> list[str]:
+    return kubectl("get", "nodes", "-o", "json")
+
+
+def uninstall() -> str:
+    """Removes K3s from a node we installed it on (existing nodes: `lab down`)."""
+    units = " ".join(f"/etc/systemd/system/{s}.service" for s in SERVICE.values())
+    return (
+        "if [ -x /usr/local/bin/k3s-uninstall.sh ]; then /usr/local/bin/k3s-uninstall.sh; fi; "
+        "if [ -x /usr/local/bin/k3s-agent-uninstall.sh ]; then "
+        "/usr/local/bin/k3s-agent-uninstall.sh; fi; "
+        f"systemctl disable --now {' '.join(SERVICE.values())} 2>/dev/null; "
+        f"rm -f {units}; systemctl daemon-reload; "
+        # containerd shims outlive the service (KillMode=process): stop the ones K3s started.
+        "for pid in $(pgrep -f /var/lib/rancher/k3s/data/ 2>/dev/null); do "
+        "kill -9 $pid 2>/dev/null; done; "
+        "for m in $(awk '$2 ~ \"^/(run/k3s|var/lib/kubelet|var/lib/rancher/k3s)\" {print $2}' "
+        "/proc/self/mounts | sort -r); do umount \"$m\" 2>/dev/null; done; "
+        "ip link delete cni0 2>/dev/null; ip link delete flannel.1 2>/dev/null; "
+        "rm -rf /var/lib/rancher/k3s /etc/rancher/k3s /run/k3s /var/lib/kubelet; "
+        f"rm -f {K3S_BIN}; true"
+    )

@@ -1,0 +1,102 @@
+"""Command lines as exact strings: what runs on a node is what these say."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+
+from lab.k3s import commands as c
+from lab.k3s.settings import K3sSettings
+
+SHA = "959c9310a6ab893958d1c95bc5d7609de9d7884630c8832180f059369b6dc331"
+
+
+def test_download_url_escapes_the_plus():
+    assert c.download_url("v1.35.0+k3s1", "amd64") == (
+        "https://github.com/k3s-io/k3s/releases/download/v1.35.0%2Bk3s1/k3s")
+    assert c.download_url("v1.35.0+k3s1", "arm64").endswith("/v1.35.0%2Bk3s1/k3s-arm64")
+
+
+def test_server_args_exact():
+    s = K3sSettings(server_args=["--disable=traefik"], flannel_iface="eth1")
+    assert c.server_args(s, "node1", "10.99.0.11") == [
+        "server", "--node-name", "node1", "--node-ip", "10.99.0.11",
+        "--token-file", "/etc/rancher/k3s/cnilab-token", "--flannel-iface", "eth1",
+        "--tls-san", "10.99.0.11", "--write-kubeconfig-mode", "0600", "--disable=traefik"]
+
+
+def test_primary_disables_flannel_and_its_iface():
+    s = K3sSettings(primary=True, flannel_iface="eth1")
+    args = c.server_args(s, "n1", "10.0.0.1")
+    assert args[-2:] == ["--flannel-backend=none", "--disable-network-policy"]
+    assert "--flannel-iface" not in args
+
+
+def test_agent_joins_the_server_with_the_token_file():
+    s = K3sSettings(agent_args=["--node-label=lab=x"])
+    assert c.agent_args(s, "node2", "10.99.0.12", "10.99.0.11") == [
+        "agent", "--server", "https://10.99.0.11:6443", "--node-name", "node2",
+        "--node-ip", "10.99.0.12", "--token-file", "/etc/rancher/k3s/cnilab-token",
+        "--node-label=lab=x"]
+    assert c.server_url("fd00::1") == "https://[fd00::1]:6443"
+
+
+def test_unit_exec_line_and_no_token():
+    args = c.agent_args(K3sSettings(), "node2", "10.99.0.12", "10.99.0.11")
+    unit = c.systemd_unit(args, "demo")
+    assert ("ExecStart=/usr/local/bin/k3s agent --server https://10.99.0.11:6443 "
+            "--node-name node2 --node-ip 10.99.0.12 --token-file "
+            "/etc/rancher/k3s/cnilab-token\n") in unit
+    assert "Description=K3s agent (cnilab lab demo)" in unit
+    assert "KillMode=process" in unit and "Delegate=yes" in unit
+    assert "K3S_TOKEN" not in unit
+
+
+def test_install_unit_restarts_only_on_change():
+    assert c.install_unit("agent") == (
+        "set -e; cat > /etc/systemd/system/k3s-agent.service.new; "
+        "if cmp -s /etc/systemd/system/k3s-agent.service.new "
+        "/etc/systemd/system/k3s-agent.service; then "
+        "rm -f /etc/systemd/system/k3s-agent.service.new; action=start; "
+        "else mv -f /etc/systemd/system/k3s-agent.service.new "
+        "/etc/systemd/system/k3s-agent.service; action=restart; fi; "
+        "systemctl daemon-reload; systemctl enable k3s-agent.service; "
+        "systemctl $action k3s-agent.service")
+
+
+def test_install_script_skips_download():
+    args = c.server_args(K3sSettings(), "n1", "10.0.0.1")
+    assert c.install_with_script(args, "v1.35.0+k3s1") == (
+        "INSTALL_K3S_SKIP_DOWNLOAD=true INSTALL_K3S_VERSION=v1.35.0+k3s1 "
+        "INSTALL_K3S_EXEC='server --node-name n1 --node-ip 10.0.0.1 --token-file "
+        "/etc/rancher/k3s/cnilab-token --tls-san 10.0.0.1 --write-kubeconfig-mode 0600' "
+        "sh /var/lib/rancher/cnilab-install.sh")
+
+
+def test_connected_install_exact():
+    assert c.install_binary_connected("v1.35.0+k3s1", "amd64", SHA) == (
+        f"echo '{SHA}  /usr/local/bin/k3s' | sha256sum -c --status - 2>/dev/null && exit 0; "
+        "set -e; curl -fsSL --retry 3 -o /usr/local/bin/k3s.cnilab-download "
+        "https://github.com/k3s-io/k3s/releases/download/v1.35.0%2Bk3s1/k3s; "
+        f"if ! echo '{SHA}  /usr/local/bin/k3s.cnilab-download' | sha256sum -c --status - "
+        "2>/dev/null; then rm -f /usr/local/bin/k3s.cnilab-download; "
+        f"echo 'checksum mismatch for K3s v1.35.0+k3s1 (amd64): expected {SHA}' >&2; exit 1; fi; "
+        "chmod 0755 /usr/local/bin/k3s.cnilab-download; "
+        "mv -f /usr/local/bin/k3s.cnilab-download /usr/local/bin/k3s")
+
+
+def test_binary_check_really_verifies(tmp_path):
+    """The checksum test line runs in a real sh: right file passes, altered file fails."""
+    binary = tmp_path / "k3s"
+    binary.write_bytes(b"pretend k3s")
+    good = hashlib.sha256(b"pretend k3s").hexdigest()
+    assert subprocess.run(["sh", "-c", c.binary_matches(good, str(binary))]).returncode == 0
+    binary.write_bytes(b"tampered")
+    assert subprocess.run(["sh", "-c", c.binary_matches(good, str(binary))]).returncode != 0
+    assert subprocess.run(["sh", "-c", c.binary_matches(good, str(tmp_path / "none"))]
+                          ).returncode != 0
+
+
+def test_shell_strings_parse():
+    for script in (c.install_unit("server"), c.uninstall(), c.prepare_dirs(),
+                   c.install_binary_connected("v1.35.0+k3s1", "arm64", SHA)):
+        assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0, script
