@@ -7,6 +7,7 @@ lab, so it can sit next to other clusters in ~/.kube/config.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def dump(doc: dict[str, Any]) -> str:
 def write_private(path: Path, text: str) -> None:
     """Writes a secret file 0600 from the first byte (never briefly world-readable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)

@@ -59,7 +59,6 @@ class K3sSettings(BaseModel):
     # Optional: the upstream install.sh; run with INSTALL_K3S_SKIP_DOWNLOAD=true. Without it the
     # harness writes the systemd unit itself (same flags, nothing fetched).
     install_script: Path | None = None
-    server: str | None = None           # node that runs the server; default: the first node
     server_args: list[str] = Field(default_factory=list)
     agent_args: list[str] = Field(default_factory=list)
     flannel_iface: str | None = None    # when the lab network is not the default route
@@ -105,15 +104,15 @@ class K3sSettings(BaseModel):
             if self.binary is None:
                 raise ValueError("mode = \"airgap\" needs binary = \"/path/to/k3s\" (the release "
                                  "binary for the nodes' architecture)")
-            for path in [self.binary, *self.images] + (
-                    [self.install_script] if self.install_script else []):
-                if not path.is_file():
-                    raise ValueError(f"{path}: no such file")
         elif self.expected_sha256 is None:
             raise ValueError(f"no pinned checksum for K3s {self.version} ({self.arch}): set "
                              "sha256 from the release's sha256sum-" + self.arch + ".txt, or "
                              f"use version = \"{K3S_DEFAULT_VERSION}\"")
         return self
+
+    def local_inputs(self) -> list[Path]:
+        """Harness-side files to copy (checked when used: relative to the config's folder)."""
+        return [p for p in (self.binary, *self.images, self.install_script) if p is not None]
 
     @property
     def expected_sha256(self) -> str | None:
@@ -146,12 +145,9 @@ class MultusSettings(BaseModel):
 
     @model_validator(mode="after")
     def _inputs_for_mode(self) -> MultusSettings:
-        if self.mode == "host":
-            if self.binary is None:
-                raise ValueError("mode = \"host\" needs binary = \"/path/to/multus\" (the thin "
-                                 "plugin from the multus-cni release tarball)")
-            if not self.binary.is_file():
-                raise ValueError(f"{self.binary}: no such file")
+        if self.mode == "host" and self.binary is None:
+            raise ValueError("mode = \"host\" needs binary = \"/path/to/multus\" (the thin "
+                             "plugin from the multus-cni release tarball)")
         return self
 
     @property
