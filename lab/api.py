@@ -141,6 +141,14 @@ class Cluster(Protocol):
         """ADDs an attachment on node behind the runtime's back (a leak for GC to find)."""
         ...
 
+    def delete_stray_attachment(self, attachment: Attachment) -> None:
+        """DELs what add_stray_attachment made (cleanup whether or not GC removed it)."""
+        ...
+
+    def pod_subnet(self, node: str) -> str:
+        """The CIDR that pods on node get their addresses from."""
+        ...
+
     def cni_gc(self, node: str) -> CommandResult:
         """CNI GC on node with the attachments the runtime knows as valid."""
         ...

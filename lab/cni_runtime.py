@@ -83,6 +83,7 @@ class CniRuntime:
         self.node, self.spec = node, spec
         self.config: dict[str, Any] = spec.configs[node.name]
         self.cni_version = str(self.config.get("cniVersion", "0.4.0"))
+        self.cni_path = spec.cni_path_on(node.name)
         self.results_dir = f"{node.state_dir.rstrip('/')}/results"
         self._plugin_paths: dict[str, str] = {}
 
@@ -208,10 +209,10 @@ class CniRuntime:
     # -- running the plugin -------------------------------------------------------------
     def plugin_path(self, plugin_type: str) -> str:
         if plugin_type not in self._plugin_paths:
-            res = self.node.run(["sh", "-c", _FIND_PLUGIN, "sh", self.spec.cni_path, plugin_type])
+            res = self.node.run(["sh", "-c", _FIND_PLUGIN, "sh", self.cni_path, plugin_type])
             if not res.ok or not res.stdout.strip():
                 raise LabError(f"CNI plugin {plugin_type!r} not found on CNI_PATH",
-                               where=self.node.name, output=f"CNI_PATH={self.spec.cni_path}",
+                               where=self.node.name, output=f"CNI_PATH={self.cni_path}",
                                hint="install the plugin on the node (`lab up` / `lab deploy`)")
             self._plugin_paths[plugin_type] = res.stdout.strip().splitlines()[0]
         return self._plugin_paths[plugin_type]
@@ -223,7 +224,7 @@ class CniRuntime:
         env = {
             "PATH": RUNTIME_PATH, "CNI_COMMAND": command, "CNI_CONTAINERID": container_id,
             "CNI_NETNS": netns, "CNI_IFNAME": ifname, "CNI_ARGS": cni_args,
-            "CNI_PATH": self.spec.cni_path,
+            "CNI_PATH": self.cni_path,
         }
         # `env -i` gives the plugin exactly this environment on any node, local or SSH.
         argv = ["env", "-i", *(f"{k}={v}" for k, v in env.items()),

@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import re
 import secrets
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,7 +107,7 @@ class NamespacePodCluster:
             # A runtime tears a failed sandbox down again: DEL, then the namespace.
             with contextlib.suppress(LabError):
                 runtime.delete(container_id, netns=netns_path(netns_name))
-            host.run(["ip", "netns", "del", netns_name])
+            self._remove_netns(host, netns_name)
             raise
 
     def delete_pod(self, pod: Any) -> None:
@@ -120,7 +121,7 @@ class NamespacePodCluster:
                 netns=netns_path(netns_name) if exists else "")
         finally:
             if exists:
-                host.run(["ip", "netns", "del", netns_name]).check(pod.node)
+                self._remove_netns(host, netns_name).check(pod.node)
 
     def pods(self) -> list[NamespacePod]:
         found = []
@@ -161,7 +162,7 @@ class NamespacePodCluster:
             runtime.add(container_id, netns_path(netns_name),
                         cni_args=pod_cni_args("stray-" + suffix, container_id))
         except BaseException:
-            host.run(["ip", "netns", "del", netns_name])
+            self._remove_netns(host, netns_name)
             raise
         finally:
             # Forget it, as a runtime that crashed after ADD would have.
@@ -178,7 +179,7 @@ class NamespacePodCluster:
                 netns=attachment.netns if exists else "")
         finally:
             if exists:
-                host.run(["ip", "netns", "del", attachment.netns.rsplit("/", 1)[-1]])
+                self._remove_netns(host, attachment.netns.rsplit("/", 1)[-1])
 
     def cni_gc(self, node: str) -> CommandResult:
         argv = ("CNI", "GC", node)
@@ -259,17 +260,35 @@ class NamespacePodCluster:
     # -- namespaces ------------------------------------------------------------------------
     @staticmethod
     def _make_netns(host: Node, netns_name: str) -> None:
-        res = host.run(["ip", "netns", "add", netns_name])
+        res = _netns_command(host, ["add", netns_name])
         if not res.ok and "File exists" not in res.stderr:
             res.check(host.name)
         # A runtime's sandbox has lo up (the loopback plugin's job under containerd).
         up = host.run(["ip", "netns", "exec", netns_name, "ip", "link", "set", "lo", "up"])
         if not up.ok:
-            host.run(["ip", "netns", "del", netns_name])
+            _netns_command(host, ["del", netns_name])
             raise LabError(f"pod namespace {netns_name} is not usable", where=host.name,
-                           output=up.stderr,
-                           hint="node.run must share the host's mount namespace "
-                                "(nsenter --net, not `ip netns exec`) for `ip netns add`")
+                           output=up.stderr)
+
+    @staticmethod
+    def _remove_netns(host: Node, netns_name: str) -> CommandResult:
+        return _netns_command(host, ["del", netns_name])
+
+
+def _netns_command(host: Node, args: list[str]) -> CommandResult:
+    """`ip netns add|del` where the namespace's bind mount is seen by everyone on the node.
+
+    A netns node runs commands through `ip netns exec`, in a private mount namespace whose
+    mounts never reach the host: a pod namespace added there would vanish with the command.
+    Those nodes share this host, so the harness makes their pod namespaces itself.
+    """
+    from lab.providers.netns import NetnsNode
+
+    argv = ["ip", "netns", *args]
+    if isinstance(host, NetnsNode):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
+    return host.run(argv)
 
 
 def netns_path(netns_name: str) -> str:

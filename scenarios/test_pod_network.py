@@ -1,0 +1,30 @@
+"""A pod attached to the network under test gets its interface, its address and its MTU."""
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from conftest import interface_mtu
+
+
+def test_every_pod_gets_the_interface_and_an_ip_from_its_nodes_subnet(cluster, pod_per_node):
+    for node, pod in pod_per_node.items():
+        subnet = ipaddress.ip_network(cluster.pod_subnet(node))
+        assert ipaddress.ip_address(pod.ip) in subnet, f"{pod.name} on {node}: {pod.ip} ∉ {subnet}"
+        addr = pod.exec(["ip", "-o", "-4", "addr", "show", "dev", pod.ifname])
+        assert addr.ok, f"{pod.name} on {node} has no {pod.ifname}: {addr.stderr}"
+        assert f" {pod.ip}/" in addr.stdout, f"{pod.ifname} of {pod.name} lacks {pod.ip}"
+
+
+def test_pod_ips_are_unique_across_the_cluster(pod_per_node, neighbours):
+    ips = [p.ip for p in [*pod_per_node.values(), *neighbours]]
+    assert len(set(ips)) == len(ips), f"duplicate pod IPs: {ips}"
+
+
+def test_pod_mtu_is_the_configured_one(cluster, pod_per_node):
+    if cluster.mtu is None:
+        pytest.skip("the network config sets no MTU")
+    for node, pod in pod_per_node.items():
+        assert interface_mtu(pod) == cluster.mtu, (
+            f"{pod.ifname} of {pod.name} on {node}: MTU {interface_mtu(pod)}, "
+            f"config asks for {cluster.mtu}")
