@@ -93,9 +93,11 @@ def iperf3_gbits(client_exec: Callable[..., CommandResult], server_exec: Callabl
     try:
         res = client_exec(["iperf3", "-c", server_ip, "-p", port, "-t", "1", "-J",
                            "--connect-timeout", "2000"], timeout=20)
-        if not res.ok:
-            return 0.0
-        return float(json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"]) / 1e9
+        try:
+            received = json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"]
+        except (ValueError, KeyError, TypeError):
+            return 0.0  # iperf3 reports a failed connection as JSON without "sum_received"
+        return float(received) / 1e9
     finally:
         server_exec(["sh", "-c", 'test -f "$0" && kill "$(cat "$0")"; rm -f "$0"', pidfile])
 
