@@ -1,0 +1,225 @@
+"""KubeCluster: pure parts unit-tested; node-side CHECK/GC glue run for real on overlay nodes.
+
+Not run here: anything behind KubeApi (pod create/read/list/delete, exec over the API stream)
+needs a live K3s API server. The tests below put a small in-memory stand-in at that boundary
+and nowhere else.
+"""
+from __future__ import annotations
+
+import base64
+import json
+
+import kubernetes_validate
+import pytest
+
+from lab.api import CommandResult, LabError, NetworkSpec
+from lab.config import parse_config
+from lab.k3s import commands, kubeconfig
+from lab.k3s.settings import K3sSettings
+from lab.kube_cluster import (
+    KubeCluster,
+    cni_args_text,
+    find_pod_attachment,
+    netns_from_inspectp,
+    parse_libcni_cache,
+    pod_ip_from,
+    pod_manifest,
+    pod_of,
+    pod_phase_problem,
+    valid_attachments,
+)
+
+SPEC = NetworkSpec(name="cnilab", plugin_type="cnilab", ifname="net1",
+                   cni_path="/var/lib/rancher/k3s/data/cni", configs={})
+ARGS = [["IgnoreUnknown", "true"], ["K8S_POD_NAMESPACE", "cnilab"], ["K8S_POD_NAME", "a"],
+        ["K8S_POD_INFRA_CONTAINER_ID", "c0ffee"], ["K8S_POD_UID", "u1"]]
+RESULT = {"cniVersion": "1.1.0", "interfaces": [{"name": "net1", "sandbox": "/var/run/netns/x"}],
+          "ips": [{"address": "10.244.1.5/24", "interface": 0}]}
+
+
+def _cache(container_id="c0ffee", pod="a", netns="/var/run/netns/cni-1", ifname="net1"):
+    args = [[k, pod if k == "K8S_POD_NAME" else v] for k, v in ARGS]
+    doc = {"kind": "cniCacheV1", "containerId": container_id, "ifName": ifname,
+           "networkName": "cnilab", "cniArgs": args, "result": RESULT,
+           "config": base64.b64encode(b'{"type":"cnilab"}').decode()}
+    if netns:
+        doc["netns"] = netns
+    return json.dumps(doc)
+
+
+def test_pod_manifest_validates_and_pins():
+    settings = K3sSettings(pod_image="registry.local/netshoot:v1", pod_image_pull_policy="Never")
+    doc = pod_manifest("a", "node2", lab="demo", settings=settings, spec=SPEC)
+    kubernetes_validate.validate(doc, "1.35.0", strict=True)
+    assert doc["spec"]["nodeName"] == "node2"
+    container = doc["spec"]["containers"][0]
+    assert (container["image"], container["imagePullPolicy"]) == ("registry.local/netshoot:v1",
+                                                                  "Never")
+    assert json.loads(doc["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"]) == [
+        {"name": "cnilab", "namespace": "cnilab", "interface": "net1"}]
+    assert doc["metadata"]["labels"]["cnilab.dev/lab"] == "demo"
+    primary = pod_manifest("a", "n", lab="x", settings=K3sSettings(primary=True), spec=SPEC)
+    assert primary["metadata"]["annotations"] == {}
+
+
+def test_pod_ip_secondary_and_primary():
+    status = json.dumps([{"name": "cbr0", "interface": "eth0", "ips": ["10.42.0.9"]},
+                         {"name": "cnilab/cnilab", "interface": "net1", "ips": ["10.244.1.5"]}])
+    pod = {"metadata": {"annotations": {"k8s.v1.cni.cncf.io/network-status": status}},
+           "status": {"podIP": "10.42.0.9"}}
+    assert pod_ip_from(pod, SPEC, K3sSettings()) == "10.244.1.5"
+    assert pod_ip_from(pod, SPEC, K3sSettings(primary=True)) == "10.42.0.9"
+    assert pod_ip_from({"metadata": {}}, SPEC, K3sSettings()) is None
+
+
+def test_pod_phase_problem_reads_waiting_reason():
+    pod = {"status": {"phase": "Pending", "containerStatuses": [{"state": {"waiting": {
+        "reason": "ErrImageNeverPull", "message": "image not present"}}}]}}
+    assert pod_phase_problem(pod) == "ErrImageNeverPull: image not present"
+    sandbox = {"status": {"phase": "Pending", "conditions": [
+        {"type": "PodReadyToStartContainers", "status": "False",
+         "message": "failed to setup network for sandbox"}]}}
+    assert "failed to setup network" in pod_phase_problem(sandbox)
+    assert pod_phase_problem({}) == "Pending"
+
+
+def test_libcni_cache_parsing_and_matching():
+    entry = parse_libcni_cache(_cache())
+    assert entry is not None and entry.container_id == "c0ffee"
+    assert entry.cni_args.startswith("IgnoreUnknown=true;K8S_POD_NAMESPACE=cnilab;")
+    assert pod_of(entry) == ("cnilab", "a")
+    assert parse_libcni_cache("not json") is None
+    assert parse_libcni_cache('{"kind": "other"}') is None
+    other = parse_libcni_cache(_cache("beef", pod="b"))
+    assert find_pod_attachment([entry, other], "cnilab", "b", "cnilab", "net1") == other
+    assert find_pod_attachment([entry], "cnilab", "a", "cnilab", "eth0") is None
+    assert [a.container_id for a in valid_attachments([entry, other], {("cnilab", "b")}, "n")] \
+        == ["beef"]
+    assert cni_args_text("A=1") == "A=1"
+
+
+def test_netns_from_inspectp():
+    doc = {"info": {"runtimeSpec": {"linux": {"namespaces": [
+        {"type": "pid"}, {"type": "network", "path": "/var/run/netns/cni-77"}]}}}}
+    assert netns_from_inspectp(json.dumps(doc)) == "/var/run/netns/cni-77"
+    assert netns_from_inspectp("{") == ""
+
+
+# --- node-side glue on real overlay nodes, the API replaced by a stand-in -------------------
+
+RECORDING_PLUGIN = """#!/bin/sh
+d=/var/lib/rancher/calls; mkdir -p $d; n=$(ls $d | wc -l)
+env | grep '^CNI_' | sort > $d/$n.env; cat > $d/$n.stdin
+[ "$CNI_COMMAND" = CHECK ] && [ -e /var/lib/rancher/tampered ] && {
+  echo '{"cniVersion":"1.1.0","code":103,"msg":"net1 address 10.244.1.5/24 missing"}'; exit 1; }
+exit 0
+"""
+CONTAINERD = """version = 3
+[plugins.'io.containerd.cri.v1.runtime'.cni]
+  bin_dir = "/var/lib/rancher/k3s/data/cni"
+  conf_dir = "/var/lib/rancher/k3s/agent/etc/cni/net.d"
+"""
+
+
+class StandInApi:
+    """In-memory stand-in at the KubeApi boundary (no API server here)."""
+
+    def __init__(self, pods):
+        self.pods = pods
+
+    def ensure_namespace(self, name):
+        pass
+
+    def list_pods(self, namespace, selector):
+        return self.pods
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def k3s_lab(tmp_path, make_node):
+    plugin = tmp_path / "cnilab"
+    plugin.write_text("#!/bin/sh\n")
+    config = parse_config({"lab": {"name": "kc", "provider": "existing",
+                                   "state_dir": str(tmp_path / "st")},
+                           "nodes": [{"name": "node1", "role": "server"}],
+                           "plugin": {"path": str(plugin), "type": "cnilab",
+                                      "config": {"name": "cnilab"}},
+                           "k3s": {}, "multus": {}})
+    node = make_node("node1", "10.99.0.11")
+    for path, text, mode in [
+            ("/var/lib/rancher/k3s/agent/etc/containerd/config.toml", CONTAINERD, 0o644),
+            ("/var/lib/rancher/k3s/data/cni/cnilab", RECORDING_PLUGIN, 0o755),
+            ("/var/lib/cni/multus/results/cnilab-c0ffee-net1", _cache(), 0o600),
+            ("/var/lib/cni/multus/results/cnilab-dead-net1", _cache("dead", pod="gone"), 0o600)]:
+        f = node.file(path)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+        f.chmod(mode)
+
+    class Lab:
+        pass
+    lab = Lab()
+    lab.config, lab.nodes = config, lambda: [node]
+    return lab, node
+
+
+def _calls(node):
+    calls = node.file("/var/lib/rancher/calls")
+    return [(calls / f"{i}.env").read_text() for i in range(len(list(calls.glob("*.env"))))], \
+        [json.loads((calls / f"{i}.stdin").read_text())
+         for i in range(len(list(calls.glob("*.stdin"))))]
+
+
+def test_cni_check_runs_the_plugin_with_the_cached_result(k3s_lab):
+    lab, node = k3s_lab
+    cluster = KubeCluster(lab, api=StandInApi([]))
+    assert cluster.spec.ifname == "net1"
+
+    class Pod:
+        name, node, ifname = "a", "node1", "net1"
+    Pod.attachment = type("A", (), {"container_id": "c0ffee"})()
+    ok = cluster.cni_check(Pod)
+    assert ok.ok, ok.stderr
+    envs, stdins = _calls(node)
+    assert "CNI_COMMAND=CHECK" in envs[0] and "CNI_CONTAINERID=c0ffee" in envs[0]
+    assert "CNI_NETNS=/var/run/netns/cni-1" in envs[0] and "CNI_IFNAME=net1" in envs[0]
+    assert "K8S_POD_NAME=a" in envs[0]
+    assert "CNI_PATH=/var/lib/rancher/k3s/data/cni" in envs[0]
+    assert stdins[0]["prevResult"] == RESULT and stdins[0]["type"] == "cnilab"
+    node.file("/var/lib/rancher/tampered").write_text("")
+    bad = cluster.cni_check(Pod)
+    assert bad.rc == 1 and "net1 address 10.244.1.5/24 missing" in bad.stderr
+    Pod.name = "nosuchpod"
+    assert "no cached ADD result for pod nosuchpod" in cluster.cni_check(Pod).stderr
+
+
+def test_gc_lists_only_live_pods_attachments(k3s_lab):
+    lab, node = k3s_lab
+    live = [{"metadata": {"name": "a"}, "spec": {"nodeName": "node1"}}]
+    cluster = KubeCluster(lab, api=StandInApi(live))
+    result = cluster.cni_gc("node1")
+    assert result.ok, result.stderr
+    envs, stdins = _calls(node)
+    assert "CNI_COMMAND=GC" in envs[-1]
+    assert stdins[-1]["cni.dev/valid-attachments"] == [{"containerID": "c0ffee",
+                                                        "ifname": "net1"}]
+
+
+def test_no_kubeconfig_says_run_lab_up(k3s_lab):
+    lab, _ = k3s_lab
+    with pytest.raises(LabError, match="no kubeconfig for lab kc") as e:
+        KubeCluster(lab)
+    assert "lab up" in e.value.hint
+    assert kubeconfig.state_path(lab.config.harness_dir).name == "kubeconfig"
+
+
+def test_host_interfaces_skips_bridged_veths(k3s_lab, monkeypatch):
+    lab, node = k3s_lab
+    cluster = KubeCluster(lab, api=StandInApi([]))
+    out = ("5: veth1234@if2: <BROADCAST,MULTICAST,UP> mtu 1450 master cni0 state UP\n"
+           "7: veth9f8e7d6c@if3: <BROADCAST,MULTICAST,UP> mtu 1500 state UP\n")
+    monkeypatch.setattr(node, "run", lambda argv, **kw: CommandResult(tuple(argv), 0, out, ""))
+    assert cluster.host_interfaces("node1") == ["veth9f8e7d6c"]
+    assert commands.K3S_BIN == "/usr/local/bin/k3s"
