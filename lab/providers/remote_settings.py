@@ -20,6 +20,7 @@
     box = "debian/bookworm64"
     memory = 2048               # MiB per node
     cpus = 2
+    driver = "kvm"              # "qemu" for software emulation (TCG)
 """
 from __future__ import annotations
 
@@ -104,9 +105,12 @@ class ExistingSettings(_Strict):
 
 
 class VagrantSettings(_Strict):
-    dir: Path = Path(".")
+    dir: Path = Path(".")            # relative paths are taken from lab.toml's directory
     provider: Literal["libvirt"] = "libvirt"
     box: str = "debian/bookworm64"
     memory: int = Field(default=2048, ge=256)
     cpus: int = Field(default=2, ge=1)
     libvirt_uri: str = "qemu:///system"
+    driver: Literal["kvm", "qemu"] = "kvm"   # "qemu" = software emulation where KVM hangs
+    cpu_mode: str | None = None              # libvirt <cpu mode>; default vagrant-libvirt's
+    boot_timeout: float = Field(default=600, gt=0)   # seconds until every node answers SSH
