@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -142,3 +143,99 @@ def test_hosts_must_match_nodes(tmp_path, harness, sshd):
     config.nodes[0].name = "other"
     with pytest.raises(LabError, match="do not match"):
         ExistingProvider(config)
+
+
+# --- `lab ssh` through the CLI, against the same real sshd ---------------------------------------
+
+def write_lab_toml(tmp_path, harness, sshd) -> Path:
+    path = tmp_path / "lab.toml"
+    path.write_text(f"""
+[lab]
+name = "sshcli"
+provider = "existing"
+state_dir = "{harness}"
+
+[[nodes]]
+name = "node1"
+
+[plugin]
+path = "/bin/true"
+
+[ssh]
+connect_timeout = 2
+
+[existing]
+state_dir = "{tmp_path / 'node-state'}"
+
+[[existing.hosts]]
+name = "node1"
+address = "{sshd.address}"
+port = {sshd.port}
+host_key = "{sshd.host_keys.public_line}"
+""")
+    return path
+
+
+def test_lab_ssh_runs_a_command_and_returns_its_rc(tmp_path, harness, sshd, capfd):
+    from lab.cli import main
+
+    toml = write_lab_toml(tmp_path, harness, sshd)
+    assert main(["-c", str(toml), "ssh", "node1", "--", "sh", "-c", "echo out; exit 4"]) == 4
+    assert capfd.readouterr().out == "out\n"
+    assert main(["-c", str(toml), "ssh", "node9", "--", "true"]) != 0
+    assert "no node 'node9'" in capfd.readouterr().err
+
+
+def run_in_pty(argv, typed: bytes, env=None, timeout=30.0) -> tuple[int, bytes]:
+    """Runs argv with a pseudo-terminal as stdin/stdout (as a user's shell would)."""
+    import select
+    import subprocess
+    import time
+
+    controller, terminal = os.openpty()
+    proc = subprocess.Popen(argv, stdin=terminal, stdout=terminal, stderr=terminal,
+                            env=env, start_new_session=True)
+    os.close(terminal)
+    out = b""
+    sent = False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(controller, 4096)
+                except OSError:      # EIO: the other side closed
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            if not sent and time.monotonic() > deadline - timeout + 1.5:
+                os.write(controller, typed)
+                sent = True
+            if proc.poll() is not None and not ready:
+                break
+        rc = proc.wait(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(controller)
+    return rc, out
+
+
+@pytest.mark.parametrize("shell", ["system-ssh", "paramiko"])
+def test_lab_ssh_without_cmd_opens_an_interactive_shell(tmp_path, harness, sshd, shell):
+    import shutil
+    import sys
+
+    toml = write_lab_toml(tmp_path, harness, sshd)
+    lab_bin = Path(sys.executable).parent / "lab"
+    env = dict(os.environ)
+    if shell == "paramiko":                 # no ssh binary on PATH: the paramiko fallback
+        env["PATH"] = str(Path(sys.executable).parent)
+        assert shutil.which("ssh", path=env["PATH"]) is None
+    rc, out = run_in_pty([str(lab_bin), "-c", str(toml), "ssh", "node1"],
+                         b"echo magic-$((6*7))\nexit 3\n", env=env)
+    assert b"magic-42" in out, out.decode(errors="replace")
+    assert rc == 3
