@@ -181,7 +181,8 @@ class VagrantProvider:
 
     def _ssh_nodes(self, names: list[str]) -> list[SshNode]:
         endpoints = parse_ssh_config(self.vagrant("ssh-config", *names, timeout=120).stdout)
-        key_path = self.ssh.key_path or keys.client_keypair(self.config.harness_dir)[0]
+        # Always the lab's key: it is the one the Vagrantfile's provisioner authorizes.
+        key_path = keys.client_keypair(self.config.harness_dir)[0]
         nodes = []
         for name in names:
             if name not in endpoints:
