@@ -163,6 +163,28 @@ def token_path(ctx: ActionContext) -> Path:
     return path
 
 
+def adopt_server_token(ctx: ActionContext, server: Node) -> None:
+    """A server that already runs keeps its token: copy it back when the harness lost its own
+    (a fresh checkout, another runner), so agents can still join. Read over stdin/stdout only."""
+    settings = k3s_settings(ctx)
+    path = ctx.state_dir / TOKEN_FILE
+    if settings.token_file is not None or path.exists():
+        return
+    res = server.run(["cat", commands.NODE_TOKEN_PATH], timeout=30)
+    if res.ok and res.stdout.strip():
+        with _TOKEN_LOCK:
+            write_private(path, res.stdout.strip() + "\n")
+
+
+def remove_k3s(nodes: Sequence[Node]) -> None:
+    """Uninstalls K3s from nodes the lab installed it on (for `lab down` on existing nodes;
+    VMs are simply deleted)."""
+    def uninstall(node: Node) -> None:
+        sh(node, commands.uninstall(), timeout=300, what="cannot remove K3s")
+
+    parallel(nodes, uninstall)
+
+
 # --- K3s --------------------------------------------------------------------------------------
 
 def install_k3s_files(ctx: ActionContext, node: Node) -> None:
@@ -206,6 +228,7 @@ class InstallK3sServer:
     def run(self, ctx: ActionContext) -> None:
         settings = k3s_settings(ctx)
         server, _ = split_roles(ctx.config, ctx.nodes)
+        adopt_server_token(ctx, server)
         install_k3s_files(ctx, server)
         start_k3s(ctx, server, commands.server_args(settings, server.name, server.address))
 

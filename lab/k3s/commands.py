@@ -161,8 +161,9 @@ def uninstall() -> str:
         f"systemctl disable --now {' '.join(SERVICE.values())} 2>/dev/null; "
         f"rm -f {units}; systemctl daemon-reload; "
         # containerd shims outlive the service (KillMode=process): stop the ones K3s started.
-        "for pid in $(pgrep -f /var/lib/rancher/k3s/data/ 2>/dev/null); do "
-        "kill -9 $pid 2>/dev/null; done; "
+        # Matched by executable, not command line: `pgrep -f` would match this very shell.
+        "for p in /proc/[0-9]*; do case \"$(readlink $p/exe 2>/dev/null)\" in "
+        "/var/lib/rancher/k3s/data/*) kill -9 ${p#/proc/} 2>/dev/null;; esac; done; "
         "for m in $(awk '$2 ~ \"^/(run/k3s|var/lib/kubelet|var/lib/rancher/k3s)\" {print $2}' "
         "/proc/self/mounts | sort -r); do umount \"$m\" 2>/dev/null; done; "
         "ip link delete cni0 2>/dev/null; ip link delete flannel.1 2>/dev/null; "

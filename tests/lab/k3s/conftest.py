@@ -1,6 +1,6 @@
 """A real local Node for driving the K3s actions here: commands run for real on this host, as
-root, in a private mount namespace where /etc, /opt, /usr/local and /var/lib are overlays whose
-upper layers live in a tmp dir. Whatever the actions write (/usr/local/bin/k3s,
+root, in private mount and network namespaces where /etc, /opt, /usr/local and /var/lib are
+overlays whose upper layers live in a tmp dir. Whatever the actions write (/usr/local/bin/k3s,
 /etc/rancher/k3s, the systemd unit, CNI files) lands in that tmp dir; the host never changes.
 
 K3s itself cannot run here (no download, no systemd as PID 1): the actions get as far as
@@ -40,7 +40,10 @@ class OverlayNode:
             options = f"lowerdir={d},upperdir={upper},workdir={work}"
             mounts.append(f"mount -t overlay overlay -o {shlex.quote(options)} {d}")
         script = "set -e; " + "; ".join(mounts) + '; exec "$@"'
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv]
+        # Own mount and network namespaces: files land in the overlays, and link commands
+        # (the uninstall's `ip link delete cni0`) can only ever see this node's empty netns.
+        return ["unshare", "--mount", "--net", "--propagation", "private",
+                "sh", "-c", script, "sh", *argv]
 
     def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float = 60,
             env: dict[str, str] | None = None) -> CommandResult:

@@ -241,3 +241,30 @@ def test_deploy_without_containerd_config_says_what_to_do(tmp_path, make_node):
     with pytest.raises(LabError, match="cannot tell where K3s keeps CNI plugins") as e:
         actions.deploy_plugin(config, [node], poll=0.1)
     assert e.value.where == "node1" and "k3s.cni_bin_dir" in e.value.hint
+
+
+def test_rerun_adopts_the_running_servers_token(tmp_path, make_node):
+    """A lost harness token is read back from the server instead of minting one agents would
+    be refused with."""
+    config = _config(tmp_path)
+    server = make_node("node1", "10.99.0.11")
+    token = server.file(commands.NODE_TOKEN_PATH)
+    token.parent.mkdir(parents=True)
+    token.write_text("K10existing::server:secret\n")
+    ctx = _ctx(config, [server], tmp_path)
+    actions.adopt_server_token(ctx, server)
+    local = tmp_path / "st" / "k3s-token"
+    assert local.read_text() == "K10existing::server:secret\n"
+    assert stat.S_IMODE(local.stat().st_mode) == 0o600
+
+
+def test_remove_k3s_cleans_what_install_left(tmp_path, make_node):
+    binary, images = _airgap_inputs(tmp_path)
+    config = _config(tmp_path, mode="airgap", binary=str(binary), images=[str(images)])
+    node = make_node("node1", "10.99.0.11")
+    actions.install_k3s_files(_ctx(config, [node], tmp_path), node)
+    assert node.file(commands.K3S_BIN).exists()
+    actions.remove_k3s([node])
+    assert not node.file(commands.K3S_BIN).exists()
+    assert not node.file(commands.NODE_TOKEN_PATH).exists()
+    assert not node.file(f"{commands.IMAGES_DIR}/{images.name}").exists()
