@@ -1,24 +1,106 @@
 """Cross-node reachability: routes (host-gw) or a VXLAN device (vxlan) to every peer's subnet.
 
-STUB — owned by the cross-node work; signatures are the contract cmd_add/cmd_status rely on.
+No daemon: every ADD reconciles this node's routes (and tunnel entries) with the node list in
+the config it was given, under a per-namespace lock, and changes only what differs. STATUS
+uses missing_peers to report what is not as the config says (code 51).
 """
 from __future__ import annotations
 
-from typing import List
+import ipaddress
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
+from plugin import hostgw, locking, vxlan
+from plugin.errors import CROSS_NODE_FAILURE, INVALID_CONFIG, CniError
 from plugin.netconf import ClusterNode, NetConf
+
+NODE_NAME_ENV = "CNILAB_NODE_NAME"
+
+
+def _local_ipv4_addresses() -> set[ipaddress.IPv4Address]:
+    with _ipr() as ipr:
+        return {ipaddress.IPv4Address(a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS"))
+                for a in ipr.get_addr(family=socket.AF_INET)}
 
 
 def find_self(conf: NetConf) -> ClusterNode:
     """This node's entry in conf.nodes (nodeName, CNILAB_NODE_NAME, a local IP, hostname)."""
-    raise NotImplementedError
+    if not conf.nodes:
+        raise CniError(INVALID_CONFIG, "invalid network config: nodes: empty",
+                       "list every node with name, ip and podSubnet")
+    by_name = {n.name: n for n in conf.nodes}
+    known = ", ".join(by_name)
+    for source, name in (("nodeName", conf.node_name), (NODE_NAME_ENV,
+                                                         os.environ.get(NODE_NAME_ENV))):
+        if name:
+            if name in by_name:
+                return by_name[name]
+            raise CniError(INVALID_CONFIG,
+                           f"invalid network config: {source} {name!r} is not in nodes",
+                           f"known nodes: {known}")
+    local = _local_ipv4_addresses()
+    for node in conf.nodes:
+        if node.ip in local:
+            return node
+    hostname = socket.gethostname()
+    for candidate in (hostname, hostname.split(".")[0]):
+        if candidate in by_name:
+            return by_name[candidate]
+    raise CniError(INVALID_CONFIG,
+                   "invalid network config: nodes: this node is not listed",
+                   f"no node name given, none of {known} has an IP of this host, and the "
+                   f"hostname {hostname!r} is not a node name; set nodeName or {NODE_NAME_ENV}")
+
+
+@contextmanager
+def _ipr() -> Iterator[Any]:
+    from pyroute2.iproute.linux import IPRoute  # lazy: the per-call entry stays stdlib-only
+
+    ipr = IPRoute()  # the calling thread's namespace: the node's
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def peers_of(conf: NetConf, me: ClusterNode) -> list[ClusterNode]:
+    return [n for n in conf.nodes if n.name != me.name]
+
+
+def _lock_name(me: ClusterNode) -> str:
+    # Per node, not per host: the nodes of a netns lab share one /run but not their routes.
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in me.name)
+    return f"crossnode-{safe}"
 
 
 def ensure_peers(conf: NetConf, me: ClusterNode) -> None:
     """Programs the way to every other node's pod subnet; idempotent, locked, no daemon."""
-    raise NotImplementedError
+    if conf.backend not in ("host-gw", "vxlan"):
+        return
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    peers = peers_of(conf, me)
+    with locking.exclusive(_lock_name(me)), _ipr() as ipr:
+        try:
+            if conf.backend == "host-gw":
+                hostgw.ensure(ipr, peers)
+            else:
+                vxlan.ensure(ipr, conf.vxlan, me, peers)
+        except NetlinkError as e:
+            raise CniError(CROSS_NODE_FAILURE,
+                           f"{conf.backend}: programming the way to other nodes failed: "
+                           f"{os.strerror(e.code)}", str(e)) from None
 
 
-def missing_peers(conf: NetConf, me: ClusterNode) -> List[str]:
+def missing_peers(conf: NetConf, me: ClusterNode) -> list[str]:
     """Human-readable problems with the cross-node programming (empty when healthy)."""
-    raise NotImplementedError
+    if conf.backend not in ("host-gw", "vxlan"):
+        return []
+    peers = peers_of(conf, me)
+    with _ipr() as ipr:
+        if conf.backend == "host-gw":
+            return hostgw.problems(ipr, peers)
+        return vxlan.problems(ipr, conf.vxlan, me, peers)

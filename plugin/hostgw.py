@@ -1,0 +1,24 @@
+"""host-gw: `<peer pod subnet> via <peer node IP>` on every node (flannel's host-gw).
+
+Needs every node on one L2 segment: the kernel refuses a gateway it cannot reach directly,
+and we turn that refusal into advice to use vxlan instead.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from plugin import peer_routes
+from plugin.netconf import ClusterNode
+
+
+def wanted_routes(peers: list[ClusterNode]) -> list[peer_routes.PeerRoute]:
+    return [peer_routes.PeerRoute(dst=str(p.pod_subnet), gateway=str(p.ip), node=p.name)
+            for p in peers]
+
+
+def ensure(ipr: Any, peers: list[ClusterNode]) -> None:
+    peer_routes.reconcile(ipr, peer_routes.PROTO_HOST_GW, wanted_routes(peers))
+
+
+def problems(ipr: Any, peers: list[ClusterNode]) -> list[str]:
+    return peer_routes.problems(ipr, peer_routes.PROTO_HOST_GW, wanted_routes(peers))

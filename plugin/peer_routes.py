@@ -1,0 +1,105 @@
+"""Routes to other nodes' pod subnets, tagged with our own rtnetlink protocol number.
+
+The tag (`proto`) is how we find the routes we made, replace them when a peer moves and
+delete them when a peer leaves the config, without touching anyone else's routes. Both
+backends use this: host-gw with PROTO_HOST_GW, vxlan with PROTO_VXLAN on its device.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from plugin.errors import CROSS_NODE_FAILURE, CniError
+
+# Unassigned in iproute2's rt_protos (bird 12, babel 42, bgp 186... eigrp 192): ours.
+PROTO_HOST_GW = 231
+PROTO_VXLAN = 232
+RTNH_F_ONLINK = 4
+MAIN_TABLE = 254
+
+
+@dataclass(frozen=True)
+class PeerRoute:
+    dst: str                    # the peer's pod subnet, "10.244.2.0/24"
+    gateway: str                # the peer's node IP (host-gw) or VTEP address (vxlan)
+    oif: Optional[int] = None   # None: whichever interface reaches the gateway
+    onlink: bool = False        # vxlan: the VTEP address is not on any connected subnet
+    node: str = ""              # for messages only
+
+    def matches(self, other: PeerRoute) -> bool:
+        return (self.dst == other.dst and self.gateway == other.gateway
+                and (self.oif is None or self.oif == other.oif)
+                and self.onlink == other.onlink)
+
+    def describe(self) -> str:
+        via = f"{self.dst} via {self.gateway}"
+        return via + (" onlink" if self.onlink else "")
+
+
+def installed(ipr: Any, proto: int) -> dict[str, PeerRoute]:
+    """Our IPv4 routes in the main table, by destination."""
+    found: dict[str, PeerRoute] = {}
+    for msg in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
+        if msg["proto"] != proto or msg.get_attr("RTA_DST") is None:
+            continue
+        dst = f"{msg.get_attr('RTA_DST')}/{msg['dst_len']}"
+        found[dst] = PeerRoute(
+            dst=dst, gateway=msg.get_attr("RTA_GATEWAY") or "", oif=msg.get_attr("RTA_OIF"),
+            onlink=bool(msg["flags"] & RTNH_F_ONLINK))
+    return found
+
+
+def reconcile(ipr: Any, proto: int, want: list[PeerRoute], scope_oif: Optional[int] = None,
+              ) -> None:
+    """Makes our routes exactly `want`: replaces wrong ones, deletes those of departed peers.
+
+    scope_oif limits deletion to routes on that interface (a vxlan device owns its routes).
+    """
+    from pyroute2.netlink.exceptions import NetlinkError  # loaded already by whoever made ipr
+
+    have = installed(ipr, proto)
+    for route in want:
+        current = have.get(route.dst)
+        if current is not None and route.matches(current):
+            continue
+        extra: dict[str, Any] = {}
+        if route.oif is not None:
+            extra["oif"] = route.oif
+        if route.onlink:
+            extra["flags"] = RTNH_F_ONLINK
+        try:
+            ipr.route("replace", dst=route.dst, gateway=route.gateway, proto=proto,
+                      table=MAIN_TABLE, **extra)
+        except NetlinkError as e:
+            raise _route_error(route, e.code) from None
+    wanted = {r.dst for r in want}
+    for dst, current in have.items():
+        if dst in wanted or (scope_oif is not None and current.oif != scope_oif):
+            continue
+        ipr.route("del", dst=dst, gateway=current.gateway, proto=proto, table=MAIN_TABLE)
+
+
+def _route_error(route: PeerRoute, code: int) -> CniError:
+    hint = ""
+    if code == errno.ENETUNREACH:
+        hint = ("the gateway is not on a directly connected network: host-gw needs every node "
+                "on one L2 segment; use backend vxlan otherwise")
+    return CniError(CROSS_NODE_FAILURE,
+                    f"cannot route {route.node}'s pods ({route.describe()}): "
+                    f"{os.strerror(code)}", hint)
+
+
+def problems(ipr: Any, proto: int, want: list[PeerRoute]) -> list[str]:
+    have = installed(ipr, proto)
+    found: list[str] = []
+    for route in want:
+        current = have.get(route.dst)
+        if current is None:
+            found.append(f"route to {route.node}'s pods missing: want {route.describe()}")
+        elif not route.matches(current):
+            found.append(f"route to {route.node}'s pods is {current.describe()}, "
+                         f"want {route.describe()}")
+    return found

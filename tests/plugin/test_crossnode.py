@@ -1,0 +1,263 @@
+"""Cross-node programming on real namespaces: host-gw routes, the vxlan device and its peers.
+
+The first half calls plugin.crossnode directly inside "node" namespaces; the pod-to-pod tests
+at the end run the real plugin (ADD with host-local) on two nodes and ping across.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import pytest
+from crossnode_lab import add_endpoint, cluster, ip_json, pings, run_in_netns, sh
+
+from plugin import crossnode, netconf, vxlan
+from plugin.errors import CniError
+from plugin.peer_routes import PROTO_HOST_GW, PROTO_VXLAN
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(autouse=True)
+def private_run_dir(tmp_path, monkeypatch):
+    # Locks go to a per-test directory: nothing is left in /run/cnilab.
+    monkeypatch.setenv("CNILAB_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.delenv("CNILAB_NODE_NAME", raising=False)
+
+
+@pytest.fixture
+def lab3():
+    with cluster(3) as lab:
+        yield lab
+
+
+@pytest.fixture
+def lab2():
+    with cluster(2) as lab:
+        yield lab
+
+
+def program(lab, node_name, raw):
+    conf = netconf.parse(raw)
+    node = lab.node(node_name)
+
+    def body():
+        me = crossnode.find_self(conf)
+        crossnode.ensure_peers(conf, me)
+        return crossnode.missing_peers(conf, me)
+
+    return run_in_netns(node.ns, body)
+
+
+def problems(lab, node_name, raw):
+    conf = netconf.parse(raw)
+    return run_in_netns(lab.node(node_name).ns,
+                        lambda: crossnode.missing_peers(conf, crossnode.find_self(conf)))
+
+
+def our_routes(ns, proto):
+    return sorted((r["dst"], r.get("gateway"), r.get("dev"))
+                  for r in ip_json(ns, "route", "show", "proto", str(proto)))
+
+
+# --- finding ourselves --------------------------------------------------------------------------
+
+def test_find_self_prefers_node_name_then_env_then_local_ip(lab2, monkeypatch):
+    raw = lab2.conf("host-gw")
+    conf = netconf.parse(raw)
+    # In node2's namespace, by its address:
+    assert run_in_netns(lab2.node("node2").ns, crossnode.find_self, conf).name == "node2"
+    monkeypatch.setenv("CNILAB_NODE_NAME", "node1")
+    assert run_in_netns(lab2.node("node2").ns, crossnode.find_self, conf).name == "node1"
+    conf = netconf.parse({**raw, "nodeName": "node2"})
+    assert run_in_netns(lab2.node("node1").ns, crossnode.find_self, conf).name == "node2"
+
+
+def test_find_self_by_hostname_and_clear_error_when_unknown(lab2):
+    raw = lab2.conf("host-gw")
+    ns = lab2.new_ns("empty")
+    me_by_host = {**raw, "nodes": [*raw["nodes"], {"name": socket.gethostname(),
+                                                   "ip": "10.123.0.99",
+                                                   "podSubnet": "10.124.99.0/24"}]}
+    found = run_in_netns(ns, crossnode.find_self, netconf.parse(me_by_host))
+    assert found.name == socket.gethostname()
+    with pytest.raises(CniError) as e:
+        run_in_netns(ns, crossnode.find_self, netconf.parse(raw))
+    assert e.value.code == 7 and "nodeName" in e.value.details
+    with pytest.raises(CniError) as e:
+        crossnode.find_self(netconf.parse({**raw, "nodeName": "nope"}))
+    assert e.value.code == 7 and "'nope'" in e.value.msg and "node1" in e.value.details
+
+
+# --- host-gw ------------------------------------------------------------------------------------
+
+def test_host_gw_routes_each_peer_subnet_via_its_node_ip_and_pods_reach_each_other(lab3):
+    raw = lab3.conf("host-gw")
+    for node in lab3.nodes:
+        assert program(lab3, node.name, raw) == []
+    n1 = lab3.node("node1")
+    assert our_routes(n1.ns, PROTO_HOST_GW) == [
+        ("10.124.2.0/24", "10.123.0.12", "eth0"), ("10.124.3.0/24", "10.123.0.13", "eth0")]
+    a, c = add_endpoint(n1), add_endpoint(lab3.node("node3"))
+    assert pings(n1.ns, a, c)
+
+
+def test_host_gw_is_idempotent_and_leaves_foreign_routes_alone(lab2):
+    n1 = lab2.node("node1")
+    sh("ip", "-n", n1.ns, "route", "add", "10.200.0.0/16", "via", "10.123.0.12")
+    raw = lab2.conf("host-gw")
+    program(lab2, "node1", raw)
+    first = our_routes(n1.ns, PROTO_HOST_GW)
+    assert program(lab2, "node1", raw) == []
+    assert our_routes(n1.ns, PROTO_HOST_GW) == first
+    assert len(ip_json(n1.ns, "route", "show", "10.124.2.0/24")) == 1
+    assert ip_json(n1.ns, "route", "show", "10.200.0.0/16"), "someone else's route was removed"
+
+
+def test_host_gw_removes_departed_peers_and_follows_a_moved_peer(lab3):
+    raw = lab3.conf("host-gw")
+    program(lab3, "node1", raw)
+    n1 = lab3.node("node1")
+    two = lab3.conf("host-gw", nodes=lab3.nodes[:2])
+    two["nodes"][1]["ip"] = "10.123.0.22"  # node2 moved
+    sh("ip", "-n", n1.ns, "addr", "add", "10.123.0.22/24", "dev", "eth0")  # reachable there
+    assert program(lab3, "node1", two) == []
+    assert our_routes(n1.ns, PROTO_HOST_GW) == [("10.124.2.0/24", "10.123.0.22", "eth0")]
+
+
+def test_host_gw_reports_missing_and_wrong_routes_for_status(lab2):
+    raw = lab2.conf("host-gw")
+    program(lab2, "node1", raw)
+    ns = lab2.node("node1").ns
+    sh("ip", "-n", ns, "route", "del", "10.124.2.0/24", "proto", str(PROTO_HOST_GW))
+    assert problems(lab2, "node1", raw) == [
+        "route to node2's pods missing: want 10.124.2.0/24 via 10.123.0.12"]
+    sh("ip", "-n", ns, "route", "add", "10.124.2.0/24", "via", "10.123.0.1",
+       "proto", str(PROTO_HOST_GW))
+    assert problems(lab2, "node1", raw) == [
+        "route to node2's pods is 10.124.2.0/24 via 10.123.0.1, "
+        "want 10.124.2.0/24 via 10.123.0.12"]
+
+
+def test_host_gw_needs_one_segment_and_says_so(lab2):
+    raw = lab2.conf("host-gw")
+    raw["nodes"][1]["ip"] = "10.77.0.12"  # not on node1's segment
+    with pytest.raises(CniError) as e:
+        program(lab2, "node1", raw)
+    assert e.value.code == 104 and "vxlan" in e.value.details
+    assert our_routes(lab2.node("node1").ns, PROTO_HOST_GW) == []
+
+
+# --- vxlan --------------------------------------------------------------------------------------
+
+def vx_state(lab, node, raw):
+    dev = raw["vxlan"]["device"]
+    link = ip_json(node.ns, "-d", "link", "show", dev)[0]
+    entries = json.loads(sh("bridge", "-j", "-n", node.ns, "fdb", "show", "dev", dev).stdout)
+    fdb = sorted((e["mac"], e.get("dst")) for e in entries if e.get("dst"))
+    neigh = sorted((n["dst"], n.get("lladdr"), tuple(n.get("state", [])))
+                   for n in ip_json(node.ns, "neigh", "show", "dev", dev))
+    return link, fdb, neigh, our_routes(node.ns, PROTO_VXLAN)
+
+
+def test_vxlan_device_peers_and_traffic(lab3):
+    raw = lab3.conf("vxlan", mtu=1500)
+    for node in lab3.nodes:
+        assert program(lab3, node.name, raw) == []
+    n1 = lab3.node("node1")
+    link, fdb, neigh, routes = vx_state(lab3, n1, raw)
+    info = link["linkinfo"]["info_data"]
+    assert (info["id"], info["port"], info["local"], info["learning"]) == (
+        4343, 4799, "10.123.0.11", False)
+    assert link["mtu"] == 1450 and link["address"] == "0e:cb:0a:7b:00:0b"
+    addrs = ip_json(n1.ns, "-4", "addr", "show", "dev", raw["vxlan"]["device"])[0]["addr_info"]
+    assert [(a["local"], a["prefixlen"]) for a in addrs] == [("10.124.1.0", 32)]
+    assert fdb == [("0e:cb:0a:7b:00:0c", "10.123.0.12"), ("0e:cb:0a:7b:00:0d", "10.123.0.13")]
+    assert neigh == [("10.124.2.0", "0e:cb:0a:7b:00:0c", ("PERMANENT",)),
+                     ("10.124.3.0", "0e:cb:0a:7b:00:0d", ("PERMANENT",))]
+    dev = raw["vxlan"]["device"]
+    assert routes == [("10.124.2.0/24", "10.124.2.0", dev), ("10.124.3.0/24", "10.124.3.0", dev)]
+    a, b = add_endpoint(n1), add_endpoint(lab3.node("node2"))
+    assert pings(n1.ns, a, b)
+    # and it really went through the tunnel: node2's device counted the packets
+    stats = ip_json(lab3.node("node2").ns, "-s", "link", "show", dev)[0]["stats64"]
+    assert stats["rx"]["packets"] >= 1
+
+
+def test_vxlan_keeps_clear_of_flannel_and_derives_macs_from_node_ips():
+    import ipaddress
+    assert vxlan.vtep_mac(ipaddress.IPv4Address("192.168.1.2")) == "0e:cb:c0:a8:01:02"
+    assert netconf.parse({"cniVersion": "1.1.0", "name": "n", "type": "cnilab",
+                          "ipam": {"type": "host-local"}, "backend": "vxlan",
+                          "nodes": [{"name": "a", "ip": "10.0.0.1",
+                                     "podSubnet": "10.1.0.0/24"}]}).vxlan.device_name != "flannel.1"
+
+
+def test_vxlan_is_idempotent_removes_departed_peers_and_rebuilds_a_changed_device(lab3):
+    raw = lab3.conf("vxlan")
+    n1 = lab3.node("node1")
+    program(lab3, "node1", raw)
+    before = vx_state(lab3, n1, raw)
+    assert program(lab3, "node1", raw) == []
+    after = vx_state(lab3, n1, raw)
+    assert before[1:] == after[1:] and before[0]["ifindex"] == after[0]["ifindex"]
+
+    two = lab3.conf("vxlan", nodes=lab3.nodes[:2])
+    assert program(lab3, "node1", two) == []
+    _, fdb, neigh, routes = vx_state(lab3, n1, two)
+    assert [m for m, _ in fdb] == ["0e:cb:0a:7b:00:0c"]
+    assert [n[0] for n in neigh] == ["10.124.2.0"] and [r[0] for r in routes] == ["10.124.2.0/24"]
+
+    two["vxlan"]["vni"] = 4344  # a changed VNI cannot be set live: the device is rebuilt
+    assert program(lab3, "node1", two) == []
+    link, fdb, _, routes = vx_state(lab3, n1, two)
+    assert link["linkinfo"]["info_data"]["id"] == 4344 and len(fdb) == 1 and len(routes) == 1
+
+
+def test_vxlan_reports_what_status_should_see(lab2):
+    raw = lab2.conf("vxlan")
+    program(lab2, "node1", raw)
+    ns, dev = lab2.node("node1").ns, raw["vxlan"]["device"]
+    sh("ip", "-n", ns, "neigh", "del", "10.124.2.0", "dev", dev)
+    sh("bridge", "-n", ns, "fdb", "replace", "0e:cb:0a:7b:00:0c", "dev", dev, "dst", "10.123.0.99")
+    found = problems(lab2, "node1", raw)
+    assert found == ["FDB entry for node2 is 0e:cb:0a:7b:00:0c dst 10.123.0.99, "
+                     "want dst 10.123.0.12",
+                     "neighbour entry for node2 is missing, want 10.124.2.0 lladdr "
+                     "0e:cb:0a:7b:00:0c"]
+    sh("ip", "-n", ns, "link", "del", dev)
+    assert problems(lab2, "node1", raw) == [f"vxlan device {dev} is missing"]
+
+
+def test_vxlan_refuses_to_take_over_a_foreign_device(lab2):
+    raw = lab2.conf("vxlan")
+    ns, dev = lab2.node("node1").ns, raw["vxlan"]["device"]
+    sh("ip", "-n", ns, "link", "add", dev, "type", "bridge")
+    with pytest.raises(CniError) as e:
+        program(lab2, "node1", raw)
+    assert e.value.code == 104 and "not ours" in e.value.msg
+    assert ip_json(ns, "-d", "link", "show", dev)[0]["linkinfo"]["info_kind"] == "bridge"
+
+
+@pytest.mark.parametrize("backend", ["host-gw", "vxlan"])
+def test_parallel_programming_on_a_fresh_node_succeeds_once(lab3, backend):
+    raw = lab3.conf(backend)
+    errors: list = []
+    barrier = threading.Barrier(8)
+
+    def one():
+        try:
+            barrier.wait()
+            assert program(lab3, "node1", raw) == []
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    proto = PROTO_HOST_GW if backend == "host-gw" else PROTO_VXLAN
+    assert len(our_routes(lab3.node("node1").ns, proto)) == 2
