@@ -180,7 +180,14 @@ class KubeApi:
 
     def create_pod(self, manifest: dict[str, Any]) -> None:
         body: Any = manifest
-        self.core.create_namespaced_pod(manifest["metadata"]["namespace"], body)
+        meta = manifest["metadata"]
+        try:
+            self.core.create_namespaced_pod(meta["namespace"], body)
+        except self._api_exception as e:
+            if e.status == 409:
+                raise LabError(f"pod {meta['namespace']}/{meta['name']} already exists",
+                               hint="delete it first, or give the new pod another name") from None
+            raise
 
     def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

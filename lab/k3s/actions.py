@@ -388,7 +388,10 @@ class InstallMultus:
         def secret_filled() -> str | None:
             res = server.run(commands.kubectl(
                 "-n", multus.NAMESPACE, "get", "secret", multus.TOKEN_SECRET, "-o", "json"))
-            data = json.loads(res.stdout).get("data", {}) if res.ok else {}
+            try:
+                data = json.loads(res.stdout).get("data") or {} if res.ok else {}
+            except (ValueError, AttributeError):
+                data = {}
             if data.get("token") and data.get("ca.crt"):
                 token.update(data)
                 return None

@@ -151,6 +151,20 @@ def nodes_json() -> list[str]:
     return kubectl("get", "nodes", "-o", "json")
 
 
+def diagnostics() -> dict[str, list[str]]:
+    """What `lab logs` can collect from a K3s node (file name -> argv; failures are fine)."""
+    return {
+        "k3s-journal.txt": ["journalctl", "--no-pager", "-n", "2000", "-u", "k3s",
+                            "-u", "k3s-agent"],
+        "k3s-containerd-config.toml": ["cat", "/var/lib/rancher/k3s/agent/etc/containerd/"
+                                              "config.toml"],
+        "k3s-cni-conf.txt": ["sh", "-c", "for f in /var/lib/rancher/k3s/agent/etc/cni/net.d/*;"
+                                         " do echo \"== $f\"; cat \"$f\"; echo; done"],
+        "k3s-pods.txt": kubectl("get", "pods", "-A", "-o", "wide"),
+        "k3s-events.txt": kubectl("get", "events", "-A", "--sort-by=.lastTimestamp"),
+    }
+
+
 def uninstall() -> str:
     """Removes K3s from a node we installed it on (existing nodes: `lab down`)."""
     units = " ".join(f"/etc/systemd/system/{s}.service" for s in SERVICE.values())

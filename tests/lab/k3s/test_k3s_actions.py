@@ -30,9 +30,10 @@ NEW_CONTAINERD = """version = 3
 FAKE_K3S = """#!/bin/sh
 [ "$1" = kubectl ] || exit 1
 shift
-case "$1" in
-  apply) cat >> /var/lib/rancher/applied.jsonl; echo >> /var/lib/rancher/applied.jsonl ;;
-  get) if [ "$2" = nodes ]; then cat /var/lib/rancher/nodes.json; fi ;;
+case "$*" in
+  apply*) cat >> /var/lib/rancher/applied.jsonl; echo >> /var/lib/rancher/applied.jsonl ;;
+  "get nodes"*) cat /var/lib/rancher/nodes.json ;;
+  *"get secret"*) cat /var/lib/rancher/secret.json ;;
 esac
 exit 0
 """
@@ -268,3 +269,95 @@ def test_remove_k3s_cleans_what_install_left(tmp_path, make_node):
     assert not node.file(commands.K3S_BIN).exists()
     assert not node.file(commands.NODE_TOKEN_PATH).exists()
     assert not node.file(f"{commands.IMAGES_DIR}/{images.name}").exists()
+
+
+FLANNEL_CONFLIST = {"name": "cbr0", "cniVersion": "1.0.0", "plugins": [
+    {"type": "flannel", "delegate": {"hairpinMode": True, "isDefaultGateway": True}},
+    {"type": "portmap", "capabilities": {"portMappings": True}}]}
+
+
+def test_multus_host_mode_writes_what_the_thin_entrypoint_would(tmp_path, make_node):
+    import base64
+
+    import yaml
+    multus_bin = tmp_path / "multus"
+    multus_bin.write_bytes(b"pretend thin multus\n")
+    config = _config(tmp_path)
+    config = config.model_copy(update={"multus": type(config.multus)(
+        mode="host", binary=multus_bin, ready_timeout=3)})
+    nodes = _nodes(make_node)[:2]
+    _with_fake_k3s(nodes[0])
+    nodes[0].file("/var/lib/rancher/secret.json").write_text(json.dumps({"data": {
+        "token": base64.b64encode(b"sa-token-value").decode(), "ca.crt": "Q0FDRVJU"}}))
+    for node in nodes:
+        _with_containerd_config(node)
+        conf = node.file("/var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist")
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(json.dumps(FLANNEL_CONFLIST))
+    actions.InstallMultus(poll=0.1).run(_ctx(config, nodes, tmp_path))
+    applied = json.loads(nodes[0].file("/var/lib/rancher/applied.jsonl").read_text().split("\n")[0])
+    kinds = [item["kind"] for item in applied["items"]]
+    assert kinds == ["CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
+                     "ServiceAccount", "Secret"]
+    net_d = "/var/lib/rancher/k3s/agent/etc/cni/net.d"
+    for node in nodes:
+        assert node.file("/var/lib/rancher/k3s/data/cni/multus").read_bytes() == \
+            multus_bin.read_bytes()
+        kube = node.file(f"{net_d}/multus.d/multus.kubeconfig")
+        assert stat.S_IMODE(kube.stat().st_mode) == 0o600
+        doc = yaml.safe_load(kube.read_text())
+        assert doc["users"][0]["user"]["token"] == "sa-token-value"
+        assert doc["clusters"][0]["cluster"]["server"] == "https://10.99.0.11:6443"
+        multus_conf = json.loads(node.file(f"{net_d}/00-multus.conf").read_text())
+        assert multus_conf["delegates"] == [FLANNEL_CONFLIST]
+        assert multus_conf["kubeconfig"] == f"{net_d}/multus.d/multus.kubeconfig"
+
+
+def test_multus_host_mode_waits_for_the_cluster_network(tmp_path, make_node):
+    multus_bin = tmp_path / "multus"
+    multus_bin.write_bytes(b"m")
+    config = _config(tmp_path)
+    config = config.model_copy(update={"multus": type(config.multus)(
+        mode="host", binary=multus_bin, ready_timeout=0.5)})
+    node = make_node("node1", "10.99.0.11")
+    _with_fake_k3s(node)
+    node.file("/var/lib/rancher/secret.json").write_text(
+        json.dumps({"data": {"token": "dG9r", "ca.crt": "Q0E="}}))
+    _with_containerd_config(node)
+    with pytest.raises(LabError, match="no cluster network config in") as e:
+        actions.InstallMultus(poll=0.1).run(_ctx(config, [node], tmp_path))
+    assert e.value.where == "node1"
+
+
+OLD_CONTAINERD = """version = 2
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "/var/lib/rancher/k3s/data/current/bin"
+  conf_dir = "/var/lib/rancher/k3s/agent/etc/cni/net.d"
+"""
+
+
+def test_multus_daemonset_applies_k3s_paths_read_on_the_nodes(tmp_path, make_node):
+    config = _config(tmp_path)
+    nodes = _nodes(make_node)
+    _with_fake_k3s(nodes[0])
+    for node in nodes:
+        _with_containerd_config(node, OLD_CONTAINERD)
+    actions.InstallMultus(poll=0.1).run(_ctx(config, nodes, tmp_path))
+    applied = json.loads(nodes[0].file("/var/lib/rancher/applied.jsonl").read_text().split("\n")[0])
+    ds = next(i for i in applied["items"] if i["kind"] == "DaemonSet")
+    paths = {v["name"]: v.get("hostPath", {}).get("path")
+             for v in ds["spec"]["template"]["spec"]["volumes"]}
+    assert paths["cnibin"] == "/var/lib/rancher/k3s/data/current/bin"
+    assert paths["cni"] == "/var/lib/rancher/k3s/agent/etc/cni/net.d"
+
+
+def test_multus_refuses_nodes_that_disagree(tmp_path, make_node):
+    config = _config(tmp_path)
+    nodes = _nodes(make_node)[:2]
+    _with_fake_k3s(nodes[0])
+    _with_containerd_config(nodes[0], OLD_CONTAINERD)
+    _with_containerd_config(nodes[1], NEW_CONTAINERD)
+    with pytest.raises(LabError, match="nodes disagree on the CNI directories") as e:
+        actions.InstallMultus(poll=0.1).run(_ctx(config, nodes, tmp_path))
+    assert "node1: bin /var/lib/rancher/k3s/data/current/bin" in e.value.output
+    assert "node2: bin /var/lib/rancher/k3s/data/cni" in e.value.output

@@ -100,3 +100,9 @@ def test_shell_strings_parse():
     for script in (c.install_unit("server"), c.uninstall(), c.prepare_dirs(),
                    c.install_binary_connected("v1.35.0+k3s1", "arm64", SHA)):
         assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0, script
+
+
+def test_diagnostics_never_include_secrets():
+    argvs = c.diagnostics().values()
+    assert all(isinstance(a, list) and a for a in argvs)
+    assert not any("token" in word or "k3s.yaml" in word for a in argvs for word in a)
