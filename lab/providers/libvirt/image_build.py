@@ -1,0 +1,234 @@
+"""`lab image build`: a bootable Debian 12 qcow2 from Debian packages alone (mmdebstrap).
+
+For air-gapped runners and for machines where the official cloud images cannot be downloaded.
+The result is a directory holding `disk.qcow2` (ext4 straight on the disk, no partition table),
+`vmlinuz` and `initrd.img`: VMs boot the kernel directly (`root=/dev/vda`), so no boot loader is
+installed or needed. The directory name carries a hash of the recipe, so a repeated build with
+the same recipe finds the finished image and skips the work.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.api import LabError
+
+# Bump when the steps below change in a way the package list does not show.
+RECIPE_VERSION = 1
+SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+BUILT_IMAGE_NAME = "cnilab-debian-12"
+SYSTEM_CACHE = Path("/var/cache/cnilab/images")
+
+PACKAGES = (
+    "linux-image-cloud-amd64",      # virtio drivers, small: the kernel we boot directly
+    "systemd-sysv", "udev", "dbus",  # init; dbus lets cloud-init call hostnamectl
+    "openssh-server", "sudo",
+    "cloud-init",                   # reads the NoCloud seed: user, keys, host keys, hostname
+    "python3", "iproute2", "iputils-ping", "procps",
+    "containernetworking-plugins",  # host-local IPAM + reference plugins in /usr/lib/cni
+)
+
+# Run by mmdebstrap with $1 = the new root. Each line is a shell command.
+CUSTOMIZE_HOOKS = (
+    'printf "/dev/vda / ext4 rw,errors=remount-ro 0 1\\n" > "$1/etc/fstab"',
+    'echo cnilab > "$1/etc/hostname"',
+    # cloud-init renders systemd-networkd files (no ifupdown/netplan here); networkd must run.
+    'chroot "$1" systemctl enable systemd-networkd.service',
+    # Only the seed ISO counts: probing cloud metadata services would wait on timeouts.
+    'printf "datasource_list: [NoCloud, None]\\n" > "$1/etc/cloud/cloud.cfg.d/90-cnilab.cfg"',
+    # Every VM gets its own host keys from its seed; none may be shared through the image.
+    'rm -f "$1"/etc/ssh/ssh_host_*',
+    'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin',
+)
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """A finished build: the disk and the kernel + initrd it boots with."""
+
+    directory: Path
+
+    @property
+    def disk(self) -> Path:
+        return self.directory / "disk.qcow2"
+
+    @property
+    def kernel(self) -> Path:
+        return self.directory / "vmlinuz"
+
+    @property
+    def initrd(self) -> Path:
+        return self.directory / "initrd.img"
+
+    @property
+    def manifest(self) -> Path:
+        return self.directory / "manifest.json"
+
+    def is_complete(self) -> bool:
+        return all(p.is_file() for p in (self.disk, self.kernel, self.initrd, self.manifest))
+
+    def info(self) -> dict[str, object]:
+        info: dict[str, object] = json.loads(self.manifest.read_text())
+        return info
+
+
+def default_cache_dir() -> Path:
+    """The machine-wide cache when we may write it (root, CI), else the user's."""
+    if os.geteuid() == 0 or os.access(SYSTEM_CACHE.parent, os.W_OK):
+        return SYSTEM_CACHE
+    return Path.home() / ".cache" / "cnilab" / "images"
+
+
+def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
+    """The Debian mirror apt on this machine already uses (it is reachable), or deb.debian.org."""
+    files = [sources_dir / "sources.list", *sorted((sources_dir / "sources.list.d").glob("*"))]
+    for f in files:
+        try:
+            text = f.read_text()
+        except OSError:
+            continue
+        for url in re.findall(r"(?:URIs:|^deb)\s+(\S+)", text, flags=re.MULTILINE):
+            if url.rstrip("/").endswith("/debian"):
+                return url.rstrip("/")
+    return DEFAULT_MIRROR
+
+
+def recipe(mirror: str) -> dict[str, object]:
+    return {"version": RECIPE_VERSION, "suite": SUITE, "mirror": mirror,
+            "packages": list(PACKAGES), "hooks": list(CUSTOMIZE_HOOKS)}
+
+
+def recipe_key(mirror: str) -> str:
+    blob = json.dumps(recipe(mirror), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def image_for(cache_dir: Path, mirror: str) -> BuiltImage:
+    return BuiltImage(cache_dir / f"{BUILT_IMAGE_NAME}-{recipe_key(mirror)}")
+
+
+def find_built(cache_dir: Path | None = None) -> BuiltImage | None:
+    """The newest complete built image in the cache, whatever its recipe."""
+    cache_dir = cache_dir or default_cache_dir()
+    found = [BuiltImage(d) for d in cache_dir.glob(f"{BUILT_IMAGE_NAME}-*") if d.is_dir()]
+    complete = [b for b in found if b.is_complete()]
+    return max(complete, key=lambda b: b.manifest.stat().st_mtime) if complete else None
+
+
+def mmdebstrap_argv(rootdir: Path, mirror: str) -> list[str]:
+    """The mmdebstrap command line (pure, unit-tested)."""
+    argv = ["mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
+            "--include=" + ",".join(PACKAGES)]
+    argv += [f"--customize-hook={hook}" for hook in CUSTOMIZE_HOOKS]
+    security = mirror.rsplit("/", 1)[0] + "/debian-security"
+    argv += [SUITE, str(rootdir),
+             f"deb {mirror} {SUITE} main",
+             f"deb {mirror} {SUITE}-updates main",
+             f"deb {security} {SUITE}-security main"]
+    return argv
+
+
+@contextlib.contextmanager
+def _build_lock(cache_dir: Path) -> Iterator[None]:
+    """One build at a time per cache: a second `lab image build` waits, then finds it done."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _run(argv: list[str], log: Path, step: str) -> None:
+    with log.open("a") as out:
+        out.write(f"$ {' '.join(argv)}\n")
+        out.flush()
+        try:
+            proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)
+        except FileNotFoundError:
+            raise LabError(f"image build: {argv[0]} is not installed",
+                           hint="apt-get install mmdebstrap e2fsprogs qemu-utils") from None
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-30:]
+        raise LabError(f"image build failed while {step} (rc={proc.returncode})",
+                       output="\n".join(tail), hint=f"full log: {log}")
+
+
+def _single(pattern: str, boot: Path) -> Path:
+    found = sorted(boot.glob(pattern))
+    if not found:
+        raise LabError(f"image build: no {pattern} in {boot}", hint="is a kernel package included?")
+    return found[-1]
+
+
+def _dir_size(root: Path) -> int:
+    proc = subprocess.run(["du", "-sb", "-x", str(root)], capture_output=True, text=True,
+                          check=True)
+    return int(proc.stdout.split()[0])
+
+
+def build_image(cache_dir: Path | None = None, *, mirror: str | None = None, force: bool = False,
+                report: Callable[[str], None] | None = None) -> tuple[BuiltImage, float | None]:
+    """Builds the image unless the cache already holds it. Returns it and the build seconds
+    (None when it came from the cache)."""
+    say = report or (lambda _msg: None)
+    if os.geteuid() != 0:
+        raise LabError("lab image build needs root (mmdebstrap --mode=root, mkfs.ext4 -d)",
+                       hint="run it with sudo, or use a downloaded image (image = \"debian-12\")")
+    cache_dir = cache_dir or default_cache_dir()
+    mirror = mirror or apt_mirror()
+    image = image_for(cache_dir, mirror)
+    with _build_lock(cache_dir):
+        if image.is_complete() and not force:
+            say(f"image cached: {image.directory}")
+            return image, None
+        started = time.monotonic()
+        work = cache_dir / f".build-{image.directory.name}-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        log = cache_dir / f"{image.directory.name}.build.log"
+        log.write_text("")
+        try:
+            rootdir = work / "root"
+            say(f"mmdebstrap {SUITE} from {mirror} (log: {log})")
+            _run(mmdebstrap_argv(rootdir, mirror), log, "installing packages (mmdebstrap)")
+            boot = rootdir / "boot"
+            shutil.copyfile(_single("vmlinuz-*", boot), work / "vmlinuz")
+            shutil.copyfile(_single("initrd.img-*", boot), work / "initrd.img")
+            # Sparse 3 GiB filesystem: room for the labs' files; qcow2 keeps only used blocks.
+            size = max(3 << 30, int(_dir_size(rootdir) * 1.5))
+            say("ext4 filesystem (mkfs.ext4 -d) → qcow2")
+            raw = work / "root.ext4"
+            _run(["mkfs.ext4", "-q", "-F", "-L", "cnilab-root", "-d", str(rootdir), str(raw),
+                  f"{size // (1 << 20)}M"], log, "making the ext4 filesystem")
+            _run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw),
+                  str(work / "disk.qcow2")], log, "converting to qcow2")
+            raw.unlink()
+            shutil.rmtree(rootdir)
+            seconds = time.monotonic() - started
+            manifest = {**recipe(mirror), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                   time.gmtime()),
+                        "build_seconds": round(seconds, 1),
+                        "kernel_cmdline": "root=/dev/vda rw console=ttyS0"}
+            (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            for f in work.iterdir():
+                f.chmod(0o644)   # qemu runs as libvirt-qemu: it must read the base image
+            work.chmod(0o755)
+            shutil.rmtree(image.directory, ignore_errors=True)
+            work.rename(image.directory)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        say(f"built {image.directory} in {seconds:.0f} s")
+        return image, seconds
