@@ -1,0 +1,44 @@
+"""Per-call log lines: to stderr (returned in the Outcome) or appended to the config's logFile.
+
+Collected in memory and written once at the end, so dispatch() never prints and a forked
+resident child can hand the text back like any other output.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Optional
+
+
+class CallLog:
+    def __init__(self, command: str = "", container_id: str = "") -> None:
+        self.prefix = f"cnilab[{os.getpid()}] {command} {container_id[:12]}".rstrip()
+        self.lines: list[str] = []
+        self.log_file: Optional[str] = None
+
+    def _add(self, level: str, msg: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+        self.lines.append(f"{stamp} {self.prefix} {level}: {msg}")
+
+    def info(self, msg: str) -> None:
+        self._add("info", msg)
+
+    def warn(self, msg: str) -> None:
+        self._add("warn", msg)
+
+    def error(self, msg: str) -> None:
+        self._add("error", msg)
+
+    def flush(self) -> str:
+        """Writes to logFile when set (and it works); returns what belongs on stderr."""
+        if not self.lines:
+            return ""
+        text = "\n".join(self.lines) + "\n"
+        if self.log_file:
+            try:
+                with open(self.log_file, "a", encoding="utf-8") as f:
+                    f.write(text)
+                return ""
+            except OSError as e:
+                return text + f"cnilab: cannot write logFile {self.log_file}: {e}\n"
+        return text

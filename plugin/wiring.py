@@ -1,0 +1,236 @@
+"""Netlink work, ptp-style: a veth pair, the pod's addresses and routes, the host side.
+
+Pod side: the IP with its prefix but no automatic subnet route, a /32 link route to the
+gateway, then the subnet and every result route via the gateway. Host side: the gateway as
+/32 on the host veth and a /32 route to each pod IP through it. The host veth is named from a
+hash of (network, containerID, ifname) and carries "cnilab/<network>/<containerID>/<ifname>"
+as its alias, so DEL finds it without the pod's namespace and GC finds every attachment.
+
+pyroute2 is imported inside the functions: VERSION and config errors never pay for it. A
+namespace is entered with a netlink socket opened by a short-lived thread that setns()es
+into it (setns moves only the calling thread): the process itself never leaves the node's
+namespace, and a missing namespace is never created.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import ipaddress
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from plugin.errors import INVALID_ENV, NETLINK_FAILURE, CniError
+
+ALIAS_PREFIX = "cnilab/"
+HOST_VETH_PREFIX = "cnl"
+IFA_F_NOPREFIXROUTE = 0x200
+RT_SCOPE_LINK = 253
+MAIN_TABLE = 254
+CLONE_NEWNET = 0x40000000
+
+
+class NamespaceGone(Exception):
+    """CNI_NETNS names no namespace (any more)."""
+
+
+def host_veth_name(network: str, container_id: str, ifname: str) -> str:
+    digest = hashlib.sha256(f"{network}\0{container_id}\0{ifname}".encode()).hexdigest()
+    return f"{HOST_VETH_PREFIX}{digest[:12]}"  # 15 characters: the kernel's limit
+
+
+def attachment_alias(network: str, container_id: str, ifname: str) -> str:
+    return f"{ALIAS_PREFIX}{network}/{container_id}/{ifname}"
+
+
+def parse_alias(alias: Optional[str]) -> Optional[tuple[str, str, str]]:
+    """(network, containerID, ifname) from a host veth alias; None if not ours."""
+    if not alias or not alias.startswith(ALIAS_PREFIX):
+        return None
+    parts = alias[len(ALIAS_PREFIX):].split("/")
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 and all(parts) else None
+
+
+def _setns(fd: int) -> None:
+    if hasattr(os, "setns"):  # python 3.12+
+        os.setns(fd, CLONE_NEWNET)
+        return
+    import ctypes  # 3.9-3.11: libc's setns
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def _netlink_fd_in(path: str) -> int:
+    """A NETLINK_ROUTE socket created inside the namespace at `path` (the fd of it)."""
+    outcome: dict[str, Any] = {}
+
+    def enter_and_open() -> None:
+        try:
+            ns_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            outcome["error"] = e
+            return
+        try:
+            _setns(ns_fd)
+            outcome["fd"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0).detach()
+        except OSError as e:
+            outcome["error"] = e
+        finally:
+            os.close(ns_fd)
+
+    worker = threading.Thread(target=enter_and_open, name="cnilab-setns")
+    worker.start()
+    worker.join()
+    error = outcome.get("error")
+    if isinstance(error, OSError):
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise NamespaceGone(path)
+        if error.errno == errno.EINVAL:
+            raise CniError(INVALID_ENV, f"CNI_NETNS {path} is not a network namespace")
+        raise CniError(INVALID_ENV, f"CNI_NETNS {path}: cannot enter: {error.strerror}")
+    return int(outcome["fd"])
+
+
+def open_netns(path: str) -> Any:
+    """An IPRoute bound to the namespace at `path`; NamespaceGone if there is none."""
+    from pyroute2.iproute.linux import IPRoute
+
+    return IPRoute(fileno=_netlink_fd_in(path))
+
+
+def open_node() -> Any:
+    """An IPRoute in the namespace this call runs in: the node's."""
+    from pyroute2.iproute.linux import IPRoute
+
+    return IPRoute()
+
+
+def netlink_error(what: str, e: Exception) -> CniError:
+    code = getattr(e, "code", None)
+    reason = os.strerror(code) if isinstance(code, int) and code > 0 else str(e)
+    return CniError(NETLINK_FAILURE, f"{what}: {reason}", str(e))
+
+
+def link_index(ipr: Any, name: str) -> Optional[int]:
+    found = ipr.link_lookup(ifname=name)
+    return int(found[0]) if found else None
+
+
+def link_info(ipr: Any, index: int) -> dict[str, Any]:
+    link = ipr.get_links(index)[0]
+    return {"name": link.get_attr("IFLA_IFNAME"), "mac": link.get_attr("IFLA_ADDRESS"),
+            "mtu": link.get_attr("IFLA_MTU"), "alias": link.get_attr("IFLA_IFALIAS"),
+            "up": bool(link["flags"] & 1)}
+
+
+@dataclass(frozen=True)
+class PodAddress:
+    address: ipaddress.IPv4Interface
+    gateway: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
+class PodRoute:
+    dst: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address
+
+
+def create_veth(pod: Any, ifname: str, host_name: str, mtu: int) -> None:
+    """The pair, made from inside the pod with its peer placed straight into the node."""
+    node_ns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        pod.link("add", ifname=ifname, kind="veth", mtu=mtu,
+                 peer={"ifname": host_name, "net_ns_fd": node_ns, "mtu": mtu})
+    finally:
+        os.close(node_ns)
+
+
+def configure_pod(pod: Any, ifname: str, addresses: list[PodAddress],
+                  routes: list[PodRoute]) -> str:
+    """Addresses and routes in the pod; returns the pod interface's MAC."""
+    index = link_index(pod, ifname)
+    if index is None:
+        raise CniError(NETLINK_FAILURE, f"pod interface {ifname} vanished while configuring it")
+    for a in addresses:
+        pod.addr("add", index=index, address=str(a.address.ip),
+                 prefixlen=a.address.network.prefixlen, IFA_FLAGS=IFA_F_NOPREFIXROUTE)
+    pod.link("set", index=index, state="up")
+    wanted = {str(r.dst): r for r in routes}
+    for a in addresses:
+        pod.route("add", dst=str(a.gateway), dst_len=32, oif=index, scope=RT_SCOPE_LINK)
+        wanted.setdefault(str(a.address.network), PodRoute(a.address.network, a.gateway))
+    for r in wanted.values():
+        pod.route("add", dst=str(r.dst.network_address), dst_len=r.dst.prefixlen,
+                  gateway=str(r.gateway), oif=index)
+    return str(link_info(pod, index)["mac"])
+
+
+def configure_host(node: Any, host_name: str, alias: str,
+                   addresses: list[PodAddress]) -> str:
+    """Alias, up, gateway /32 and the /32 route to each pod IP; returns the host veth MAC."""
+    index = link_index(node, host_name)
+    if index is None:
+        raise CniError(NETLINK_FAILURE, f"host veth {host_name} is missing after creating it")
+    node.link("set", index=index, ifalias=alias, state="up")
+    for gw in sorted({str(a.gateway) for a in addresses}):
+        node.addr("add", index=index, address=gw, prefixlen=32)
+    for a in addresses:
+        # replace: a route a leaked attachment left to the same IP must not block this pod
+        node.route("replace", dst=str(a.address.ip), dst_len=32, oif=index,
+                   scope=RT_SCOPE_LINK)
+    return str(link_info(node, index)["mac"])
+
+
+def delete_link(ipr: Any, name: str) -> bool:
+    """Deletes `name` if present (its routes and veth peer go with it); True if it was there."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    index = link_index(ipr, name)
+    if index is None:
+        return False
+    try:
+        ipr.link("del", index=index)
+    except NetlinkError as e:
+        if e.code == errno.ENODEV:  # gone meanwhile: the pod namespace died, say
+            return False
+        raise
+    return True
+
+
+def enable_ipv4_forwarding() -> None:
+    path = "/proc/sys/net/ipv4/ip_forward"  # per network namespace: the node's
+    with open(path, "r+", encoding="ascii") as f:
+        if f.read().strip() != "1":
+            f.seek(0)
+            f.write("1")
+
+
+def addresses_on(ipr: Any, index: int) -> list[str]:
+    return [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+            for a in ipr.get_addr(index=index, family=socket.AF_INET)]
+
+
+def routes_via(ipr: Any, index: int) -> list[tuple[str, Optional[str]]]:
+    """(dst/len, gateway) of the main-table IPv4 routes leaving through link `index`."""
+    found = []
+    for r in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
+        if r.get_attr("RTA_OIF") != index:
+            continue
+        dst = r.get_attr("RTA_DST") or "0.0.0.0"
+        found.append((f"{dst}/{r['dst_len']}", r.get_attr("RTA_GATEWAY")))
+    return found
+
+
+def attachments_on_node(node: Any, network: str) -> list[tuple[str, str, str]]:
+    """(host veth name, containerID, ifname) of every attachment of `network` on this node."""
+    found = []
+    for link in node.get_links():
+        parsed = parse_alias(link.get_attr("IFLA_IFALIAS"))
+        if parsed and parsed[0] == network:
+            found.append((str(link.get_attr("IFLA_IFNAME")), parsed[1], parsed[2]))
+    return found
