@@ -359,6 +359,10 @@ class KubeCluster:
     def delete_stray_attachment(self, attachment: Attachment) -> None:
         self._strays.delete_stray_attachment(attachment)
 
+    def pod_subnet(self, node: str) -> str:
+        """The CIDR pods on node get their test-network address from (the NAD's config)."""
+        return self._strays.pod_subnet(node)
+
     def cni_gc(self, node: str) -> CommandResult:
         """GC with the attachments of this node's live pods as valid (Multus never sends GC
         for secondary networks: the harness plays the runtime here)."""

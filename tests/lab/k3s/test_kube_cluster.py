@@ -176,6 +176,7 @@ def test_cni_check_runs_the_plugin_with_the_cached_result(k3s_lab):
     lab, node = k3s_lab
     cluster = KubeCluster(lab, api=StandInApi([]))
     assert cluster.spec.ifname == "net1"
+    assert cluster.pod_subnet("node1") == "10.244.0.0/24"
 
     class Pod:
         name, node, ifname = "a", "node1", "net1"
