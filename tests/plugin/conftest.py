@@ -1,60 +1,39 @@
 """Shared fixtures for plugin tests: throw-away network namespaces and a plugin runner.
 
 Every test runs the plugin the way a runtime on a node would: a subprocess inside a "node"
-namespace (never the host's own), talking to "pod" namespaces by path. Everything a test makes
-lives in namespaces this module created (deleted in `finally`, which also deletes every veth
-and route in them) or under pytest's tmp_path (IPAM leases), so nothing outlives a test.
+namespace (never the host's own), talking to "pod" namespaces by path. The helpers live in
+cnitest.py (import them with `from cnitest import run_plugin, ...`; importing from conftest
+breaks when another conftest.py is collected first).
 
-Stable API (other test modules rely on it):
-  netns_prefix            fixture, str: override it in a test module to use your own prefix
-  make_netns()            fixture, factory: creates a namespace (lo up), returns its name
-  node_ns, pod_ns         fixtures: one node namespace and one pod namespace
-  ns_run(ns, *argv)       run a command inside a namespace, returns CompletedProcess (text)
-  ns_exists(name)         whether /run/netns/<name> exists
-  run_plugin(node, command, conf, *, container_id, netns, ifname, args, path, extra_env,
-             plugin_argv) -> PluginRun(returncode, stdout, stderr, .json)
-  host_local_conf(data_dir, subnet, **extra)  a cnilab network config dict with host-local IPAM
-  leases(data_dir, network)  the IPs host-local holds for a network (file names)
+Stable API:
+  fixtures  netns_prefix (override per module for your own prefix), make_netns(role) -> name,
+            node_ns, pod_ns, ipam_dir (a tmp dir for host-local's dataDir)
+  cnitest   run_plugin, PluginRun, host_local_conf, leases, links, routes, ns_run, ns_exists,
+            create_ns, delete_ns, CNI_PATH, PYTHON, REPO
 """
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import subprocess
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-PYTHON = str(REPO / ".venv" / "bin" / "python")
-CNI_PATH = "/usr/lib/cni"
-NETNS_DIR = "/run/netns"
-PLUGIN_ARGV: tuple[str, ...] = (PYTHON, "-m", "plugin")
-
-
-def ns_exists(name: str) -> bool:
-    return os.path.exists(os.path.join(NETNS_DIR, name))
-
-
-def ns_run(ns: str, *argv: str, check: bool = False,
-           input: Optional[str] = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
-                          check=check, input=input, timeout=60)
-
-
-def _create_ns(name: str) -> None:
-    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
-    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True,
-                   capture_output=True)
-
-
-def _delete_ns(name: str) -> None:
-    if ns_exists(name):
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+from cnitest import (  # noqa: F401  (re-exported for modules that import from here)
+    CNI_PATH,
+    PYTHON,
+    REPO,
+    PluginRun,
+    create_ns,
+    delete_ns,
+    host_local_conf,
+    leases,
+    links,
+    ns_exists,
+    ns_run,
+    routes,
+    run_plugin,
+    unique_ns_name,
+)
 
 
 @pytest.fixture
@@ -64,83 +43,34 @@ def netns_prefix() -> str:
 
 
 @pytest.fixture
-def make_netns(netns_prefix: str) -> Iterator[Callable[[str], str]]:
+def make_netns(netns_prefix: str) -> Iterator[Callable[..., str]]:
     made: list[str] = []
 
     def make(role: str = "ns") -> str:
-        name = f"{netns_prefix}{role}-{secrets.token_hex(3)}"[:60]
+        name = unique_ns_name(netns_prefix, role)
         made.append(name)  # before creating: a half-made namespace is still cleaned up
-        _create_ns(name)
+        create_ns(name)
         return name
 
     try:
         yield make
     finally:
         for name in reversed(made):
-            _delete_ns(name)
+            delete_ns(name)
 
 
 @pytest.fixture
-def node_ns(make_netns: Callable[[str], str]) -> str:
+def node_ns(make_netns: Callable[..., str]) -> str:
     return make_netns("node")
 
 
 @pytest.fixture
-def pod_ns(make_netns: Callable[[str], str]) -> str:
+def pod_ns(make_netns: Callable[..., str]) -> str:
     return make_netns("pod")
 
 
-@dataclass
-class PluginRun:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.stdout) if self.stdout.strip() else None
-
-    def __str__(self) -> str:
-        return f"exit {self.returncode}\nstdout: {self.stdout}\nstderr: {self.stderr}"
-
-
-def run_plugin(node: str, command: str, conf: Optional[Mapping[str, Any]] = None, *,
-               container_id: str = "ctr1", netns: Optional[str] = None, ifname: str = "eth0",
-               args: str = "", path: str = CNI_PATH, extra_env: Optional[Mapping[str, str]] = None,
-               stdin: Optional[bytes] = None, drop_env: Sequence[str] = (),
-               plugin_argv: Sequence[str] = PLUGIN_ARGV, timeout: float = 60) -> PluginRun:
-    """Runs the plugin inside namespace `node` as a runtime would; `netns` is a namespace name
-    (turned into /run/netns/<name>), a path, or "" for an empty CNI_NETNS."""
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command,
-           "CNI_CONTAINERID": container_id, "CNI_IFNAME": ifname, "CNI_ARGS": args,
-           "CNI_PATH": path}
-    if netns is not None:
-        env["CNI_NETNS"] = netns if (netns == "" or "/" in netns) else f"{NETNS_DIR}/{netns}"
-    env.update(extra_env or {})
-    for name in drop_env:
-        env.pop(name, None)
-    data = stdin if stdin is not None else json.dumps(conf or {}).encode()
-    p = subprocess.run(["ip", "netns", "exec", node, *plugin_argv], input=data,
-                       capture_output=True, env=env, cwd=str(REPO), timeout=timeout)
-    return PluginRun(p.returncode, p.stdout.decode(errors="replace"),
-                     p.stderr.decode(errors="replace"))
-
-
-def host_local_conf(data_dir: Path, subnet: str = "10.250.0.0/24", *, version: str = "1.1.0",
-                    name: str = "cnp1net", **extra: Any) -> dict[str, Any]:
-    conf: dict[str, Any] = {
-        "cniVersion": version, "name": name, "type": "cnilab",
-        "ipam": {"type": "host-local", "dataDir": str(data_dir),
-                 "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}]},
-    }
-    conf.update(extra)
-    return conf
-
-
-def leases(data_dir: Path, network: str) -> list[str]:
-    """IPs host-local has handed out on `network` (its lease files, not its bookkeeping)."""
-    d = data_dir / network
-    if not d.is_dir():
-        return []
-    return sorted(p.name for p in d.iterdir()
-                  if not p.name.startswith("last_reserved_ip") and p.name != "lock")
+@pytest.fixture
+def ipam_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "ipam"
+    d.mkdir()
+    return d

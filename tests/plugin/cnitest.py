@@ -1,0 +1,118 @@
+"""Helpers for plugin tests, importable as `from cnitest import ...` (unique module name:
+pytest imports every conftest.py as "conftest", so tests cannot import from it reliably).
+
+Everything a test makes lives in namespaces it created (deleting a namespace deletes its veths
+and routes) or under pytest's tmp_path (IPAM leases), so nothing outlives a test.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = str(REPO / ".venv" / "bin" / "python")
+CNI_PATH = "/usr/lib/cni"
+NETNS_DIR = "/run/netns"
+PLUGIN_ARGV: tuple[str, ...] = (PYTHON, "-m", "plugin")
+
+
+def ns_exists(name: str) -> bool:
+    return os.path.exists(os.path.join(NETNS_DIR, name))
+
+
+def ns_run(ns: str, *argv: str, check: bool = False,
+           input: Optional[str] = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
+                          check=check, input=input, timeout=60)
+
+
+def create_ns(name: str) -> None:
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True,
+                   capture_output=True)
+
+
+def delete_ns(name: str) -> None:
+    if ns_exists(name):
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def unique_ns_name(prefix: str, role: str) -> str:
+    return f"{prefix}{role}-{secrets.token_hex(3)}"[:60]
+
+
+def links(ns: str) -> list[str]:
+    """Interface names in namespace `ns`."""
+    out = subprocess.run(["ip", "-n", ns, "-j", "link", "show"], capture_output=True,
+                         text=True, check=True).stdout
+    return sorted(item["ifname"] for item in json.loads(out or "[]"))
+
+
+def routes(ns: str) -> list[str]:
+    """IPv4 main-table routes of `ns` as `ip route` prints them."""
+    out = subprocess.run(["ip", "-n", ns, "-4", "route", "show"], capture_output=True,
+                         text=True, check=True).stdout
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+@dataclass
+class PluginRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout) if self.stdout.strip() else None
+
+    def __str__(self) -> str:
+        return f"exit {self.returncode}\nstdout: {self.stdout}\nstderr: {self.stderr}"
+
+
+def run_plugin(node: str, command: str, conf: Optional[Mapping[str, Any]] = None, *,
+               container_id: str = "ctr1", netns: Optional[str] = None, ifname: str = "eth0",
+               args: str = "", path: str = CNI_PATH, extra_env: Optional[Mapping[str, str]] = None,
+               stdin: Optional[bytes] = None, drop_env: Sequence[str] = (),
+               plugin_argv: Sequence[str] = PLUGIN_ARGV, timeout: float = 60) -> PluginRun:
+    """Runs the plugin inside namespace `node` as a runtime would; `netns` is a namespace name
+    (turned into /run/netns/<name>), a path, or "" for an empty CNI_NETNS."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command,
+           "CNI_CONTAINERID": container_id, "CNI_IFNAME": ifname, "CNI_ARGS": args,
+           "CNI_PATH": path}
+    if netns is not None:
+        env["CNI_NETNS"] = netns if (netns == "" or "/" in netns) else f"{NETNS_DIR}/{netns}"
+    env.update(extra_env or {})
+    for name in drop_env:
+        env.pop(name, None)
+    data = stdin if stdin is not None else json.dumps(conf or {}).encode()
+    p = subprocess.run(["ip", "netns", "exec", node, *plugin_argv], input=data,
+                       capture_output=True, env=env, cwd=str(REPO), timeout=timeout)
+    return PluginRun(p.returncode, p.stdout.decode(errors="replace"),
+                     p.stderr.decode(errors="replace"))
+
+
+def host_local_conf(data_dir: Path, subnet: str = "10.250.0.0/24", *, version: str = "1.1.0",
+                    name: str = "cnp1net", **extra: Any) -> dict[str, Any]:
+    """A cnilab network config (backend none) with host-local IPAM keeping leases in data_dir."""
+    conf: dict[str, Any] = {
+        "cniVersion": version, "name": name, "type": "cnilab",
+        "ipam": {"type": "host-local", "dataDir": str(data_dir),
+                 "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}]},
+    }
+    conf.update(extra)
+    return conf
+
+
+def leases(data_dir: Path, network: str) -> list[str]:
+    """IPs host-local has handed out on `network` (its lease files, not its bookkeeping)."""
+    d = data_dir / network
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir()
+                  if not p.name.startswith("last_reserved_ip") and p.name != "lock")
