@@ -246,15 +246,16 @@ def _check_pod(pod: Any, call: Call, conf: NetConf, prev: result.Result,
         if ip["address"] not in present:
             problems.append(f"pod: address {ip['address']} is missing on {call.ifname} "
                             f"(has {', '.join(sorted(present)) or 'none'})")
-    routes = wiring.routes_via(pod, index)
-    default_gw = ours[0].get("gateway") if ours else None
+    # Routes carry no interface in a result: in a conflist some are another plugin's, so a
+    # route counts as present on any device, with the gateway the result names (if any).
+    routes = wiring.routes_via(pod, None)
     for r in prev["routes"]:
         dst = str(ipaddress.ip_network(r["dst"], strict=False))
         if ipaddress.ip_network(dst).version != 4:
             continue
-        gw = r.get("gw") or default_gw
+        gw = r.get("gw")
         if not any(d == dst and (gw is None or g == gw) for d, g in routes):
-            problems.append(f"pod: route {dst} via {gw} dev {call.ifname} is missing")
+            problems.append(f"pod: route {dst}" + (f" via {gw}" if gw else "") + " is missing")
     return problems
 
 

@@ -215,11 +215,11 @@ def addresses_on(ipr: Any, index: int) -> list[str]:
             for a in ipr.get_addr(index=index, family=socket.AF_INET)]
 
 
-def routes_via(ipr: Any, index: int) -> list[tuple[str, Optional[str]]]:
-    """(dst/len, gateway) of the main-table IPv4 routes leaving through link `index`."""
+def routes_via(ipr: Any, index: Optional[int]) -> list[tuple[str, Optional[str]]]:
+    """(dst/len, gateway) of the main-table IPv4 routes through link `index` (None: any)."""
     found = []
     for r in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
-        if r.get_attr("RTA_OIF") != index:
+        if index is not None and r.get_attr("RTA_OIF") != index:
             continue
         dst = r.get_attr("RTA_DST") or "0.0.0.0"
         found.append((f"{dst}/{r['dst_len']}", r.get_attr("RTA_GATEWAY")))
