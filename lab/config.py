@@ -197,7 +197,8 @@ class LabConfig(_Strict):
         try:
             lab = LabSection.model_validate({**self.lab.model_dump(), "name": name})
         except ValidationError as e:
-            raise _as_lab_error(e, "--name") from None
+            why = str(e.errors()[0]["msg"]).removeprefix("Value error, ")
+            raise LabError(f"--name: {why}", hint="e.g. --name lab2") from None
         return self.model_copy(update={"lab": lab})
 
 

@@ -58,13 +58,18 @@ def lab_namespaces(lab: str) -> list[str]:
     return sorted(n for n in names if n.startswith(prefix) and len(n) > len(prefix))
 
 
-def _ip_batch(commands: Sequence[str], netns: str | None = None) -> subprocess.Popen[str]:
-    argv = ["ip", *(["-n", netns] if netns else []), "-batch", "-"]
+def _ip_batch(commands: Sequence[str], netns: str | None = None,
+              force: bool = False) -> subprocess.Popen[str]:
+    argv = ["ip", *(["-n", netns] if netns else []), *(["-force"] if force else []),
+            "-batch", "-"]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdin is not None
+    # Batches are small (far below a pipe's buffer): write them whole now so every namespace's
+    # batch runs in parallel; communicate() later must not touch the closed stdin.
     proc.stdin.write("".join(c + "\n" for c in commands))
     proc.stdin.close()
+    proc.stdin = None
     return proc
 
 
@@ -79,11 +84,11 @@ def _wait_all(procs: dict[str, subprocess.Popen[str]], what: str) -> dict[str, s
     outputs, failures = {}, []
     for where, proc in procs.items():
         try:
-            out = proc.stdout.read() if proc.stdout else ""
-            err = proc.stderr.read() if proc.stderr else ""
-            rc = proc.wait(timeout=IP_TIMEOUT)
+            out, err = proc.communicate(timeout=IP_TIMEOUT)
+            rc = proc.returncode
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.communicate()
             rc, out, err = -1, "", f"timed out after {IP_TIMEOUT:.0f}s"
         if rc != 0:
             failures.append(f"{where}: {err.strip() or out.strip()}")
@@ -97,7 +102,9 @@ def _wait_all(procs: dict[str, subprocess.Popen[str]], what: str) -> dict[str, s
 
 @dataclass
 class NetnsNode:
-    """A node that is a network namespace: commands run through `ip netns exec`."""
+    """A node that is a network namespace. Commands enter only its network namespace
+    (`nsenter --net`): `ip netns exec` would also give them a private mount namespace, and a pod
+    namespace a runtime makes from there (`ip netns add`) would never be mounted for the host."""
 
     name: str
     address: str
@@ -106,7 +113,7 @@ class NetnsNode:
 
     def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float = 60,
             env: dict[str, str] | None = None) -> CommandResult:
-        full = ("ip", "netns", "exec", self.netns, *argv)
+        full = ("nsenter", f"--net={NETNS_DIR / self.netns}", "--", *argv)
         proc_env = {**os.environ, **env} if env is not None else None
         try:
             done = subprocess.run(full, input=input, capture_output=True, text=True,
@@ -165,6 +172,14 @@ class NetnsProvider:
                       "creating namespaces")
 
         ports = self._switch_ports(sw) if sw in existing else set()
+        # A node namespace made just now has no eth0, so its old switch port (if still listed:
+        # the kernel removes a deleted namespace's veths asynchronously) is stale: remove it.
+        stale = [switch_port(node) for node, ns in wanted.items()
+                 if ns in missing and switch_port(node) in ports]
+        if stale:
+            _ip_batch([f"link del {port}" for port in stale], sw, force=True).communicate(
+                timeout=IP_TIMEOUT)   # "Cannot find device" only means the kernel was first
+            ports -= set(stale)
         switch_cmds = [] if BRIDGE in ports else [f"link add {BRIDGE} type bridge"]
         switch_cmds += [f"link set {BRIDGE} up", "link set lo up"]
         for node, ns in wanted.items():

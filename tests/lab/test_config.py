@@ -1,0 +1,202 @@
+"""lab.toml validation: every mistake names its dotted key and says how to fix it."""
+from __future__ import annotations
+
+import ipaddress
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from lab.api import LabError
+from lab.config import load_config, parse_config
+
+GOOD = """
+[lab]
+name = "demo"
+
+[[nodes]]
+name = "node1"
+role = "server"
+
+[[nodes]]
+name = "node2"
+
+[network]
+underlay = "10.99.0.0/24"
+pod_cidr = "10.244.0.0/16"
+
+[plugin]
+path = "dist/cnilab"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "lab.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error_of(tmp_path: Path, text: str) -> str:
+    with pytest.raises(LabError) as info:
+        load_config(write(tmp_path, text))
+    return info.value.describe()
+
+
+def test_good_config_has_defaults_and_derived_facts(tmp_path):
+    config = load_config(write(tmp_path, GOOD))
+    assert config.name == "demo"
+    assert config.lab.provider == "netns"
+    assert config.plugin.plugin_type == "cnilab"       # the file name
+    assert config.plugin.backend == "host-gw"
+    assert config.plugin.ifname == "eth0"
+    assert config.k3s is None
+    assert config.pod_subnets() == {"node1": ipaddress.IPv4Network("10.244.0.0/24"),
+                                    "node2": ipaddress.IPv4Network("10.244.1.0/24")}
+    assert config.underlay_addresses() == {"node1": ipaddress.IPv4Address("10.99.0.11"),
+                                           "node2": ipaddress.IPv4Address("10.99.0.12")}
+    assert config.harness_dir == Path("~/.local/state/cnilab/demo").expanduser()
+    assert config.source == (tmp_path / "lab.toml").absolute()
+
+
+def test_name_override(tmp_path):
+    config = load_config(write(tmp_path, GOOD), name="other")
+    assert config.name == "other"
+    assert config.harness_dir.name == "other"
+
+
+def test_plugin_path_relative_to_config_dir_when_not_in_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir("/")
+    config = load_config(write(tmp_path, GOOD))
+    assert config.plugin_path == tmp_path / "dist" / "cnilab"
+
+
+def test_unknown_key_names_dotted_key_and_suggests(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace('pod_cidr = "10', 'podcidr = "10'))
+    assert "network.podcidr: unknown key" in msg
+    assert "did you mean 'pod_cidr'?" in msg
+
+
+def test_unknown_key_in_node_entry(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace('role = "server"', 'rolle = "server"'))
+    assert "nodes[0].rolle: unknown key" in msg
+    assert "'role'" in msg
+
+
+def test_unknown_section(tmp_path):
+    msg = error_of(tmp_path, GOOD + "\n[cluster]\nx = 1\n")
+    assert "cluster: unknown key" in msg
+
+
+def test_bad_cidr(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace("10.99.0.0/24", "10.99.0.0/33"))
+    assert "network.underlay:" in msg and "10.99.0.0/33" in msg
+    assert "write it like" in msg
+
+
+def test_cidr_with_host_bits(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace("10.244.0.0/16", "10.244.0.1/16"))
+    assert "network.pod_cidr:" in msg
+
+
+def test_duplicate_node(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace('name = "node2"', 'name = "node1"'))
+    assert "nodes: node name 'node1' appears twice" in msg
+    assert "its own name" in msg
+
+
+def test_missing_plugin_path(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace('path = "dist/cnilab"', 'type = "ptp"'))
+    assert "plugin.path: missing (required)" in msg
+    assert "dist/cnilab" in msg          # the fix names an example value
+
+
+def test_missing_plugin_section(tmp_path):
+    msg = error_of(tmp_path, GOOD.split("[plugin]")[0])
+    assert "plugin: missing (required)" in msg
+
+
+def test_bad_provider_lists_choices(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace('name = "demo"', 'name = "demo"\nprovider = "docker"'))
+    assert "lab.provider:" in msg and "'netns'" in msg
+
+
+def test_bad_backend(tmp_path):
+    msg = error_of(tmp_path, GOOD + 'backend = "geneve"\n')
+    assert "plugin.backend:" in msg and "'vxlan'" in msg
+
+
+@pytest.mark.parametrize("name", ["my-lab", "Demo", "x" * 21, ""])
+def test_bad_lab_name(tmp_path, name):
+    msg = error_of(tmp_path, GOOD.replace('name = "demo"', f'name = "{name}"'))
+    assert "lab.name:" in msg
+
+
+@pytest.mark.parametrize("name", ["sw", "pod-a", "Node1", "-x"])
+def test_reserved_or_bad_node_name(tmp_path, name):
+    msg = error_of(tmp_path, GOOD.replace('name = "node2"', f'name = "{name}"'))
+    assert "nodes[1].name:" in msg
+
+
+def test_pod_cidr_too_small_for_nodes(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace("10.244.0.0/16", "10.244.0.0/24").replace(
+        '[[nodes]]\nname = "node2"', '[[nodes]]\nname = "node2"\n[[nodes]]\nname = "node3"'))
+    assert "network.pod_cidr:" in msg and "3 nodes" in msg
+
+
+def test_pod_cidr_narrower_than_a_24(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace("10.244.0.0/16", "10.244.0.0/25"))
+    assert "network.pod_cidr:" in msg and "/24" in msg
+
+
+def test_underlay_too_small(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace("10.99.0.0/24", "10.99.0.0/29"))
+    assert "network.underlay:" in msg and "too small" in msg
+
+
+def test_overlapping_ranges(tmp_path):
+    msg = error_of(tmp_path, GOOD.replace("10.99.0.0/24", "10.244.5.0/24"))
+    assert "overlaps network.underlay" in msg
+
+
+def test_no_nodes(tmp_path):
+    without_nodes = GOOD.replace('[[nodes]]\nname = "node2"\n', "").replace(
+        '[[nodes]]\nname = "node1"\nrole = "server"\n', "")
+    msg = error_of(tmp_path, "nodes = []\n" + without_nodes)
+    assert "nodes: at least one" in msg
+
+
+def test_missing_file_says_where_and_how(tmp_path):
+    with pytest.raises(LabError) as info:
+        load_config(tmp_path / "nope.toml")
+    msg = info.value.describe()
+    assert str(tmp_path / "nope.toml") in msg
+    assert "cp examples/netns-hostgw.toml lab.toml" in msg
+
+
+def test_invalid_toml(tmp_path):
+    msg = error_of(tmp_path, GOOD + "\n[plugin\n")
+    assert "is not valid TOML" in msg
+
+
+def test_plugin_config_table_kept_verbatim(tmp_path):
+    config = load_config(write(tmp_path, GOOD + '[plugin.config]\nmtu = 1400\n'
+                                                '[plugin.config.ipam]\ntype = "host-local"\n'))
+    assert config.plugin.config == {"mtu": 1400, "ipam": {"type": "host-local"}}
+
+
+def test_sections_of_other_providers_are_validated(tmp_path):
+    msg = error_of(tmp_path, GOOD + "\n[k3s]\nno_such_k3s_key = 1\n")
+    assert "k3s.no_such_k3s_key: unknown key" in msg
+
+
+def test_bad_name_override():
+    data = {"nodes": [{"name": "a"}], "plugin": {"path": "/bin/true"}}
+    with pytest.raises(LabError) as info:
+        parse_config(data, name="bad-name")
+    assert "--name: 'bad-name' is not a lab name" in info.value.describe()
+
+
+@pytest.mark.parametrize("example", sorted(Path(__file__).parents[2].glob("examples/*.toml")))
+def test_examples_load(example):
+    config = load_config(example)
+    assert len(config.nodes) == 3
