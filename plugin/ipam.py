@@ -69,9 +69,15 @@ class Ipam:
                 decoded = None
         if p.returncode != 0:
             if isinstance(decoded, dict) and isinstance(decoded.get("code"), int):
-                raise CniError(decoded["code"], f"IPAM {self.type} {command}: "
-                                                f"{decoded.get('msg', '')}",
-                               str(decoded.get("details") or ""))
+                # Spec codes (< 100) mean the same to our caller; IPAM's own codes do not,
+                # so they become "IPAM failure" (100) with the original code kept in details.
+                code = decoded["code"]
+                details = str(decoded.get("details") or "")
+                if code >= 100:
+                    details = f"IPAM {self.type} answered code {code}. {details}".strip()
+                    code = IPAM_FAILURE
+                raise CniError(code, f"IPAM {self.type} {command}: {decoded.get('msg', '')}",
+                               details)
             err = p.stderr.decode(errors="replace").strip()
             raise CniError(IPAM_FAILURE, f"IPAM {self.type} {command} failed "
                                          f"(exit {p.returncode})", (out + "\n" + err).strip())

@@ -185,3 +185,18 @@ def test_status_51_when_cross_node_routes_are_missing(node_ns, ipam_dir):
         {"name": "n2", "ip": "10.251.0.2", "podSubnet": "10.250.100.0/24"}])
     status = run_plugin(node_ns, "STATUS", conf)
     assert status.returncode == 1 and status.json["code"] == 51, status
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_version_answers_whatever_version_is_asked(version, node_ns):
+    run = run_plugin(node_ns, "VERSION", {"cniVersion": version})
+    assert run.returncode == 0, run
+    assert run.json == {"cniVersion": "1.1.0", "supportedVersions": VERSIONS}
+
+
+@pytest.mark.parametrize("version", ["0.3.1", "1.0.0"])
+@pytest.mark.parametrize("command", ["STATUS", "GC"])
+def test_status_and_gc_before_1_1_0_are_code_1(command, version, node_ns, ipam_dir):
+    conf = host_local_conf(ipam_dir, version=version, **{"cni.dev/valid-attachments": []})
+    run = run_plugin(node_ns, command, conf)
+    assert run.returncode == 1 and run.json["code"] == 1, run
