@@ -32,22 +32,18 @@ class Progress:
 
     @contextmanager
     def step(self, text: str) -> Iterator[None]:
-        start = time.monotonic()
-        if self.interactive:
-            with self.console.status(text, spinner="dots"):
-                try:
+        start, ok = time.monotonic(), False
+        try:
+            if self.interactive:
+                with self.console.status(text, spinner="dots"):
                     yield
-                except BaseException:
-                    self._done(False, text, start)
-                    raise
-        else:
-            self._line("•", text)
-            try:
+            else:
+                self._line("•", text)
                 yield
-            except BaseException:
-                self._done(False, text, start)
-                raise
-        self._done(True, text, start)
+            ok = True
+        finally:
+            # after the spinner is gone, so the mark replaces it on the same line
+            self._done(ok, text, start)
 
     def _done(self, ok: bool, text: str, start: float) -> None:
         took = f" ({time.monotonic() - start:.1f}s)"
