@@ -200,3 +200,21 @@ def test_status_and_gc_before_1_1_0_are_code_1(command, version, node_ns, ipam_d
     conf = host_local_conf(ipam_dir, version=version, **{"cni.dev/valid-attachments": []})
     run = run_plugin(node_ns, command, conf)
     assert run.returncode == 1 and run.json["code"] == 1, run
+
+
+def test_ipam_gets_this_nodes_subnet_when_it_names_none(node_ns, pod_ns, ipam_dir, tmp_path):
+    """A cluster-wide config: host-local without ranges allocates from this node's podSubnet
+    (a one-node cluster, so no peer needs a route)."""
+    conf = host_local_conf(ipam_dir, backend="host-gw", nodeName="solo",
+                           nodes=[{"name": "solo", "ip": "10.251.9.1",
+                                   "podSubnet": "10.250.90.0/24"}])
+    del conf["ipam"]["ranges"]
+    run_dir = {"CNILAB_RUN_DIR": str(tmp_path)}  # cross-node locks stay in the test's dir
+    add = run_plugin(node_ns, "ADD", conf, netns=pod_ns, extra_env=run_dir)
+    assert add.returncode == 0, add
+    assert add.json["ips"][0]["address"] == "10.250.90.2/24"
+    check = run_plugin(node_ns, "CHECK", dict(conf, prevResult=add.json), netns=pod_ns,
+                       extra_env=run_dir)
+    assert check.returncode == 0, check
+    assert run_plugin(node_ns, "DEL", conf, netns=pod_ns, extra_env=run_dir).returncode == 0
+    assert leases(ipam_dir, "cnp1net") == [] and links(node_ns) == ["lo"]
