@@ -42,7 +42,7 @@ def base_config(config: LabConfig) -> dict[str, Any]:
     raw.setdefault("type", plugin.plugin_type)
     if raw["type"] == CNILAB_TYPE:
         raw.setdefault("backend", plugin.backend)
-        raw.setdefault("ipam", {"type": "host-local"})
+        raw.setdefault("ipam", {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}]})
     return raw
 
 
