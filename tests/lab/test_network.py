@@ -31,7 +31,8 @@ def test_cnilab_gets_nodes_backend_and_per_node_state():
         {"name": "node2", "ip": "10.99.0.12", "podSubnet": "10.244.1.0/24"},
         {"name": "node3", "ip": "10.99.0.13", "podSubnet": "10.244.2.0/24"},
     ]
-    assert node2["ipam"] == {"type": "host-local", "dataDir": "/var/lib/cnilab/x/node2/ipam"}
+    assert node2["ipam"] == {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}],
+                             "dataDir": "/var/lib/cnilab/x/node2/ipam"}
     assert node2["logFile"] == "/var/lib/cnilab/x/node2/cnilab.log"
     assert spec.cni_path_on("node3") == "/var/lib/cnilab/x/node3/bin:/usr/lib/cni"
     assert spec.cni_path == spec.cni_path_on("node1")
@@ -79,7 +80,8 @@ def test_defaults_for_a_bare_cnilab_plugin_section():
                            "plugin": {"path": "dist/cnilab"}})
     conf = network_spec(config, nodes_for(config)).configs["a"]
     assert conf["cniVersion"] == "1.1.0" and conf["name"] == "bare" and conf["type"] == "cnilab"
-    assert conf["ipam"]["type"] == "host-local"
+    assert conf["ipam"] == {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}],
+                            "dataDir": "/var/lib/cnilab/x/a/ipam"}
 
 
 def test_vm_nodes_use_opt_cni_bin_and_keep_ipam_default():
