@@ -101,7 +101,14 @@ def _after_failure(config: LabConfig, provider: Provider, progress: Progress, re
 
 def down(config: LabConfig, *, provider: Provider | None = None) -> None:
     """Removes everything the lab made; failure logs under the harness dir stay."""
-    (provider or make_provider(config)).destroy()
+    provider = provider or make_provider(config)
+    if config.k3s is not None and config.lab.provider == "existing":
+        # VMs take K3s with them; machines we only borrowed must be handed back without it,
+        # or the next `lab up` mints a token the old cluster refuses.
+        from lab.k3s.actions import remove_k3s
+
+        remove_k3s(provider.nodes())
+    provider.destroy()
     harness_dir = config.harness_dir
     if harness_dir.is_dir():
         for entry in harness_dir.iterdir():

@@ -40,6 +40,19 @@ def collect_node_logs(node: Node, dest: Path) -> None:
         target = dest / "state" / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content.stdout)
+    _collect_k3s(node, dest)
+
+
+def _collect_k3s(node: Node, dest: Path) -> None:
+    """K3s's journal, containerd config, CNI confs and pods, on nodes that run K3s."""
+    if not node.run(["test", "-d", "/var/lib/rancher/k3s"], timeout=20).ok:
+        return
+    from lab.k3s.commands import diagnostics
+
+    for filename, argv in diagnostics().items():
+        result = node.run(argv, timeout=60)
+        (dest / filename).write_text(result.stdout + (f"\n# rc={result.rc}\n{result.stderr}"
+                                                      if not result.ok else ""))
 
 
 def write_tarball(provider: Provider, lab_name: str, output: Path | None = None) -> Path:
