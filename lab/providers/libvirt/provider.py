@@ -116,7 +116,7 @@ class LibvirtProvider:
 
     @property
     def is_test_driver(self) -> bool:
-        return bool(self.conn().getType() == "Test")
+        return bool(self.conn().getType().lower() == "test")
 
     @property
     def is_local(self) -> bool:
