@@ -7,6 +7,7 @@ import http.server
 import re
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -18,9 +19,9 @@ DIGEST = "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()
 
 
 class _RangeHandler(http.server.BaseHTTPRequestHandler):
-    served: list[str] = []
+    served: ClassVar[list[str]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         if self.path != "/img.qcow2":
             self.send_error(404)
             return
