@@ -14,14 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from plugin.errors import TRY_AGAIN_LATER, CniError
-
-RUN_DIR_ENV = "CNILAB_RUN_DIR"
-DEFAULT_RUN_DIR = "/run/cnilab"
-
-
-def run_dir() -> str:
-    """Where locks and the resident helper's socket live (overridable for tests)."""
-    return os.environ.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR
+from plugin.rundir import run_dir
 
 
 @contextmanager

@@ -1,0 +1,266 @@
+"""The resident helper: pyroute2 and the plugin loaded once, one forked child per call.
+
+Started detached by the first call that found no helper (plugin.fastpath.spawn); one per
+build and run directory, guaranteed by a lock file, so parallel first calls start one. It
+listens on <run dir>/resident-<build>.sock (mode 0600, root only), keeps SPARES forked
+workers waiting on it, and exits after
+CNILAB_RESIDENT_IDLE seconds (default 120) without a call, or on SIGTERM
+(`dist/cnilab --resident-stop`).
+
+Per call the child: checks the peer is root (or our own user), receives the caller's network
+and UTS namespace descriptors (SCM_RIGHTS), setns()es into them, takes the caller's
+environment, runs plugin.skel.dispatch and sends the Outcome back. Anything it cannot do
+before dispatch makes it close the connection without a reply: the caller then runs the call
+itself. Children are reaped by the parent's loop (no SIGCHLD=SIG_IGN: that disposition would
+be inherited by the IPAM plugins' parent and break their exit codes).
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import gc
+import marshal
+import os
+import select
+import signal
+import socket
+import struct
+import time
+from typing import Any, Optional
+
+from plugin import vendor
+from plugin.fastpath import PROTOCOL, socket_path
+from plugin.rundir import run_dir
+
+CLONE_NEWNET = 0x40000000
+CLONE_NEWUTS = 0x04000000
+DEFAULT_IDLE = 120.0
+MAX_REQUEST = 1 << 24
+SPARES = 2  # pre-forked workers waiting for a call (4 parallel ADDs: two wait ~3 ms)
+
+
+def _idle_seconds() -> float:
+    try:
+        return max(1.0, float(os.environ.get("CNILAB_RESIDENT_IDLE", DEFAULT_IDLE)))
+    except ValueError:
+        return DEFAULT_IDLE
+
+
+def _preload() -> None:
+    """Imports everything a call may touch, so children start with it in memory."""
+    from pyroute2.iproute.linux import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError  # noqa: F401
+
+    import plugin.commands
+    import plugin.crossnode
+    import plugin.skel
+    import plugin.wiring  # noqa: F401
+
+    IPRoute().close()  # pulls in what pyroute2 loads on first use
+
+
+def _peer_allowed(conn: socket.socket) -> bool:
+    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", raw)
+    return uid in (0, os.getuid())
+
+
+def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 4)
+    buffer = bytearray(data)
+    while len(buffer) >= 4 and len(buffer) < 4 + int.from_bytes(buffer[:4], "big"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        buffer += chunk
+    size = int.from_bytes(buffer[:4], "big") if len(buffer) >= 4 else -1
+    if size < 0 or size > MAX_REQUEST or len(buffer) != 4 + size:
+        raise ValueError("truncated request")
+    request = marshal.loads(bytes(buffer[4:]))
+    if not isinstance(request, dict) or request.get("v") != PROTOCOL:
+        raise ValueError("unknown request")
+    return request, list(fds)
+
+
+def _enter(libc: Any, fds: list[int]) -> None:
+    if len(fds) != 2:
+        raise OSError(errno.EINVAL, "expected the caller's net and uts namespaces")
+    for fd, kind in zip(fds, (CLONE_NEWNET, CLONE_NEWUTS)):
+        if libc.setns(fd, kind) != 0:
+            raise OSError(ctypes.get_errno(), "setns")
+        os.close(fd)
+
+
+def _serve_one(conn: socket.socket, libc: Any) -> None:
+    """Runs in the forked child. Returns without replying when it cannot serve the call."""
+    from plugin.skel import dispatch
+
+    started = time.perf_counter()
+    conn.settimeout(30)
+    if not _peer_allowed(conn):
+        return
+    request, fds = _read_request(conn)
+    _enter(libc, fds)
+    env = {str(k): str(v) for k, v in request["env"].items()}
+    os.environ.clear()
+    os.environ.update(env)
+    conn.settimeout(None)
+    entered = time.perf_counter()
+    outcome = dispatch(env, bytes(request["stdin"]))
+    done = time.perf_counter()
+    # ms spent receiving + entering namespaces, and in dispatch: bench/plugin_bench reads them
+    timing = (round((entered - started) * 1000, 2), round((done - entered) * 1000, 2))
+    conn.sendall(marshal.dumps({"v": PROTOCOL, "exit_code": outcome.exit_code,
+                                "stdout": outcome.stdout, "stderr": outcome.stderr,
+                                "timing": timing}))
+    conn.shutdown(socket.SHUT_WR)  # the caller's EOF now, not after our exit's teardown
+
+
+def _worker(listener: socket.socket, notify_w: int, libc: Any) -> None:
+    """A pre-forked spare: waits for one call, tells the parent (which forks the next), serves.
+
+    Forking ahead keeps fork's ~3 ms (page tables of the loaded interpreter) out of the call.
+    """
+    status = 1
+    try:
+        gc.disable()  # a call lives milliseconds; collecting would only copy pages
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        conn, _ = listener.accept()
+        os.write(notify_w, os.getpid().to_bytes(4, "little"))
+        listener.close()
+        _serve_one(conn, libc)
+        status = 0
+    except BaseException:  # no reply: the caller falls back to running the call itself
+        pass
+    finally:
+        os._exit(status)
+
+
+def _reap(spares: set[int], busy: set[int]) -> None:
+    while spares or busy:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        spares.discard(pid)
+        busy.discard(pid)
+
+
+def _listen(path: str) -> socket.socket:
+    if os.path.lexists(path):
+        os.unlink(path)  # a dead helper's socket: we hold the lock, so it is not live
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o077)  # no window in which the socket is open to others
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    listener.listen(128)
+    return listener
+
+
+class _Stop(Exception):
+    pass
+
+
+def _on_term(_signum: int, _frame: Any) -> None:
+    raise _Stop()
+
+
+def serve(ident: str) -> int:
+    directory = run_dir()
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    base = os.path.join(directory, f"resident-{ident}")
+    lock_fd = os.open(base + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0  # another helper for this build is already up (or starting)
+    path = socket_path(ident)
+    listener: Optional[socket.socket] = None
+    spares: set[int] = set()
+    busy: set[int] = set()
+    notify_r, notify_w = os.pipe()
+    signal.signal(signal.SIGTERM, _on_term)
+    try:
+        vendor.activate(ident)
+        _preload()
+        libc = ctypes.CDLL(None, use_errno=True)
+        listener = _listen(path)
+        with open(base + ".pid", "w", encoding="ascii") as f:
+            f.write(f"{os.getpid()}\n")
+        # Children only read what we loaded: keep the collector from touching (and so
+        # copying) every page of it in each child.
+        gc.collect()
+        gc.freeze()
+        idle, last = _idle_seconds(), time.monotonic()
+        while True:
+            _reap(spares, busy)
+            while len(spares) < SPARES:
+                pid = os.fork()
+                if pid == 0:
+                    os.close(notify_r)
+                    _worker(listener, notify_w, libc)
+                spares.add(pid)
+            ready, _, _ = select.select([notify_r], [], [], 1.0)
+            if ready:
+                data = os.read(notify_r, 4 * 64)
+                for i in range(0, len(data) - 3, 4):
+                    pid = int.from_bytes(data[i:i + 4], "little")
+                    spares.discard(pid)
+                    busy.add(pid)
+                last = time.monotonic()
+            elif not busy and time.monotonic() - last > idle:
+                return 0
+    except _Stop:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for leftover in (path, base + ".pid", base + ".lock"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+        if listener is not None:
+            listener.close()
+        for pid in spares:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in spares | busy:  # calls in flight finish: they hold a caller's answer
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        os.close(lock_fd)
+        os.close(notify_r)
+        os.close(notify_w)
+
+
+def stop(ident: str, timeout: float = 10.0) -> int:
+    """Stops this build's helper (if any) and waits until it is gone."""
+    pid_file = os.path.join(run_dir(), f"resident-{ident}.pid")
+    try:
+        with open(pid_file, encoding="ascii") as f:
+            pid = int(f.read().strip())
+    except (FileNotFoundError, ValueError):
+        return 0
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"--resident" not in f.read():
+                return 0  # a stale pid file; that pid is someone else now
+        os.kill(pid, signal.SIGTERM)
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not os.path.exists(f"/proc/{pid}"):
+            return 0
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return 0  # exited; its parent (init) reaps it
+        except FileNotFoundError:
+            return 0
+        time.sleep(0.02)
+    return 1
