@@ -261,3 +261,49 @@ def test_parallel_programming_on_a_fresh_node_succeeds_once(lab3, backend):
     assert errors == []
     proto = PROTO_HOST_GW if backend == "host-gw" else PROTO_VXLAN
     assert len(our_routes(lab3.node("node1").ns, proto)) == 2
+
+
+# --- pods on two nodes, the real plugin -----------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["host-gw", "vxlan"])
+def test_pods_on_different_nodes_reach_each_other(lab2, backend, tmp_path):
+    """ADD a pod on each node with the plugin itself (host-local IPAM), ping across, DEL."""
+    from cnitest import run_plugin
+
+    pods = {"node1": lab2.new_ns("pod1"), "node2": lab2.new_ns("pod2")}
+    env = {"CNILAB_RUN_DIR": str(tmp_path / "run")}
+
+    def conf_for(node_name):
+        # One cluster-wide config; only host-local's dataDir is per node, as on real nodes.
+        return lab2.conf(backend, ipam={"type": "host-local",
+                                        "dataDir": str(tmp_path / f"ipam-{node_name}"),
+                                        "routes": [{"dst": "10.124.0.0/16"}]})
+
+    results = {}
+    try:
+        for node_name, pod in pods.items():
+            added = run_plugin(lab2.node(node_name).ns, "ADD", conf_for(node_name), netns=pod,
+                               container_id=f"c-{node_name}", extra_env=env)
+            assert added.returncode == 0, added
+            results[node_name] = added.json
+        ip1 = results["node1"]["ips"][0]["address"].split("/")[0]
+        ip2 = results["node2"]["ips"][0]["address"].split("/")[0]
+        assert ip1.startswith("10.124.1.") and ip2.startswith("10.124.2.")
+        assert sh("ip", "netns", "exec", pods["node1"], "ping", "-c", "2", "-W", "2",
+                  ip2, check=False).returncode == 0
+        assert sh("ip", "netns", "exec", pods["node2"], "ping", "-c", "1", "-W", "2",
+                  ip1, check=False).returncode == 0
+        status = run_plugin(lab2.node("node1").ns, "STATUS", conf_for("node1"), extra_env=env)
+        assert status.returncode == 0, status
+        # Break node1's way to node2: STATUS says existing pods are affected (51).
+        proto = PROTO_HOST_GW if backend == "host-gw" else PROTO_VXLAN
+        sh("ip", "-n", lab2.node("node1").ns, "route", "del", "10.124.2.0/24",
+           "proto", str(proto))
+        status = run_plugin(lab2.node("node1").ns, "STATUS", conf_for("node1"), extra_env=env)
+        assert status.returncode == 1 and status.json["code"] == 51, status
+        assert "node2" in status.json["msg"] + status.json["details"]
+    finally:
+        for node_name, pod in pods.items():
+            deleted = run_plugin(lab2.node(node_name).ns, "DEL", conf_for(node_name),
+                                 netns=pod, container_id=f"c-{node_name}", extra_env=env)
+            assert deleted.returncode == 0, deleted

@@ -1,0 +1,34 @@
+"""`python -m bench <what>`: plugin (ADD/CHECK/DEL vs ptp), lab (up/down), scenario (suite)."""
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: python -m bench {plugin,lab,scenario} [options]
+
+  plugin    cnilab ADD/CHECK/DEL vs the reference ptp, serial and 4 in parallel
+  lab       `lab up`/`lab down` times for netns labs (bench/lab_bench.py)
+  scenario  scenario suite wall time (bench/scenario_bench.py)
+"""
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    what, rest = argv[0], argv[1:]
+    if what == "plugin":
+        from bench import plugin_bench
+
+        return plugin_bench.main(rest)
+    if what in ("lab", "scenario"):
+        import importlib
+
+        module = importlib.import_module(f"bench.{what}_bench")
+        sys.argv = [f"python -m bench {what}", *rest]  # those read sys.argv themselves
+        return int(module.main() or 0)
+    print(f"unknown benchmark {what!r}\n\n{USAGE}", end="", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
