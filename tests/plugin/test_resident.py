@@ -6,7 +6,6 @@ Each test gets its own run directory (so its own helper) and stops that helper a
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import time
