@@ -192,8 +192,9 @@ def serve(ident: str) -> int:
         _preload()
         libc = ctypes.CDLL(None, use_errno=True)
         listener = _listen(path)
-        with open(base + ".pid", "w", encoding="ascii") as f:
+        with open(base + ".pid.tmp", "w", encoding="ascii") as f:
             f.write(f"{os.getpid()}\n")
+        os.replace(base + ".pid.tmp", base + ".pid")  # readers never see it half-written
         # Children only read what we loaded: keep the collector from touching (and so
         # copying) every page of it in each child.
         gc.collect()
