@@ -188,7 +188,8 @@ def serve(ident: str) -> int:
     notify_r, notify_w = os.pipe()
     signal.signal(signal.SIGTERM, _on_term)
     try:
-        vendor.activate(ident)
+        vendored = vendor.activate(ident)
+        vendor.prune(ident)
         _preload()
         libc = ctypes.CDLL(None, use_errno=True)
         listener = _listen(path)
@@ -200,8 +201,13 @@ def serve(ident: str) -> int:
         gc.collect()
         gc.freeze()
         idle, last = _idle_seconds(), time.monotonic()
+        touched = last
         while True:
             _reap(spares, busy)
+            if vendored and time.monotonic() - touched > vendor.TOUCH_AFTER:
+                with contextlib.suppress(OSError):
+                    os.utime(vendored)  # "in use": vendor.prune leaves it alone
+                touched = time.monotonic()
             while len(spares) < SPARES:
                 pid = os.fork()
                 if pid == 0:

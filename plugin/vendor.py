@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from plugin.rundir import run_dir
 
 INNER = "pyroute2.zip"
+TOUCH_AFTER = 300.0  # users of a copy refresh its mtime this often; prune() waits far longer
 
 
 def _archive_loader() -> object:
@@ -30,15 +32,43 @@ def _write_atomically(path: str, data: bytes) -> None:
     os.replace(tmp, path)  # parallel first calls each write a whole copy; last one wins
 
 
-def activate(build_id: str) -> None:
-    """Puts the vendored pyroute2 on sys.path (no-op outside the archive)."""
+def activate(build_id: str) -> str:
+    """Puts the vendored pyroute2 on sys.path; returns the copy's path ("" outside the archive).
+    """
     loader = _archive_loader()
     if loader is None:
-        return  # running from a checkout: pyroute2 comes from the environment
+        return ""  # running from a checkout: pyroute2 comes from the environment
     path = os.path.join(run_dir(), "lib", f"pyroute2-{build_id}.zip")
-    if not os.path.exists(path):
+    try:
+        if time.time() - os.stat(path).st_mtime > TOUCH_AFTER:
+            os.utime(path)  # in use: see prune()
+    except FileNotFoundError:
         archive = loader.archive  # type: ignore[attr-defined]
         data = loader.get_data(os.path.join(archive, INNER))  # type: ignore[attr-defined]
         _write_atomically(path, data)
     if path not in sys.path:
         sys.path.append(path)
+    return path
+
+
+def prune(build_id: str, older_than: float = 3600.0) -> None:
+    """Removes other builds' copies not touched for `older_than` seconds (redeploy leftovers).
+
+    A live helper touches its copy every few minutes (zipimport reopens the archive on each
+    import, so a copy must not vanish under it); anything older belongs to nobody.
+    """
+    directory = os.path.join(run_dir(), "lib")
+    keep = f"pyroute2-{build_id}.zip"
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    cutoff = time.time() - older_than
+    for name in names:
+        path = os.path.join(directory, name)
+        if name.startswith("pyroute2-") and name != keep:
+            try:
+                if os.stat(path).st_mtime < cutoff:
+                    os.unlink(path)
+            except OSError:
+                pass  # someone else pruned it, or it is not ours to remove

@@ -108,3 +108,22 @@ def test_add_check_del_in_process_from_the_single_file(built, tmp_path):
     finally:
         delete_ns(pod)
         delete_ns(node)
+
+
+def test_prune_removes_only_stale_copies_of_other_builds(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from plugin import vendor
+
+    monkeypatch.setenv("CNILAB_RUN_DIR", str(tmp_path))
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    old = time.time() - 7200
+    for name in ("pyroute2-mine.zip", "pyroute2-stale.zip", "pyroute2-recent.zip", "other"):
+        (lib / name).write_bytes(b"x")
+    for name in ("pyroute2-mine.zip", "pyroute2-stale.zip", "other"):
+        os.utime(lib / name, (old, old))
+    vendor.prune("mine")
+    assert sorted(p.name for p in lib.iterdir()) == ["other", "pyroute2-mine.zip",
+                                                     "pyroute2-recent.zip"]
