@@ -459,14 +459,16 @@ class LibvirtProvider:
                     log.unlink()
         self._remove_pool()
         ip_forward_before = ""
-        for net in self._lab_networks():
+        networks = self._lab_networks()
+        for net in networks:
             ip_forward_before = _ip_forward_before(net.XMLDesc(0)) or ip_forward_before
             with contextlib.suppress(libvirt.libvirtError):
                 if net.isActive():
                     net.destroy()
             with contextlib.suppress(libvirt.libvirtError):
                 net.undefine()
-        if self.is_local and not self.is_test_driver:
+        # Only after removing a network of ours: libvirt state we did not touch stays as is.
+        if networks and self.is_local and not self.is_test_driver:
             self._tidy_host(conn, ip_forward_before)
 
     def _remove_pool(self) -> None:

@@ -211,3 +211,24 @@ def test_missing_image_is_reported_before_anything_is_made(tmp_path, lab_name, t
         p.provision()
     assert _lab_domains(test_conn, lab_name) == []
     assert f"cnilab-{lab_name}" not in test_conn.listNetworks()
+
+
+def test_a_vm_that_stops_while_booting_reports_its_console_tail(provider, test_conn,
+                                                               lab_name, tmp_path):
+    import time
+
+    nodes = provider.provision()
+    provider.settings.console_log_dir.mkdir(parents=True, exist_ok=True)
+    provider.console_log("n1").write_text(
+        "".join(f"boot line {i}\r\n" for i in range(100)) + "Kernel panic - not syncing\r\n")
+    dom = test_conn.lookupByName(f"cnilab-{lab_name}-n1")
+    dom.destroy()
+    with pytest.raises(LabError, match="stopped while booting") as err:
+        provider._wait_one(nodes[0], dom, time.monotonic() + 60)
+    assert err.value.output.splitlines()[-1] == "Kernel panic - not syncing"
+    assert "boot line 99" in err.value.output and "boot line 10\n" not in err.value.output
+    assert str(provider.console_log("n1")) in err.value.hint
+
+
+def test_console_tail_without_a_log_says_so(provider):
+    assert "no console log" in provider.console_tail("n1")
