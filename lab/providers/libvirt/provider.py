@@ -277,6 +277,7 @@ class LibvirtProvider:
         ours = self._lab_networks()
         if ours:
             net = ours[0]
+            self._add_missing_reservations(net)
         else:
             try:
                 conn.networkLookupByName(self.network_name)
@@ -302,6 +303,27 @@ class LibvirtProvider:
                                f"{e.get_error_message()}",
                                hint=f"is {self.subnet} already routed on this host?") from None
         return net
+
+    def _add_missing_reservations(self, net: libvirt.virNetwork) -> None:
+        """Nodes added to the config since the network was made get their fixed IP too."""
+        root = ET.fromstring(net.XMLDesc(0))
+        reserved = {h.get("name") for h in root.iterfind("ip/dhcp/host")}
+        flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+        if net.isActive():
+            flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+        for node in self.node_names:
+            if node in reserved:
+                continue
+            host = (f"<host mac='{names.mac_address(self.lab, node)}' name='{node}' "
+                    f"ip='{self.addresses[node]}'/>")
+            try:
+                net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+                           libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, host, flags)
+            except libvirt.libvirtError as e:
+                raise LabError(f"cannot reserve {self.addresses[node]} for node {node} on "
+                               f"{self.network_name}: {e.get_error_message()}",
+                               hint="`lab down` and `lab up` again to remake the network"
+                               ) from None
 
     def _ensure_pool(self) -> libvirt.virStoragePool:
         pool = self._lab_pool()

@@ -232,3 +232,20 @@ def test_a_vm_that_stops_while_booting_reports_its_console_tail(provider, test_c
 
 def test_console_tail_without_a_log_says_so(provider):
     assert "no console log" in provider.console_tail("n1")
+
+
+def test_a_node_added_later_gets_its_reservation(tmp_path, lab_name, test_conn):
+    small = LibvirtProvider(_config(tmp_path, lab_name, nodes=("n1",)), report=lambda _m: None)
+    bigger = LibvirtProvider(_config(tmp_path, lab_name, nodes=("n1", "n2")),
+                             report=lambda _m: None)
+    try:
+        small.provision()
+        bigger.provision()
+        net = test_conn.networkLookupByName(f"cnilab-{lab_name}")
+        hosts = {h.get("name"): h.get("ip")
+                 for h in ET.fromstring(net.XMLDesc(0)).iterfind("ip/dhcp/host")}
+        assert hosts == {"n1": "192.168.240.11", "n2": "192.168.240.12"}
+    finally:
+        bigger.destroy()
+        small.close()
+        bigger.close()
