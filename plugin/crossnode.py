@@ -59,7 +59,11 @@ def find_self(conf: NetConf) -> ClusterNode:
 def _ipr() -> Iterator[Any]:
     from pyroute2.iproute.linux import IPRoute  # lazy: the per-call entry stays stdlib-only
 
-    ipr = IPRoute()  # the calling thread's namespace: the node's
+    try:
+        # strict: the kernel (>= 4.20) filters dumps by the header's fields (see peer_routes)
+        ipr = IPRoute(strict_check=True)  # the calling thread's namespace: the node's
+    except Exception:  # an older kernel refuses NETLINK_GET_STRICT_CHK: filter ourselves
+        ipr = IPRoute()
     try:
         yield ipr
     finally:

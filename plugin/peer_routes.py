@@ -42,7 +42,9 @@ class PeerRoute:
 def installed(ipr: Any, proto: int) -> dict[str, PeerRoute]:
     """Our IPv4 routes in the main table, by destination."""
     found: dict[str, PeerRoute] = {}
-    for msg in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
+    # With a strict-check socket the kernel filters by protocol: a node holds a /32 route per
+    # pod, and decoding each in pyroute2 costs ~0.08 ms (250 routes: 20 ms vs 0.6 ms).
+    for msg in ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE, proto=proto):
         if msg["proto"] != proto or msg.get_attr("RTA_DST") is None:
             continue
         dst = f"{msg.get_attr('RTA_DST')}/{msg['dst_len']}"
