@@ -8,6 +8,7 @@ Both use host-local with their own dataDir. cnilab's resident helper gets a priv
 directory and is started (by a warm-up call) before timing and stopped at the end.
 
     python -m bench plugin [--pods 30] [--plugin dist/cnilab] [--mode resident|in-process]
+                           [--backend none|host-gw|vxlan]
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ CNI_PATH = "/usr/lib/cni"
 RUNTIME_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # what containerd/CRI-O hand a plugin, roughly
 CLONE_NEWNET = 0x40000000
 PARALLEL = 4
+NODE_IP = "10.255.0.1"
+PEERS = 5
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -44,7 +47,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, pods: int, plugin: Path, mode: str) -> None:
+    def __init__(self, pods: int, plugin: Path, mode: str, backend: str = "none") -> None:
+        self.backend = backend
         self.suffix = secrets.token_hex(3)
         self.pods = pods
         self.plugin = plugin
@@ -71,6 +75,13 @@ class Bench:
             os.close(fd)
         self.entered = True
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        if self.backend != "none":
+            # An underlay for the node IP, with the peers' addresses on-link (nobody answers:
+            # we time the programming, not the traffic).
+            for args in (["link", "add", "cnp2up0", "type", "veth", "peer", "name", "cnp2up1"],
+                         ["addr", "add", f"{NODE_IP}/24", "dev", "cnp2up0"],
+                         ["link", "set", "cnp2up0", "up"], ["link", "set", "cnp2up1", "up"]):
+                subprocess.run(["ip", *args], check=True, capture_output=True)
 
     def teardown(self) -> None:
         if self.mode == "resident":
@@ -93,6 +104,14 @@ class Bench:
         }
         if kind == "cnilab" and self.mode != "resident":
             conf["resident"] = False
+        if kind == "cnilab" and self.backend != "none":
+            # One cluster-wide config: this node plus PEERS others; IPAM gets our podSubnet.
+            conf.update(backend=self.backend, nodeName="bench", nodes=[
+                {"name": "bench", "ip": NODE_IP, "podSubnet": subnet},
+                *({"name": f"peer{i}", "ip": f"10.255.0.{i + 10}",
+                   "podSubnet": f"10.200.{i}.0/24"} for i in range(PEERS))],
+                vxlan={"vni": 4343, "port": 4799, "device": "cnp2bvx"})
+            del conf["ipam"]["ranges"]
         return conf
 
     def env(self, command: str, pod: str = "", container: str = "") -> dict[str, str]:
@@ -170,8 +189,9 @@ class Bench:
         self.call(binary, "DEL", conf, self.pod_ns[0])
 
 
-def report(results: dict[str, dict[str, dict[str, list[float]]]], pods: int, mode: str) -> str:
-    lines = [f"cnilab ({mode}) vs reference ptp, {pods} pods, host-local IPAM, "
+def report(results: dict[str, dict[str, dict[str, list[float]]]], pods: int, mode: str,
+           backend: str = "none") -> str:
+    lines = [f"cnilab ({mode}, backend {backend}) vs reference ptp, {pods} pods, host-local IPAM, "
              f"{time.strftime('%Y-%m-%d')} on {platform.node()} "
              f"({os.cpu_count()} CPUs, {platform.release()}, python {platform.python_version()})",
              "",
@@ -193,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plugin", type=Path, default=REPO / "dist" / "cnilab")
     parser.add_argument("--mode", choices=("resident", "in-process"), default="resident",
                         help="in-process: every cnilab call imports pyroute2 itself")
+    parser.add_argument("--backend", choices=("none", "host-gw", "vxlan"), default="none",
+                        help=f"cnilab also programs {PEERS} peer nodes on every ADD (ptp: none)")
     parser.add_argument("--json", type=Path, help="also write the raw timings here")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -204,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.exists(PTP):
         print(f"{PTP} missing: apt-get install containernetworking-plugins", file=sys.stderr)
         return 2
-    bench = Bench(args.pods, args.plugin.resolve(), args.mode)
+    bench = Bench(args.pods, args.plugin.resolve(), args.mode, args.backend)
     try:
         bench.setup()
         results = bench.run()
@@ -213,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         bench.teardown()
-    print(report(results, args.pods, args.mode))
+    print(report(results, args.pods, args.mode, args.backend))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

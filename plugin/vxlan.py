@@ -13,6 +13,7 @@ Per peer (what `ip` would show):
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 from typing import Any, Optional
@@ -87,8 +88,14 @@ def _settings_problems(vx: VxlanConf, me: ClusterNode, kind: str,
 
 
 def _find_device(ipr: Any, name: str) -> Optional[Any]:
-    found = ipr.link_lookup(ifname=name)
-    return ipr.get_links(found[0])[0] if found else None
+    from pyroute2.netlink.exceptions import NetlinkError  # loaded already with ipr
+
+    try:  # one RTM_GETLINK by name, not link_lookup's dump of every pod's veth
+        return ipr.link("get", ifname=name)[0]
+    except NetlinkError as e:
+        if e.code == errno.ENODEV:
+            return None
+        raise
 
 
 def _ensure_device(ipr: Any, vx: VxlanConf, me: ClusterNode) -> int:
@@ -144,15 +151,21 @@ def _ensure_vtep_address(ipr: Any, index: int, address: str) -> None:
 
 # --- peers ------------------------------------------------------------------------------------
 
+def _dump_neighbours(ipr: Any, family: int, index: int) -> Any:
+    # ifindex stays in the request (match= carries the client-side filter): on a strict-check
+    # socket the kernel then dumps only our device, not every pod veth's FDB/ARP entries.
+    return ipr.neigh("dump", family=family, ifindex=index, match={"ifindex": index})
+
+
 def _permanent_neighbours(ipr: Any, index: int) -> dict[str, str]:
     return {n.get_attr("NDA_DST"): n.get_attr("NDA_LLADDR")
-            for n in ipr.get_neighbours(family=socket.AF_INET, ifindex=index)
+            for n in _dump_neighbours(ipr, socket.AF_INET, index)
             if n["state"] & NUD_PERMANENT}
 
 
 def _fdb_entries(ipr: Any, index: int) -> dict[str, str]:
     return {e.get_attr("NDA_LLADDR"): e.get_attr("NDA_DST")
-            for e in ipr.fdb("dump", ifindex=index) if e["ifindex"] == index}
+            for e in _dump_neighbours(ipr, AF_BRIDGE, index) if e["ifindex"] == index}
 
 
 def _ensure_peer_l2(ipr: Any, index: int, peers: list[ClusterNode]) -> None:
