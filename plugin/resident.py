@@ -36,6 +36,10 @@ from plugin.rundir import run_dir
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUTS = 0x04000000
+CLONE_NEWNS = 0x00020000
+MS_REC = 0x4000
+MS_SLAVE = 1 << 19
+MNT_DETACH = 2
 DEFAULT_IDLE = 120.0
 MAX_REQUEST = 1 << 24
 SPARES = 2  # pre-forked workers waiting for a call (4 parallel ADDs: two wait ~3 ms)
@@ -46,6 +50,25 @@ def _idle_seconds() -> float:
         return max(1.0, float(os.environ.get("CNILAB_RESIDENT_IDLE", DEFAULT_IDLE)))
     except ValueError:
         return DEFAULT_IDLE
+
+
+def _leave_the_callers_namespaces(libc: Any) -> None:
+    """Moves the helper out of the namespaces of the call that happened to start it.
+
+    That call may run in a lab "node" (`ip netns exec`): staying there would keep the node's
+    network namespace (and its veths) alive after the lab deletes it, for as long as the
+    helper lives. The helper needs no network of its own (each call's child enters the
+    caller's), so it takes a new, empty one, plus a mount namespace of its own (slave:
+    unmounts of /run/netns/* still reach us, nothing of ours goes back) with a /sys of that
+    empty namespace instead of the node's. Best effort: on a refusal we stay, which is only
+    untidy. Runs before any thread exists (unshare(CLONE_NEWNS) requires that).
+    """
+    if libc.unshare(CLONE_NEWNS | CLONE_NEWNET) != 0:
+        return
+    if libc.mount(None, b"/", None, MS_REC | MS_SLAVE, None) != 0:
+        return
+    if libc.umount2(b"/sys", MNT_DETACH) == 0:
+        libc.mount(b"sysfs", b"/sys", b"sysfs", 0, None)
 
 
 def _preload() -> None:
@@ -227,10 +250,11 @@ def serve(ident: str) -> int:
     notify_r, notify_w = os.pipe()
     signal.signal(signal.SIGTERM, _on_term)
     try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        _leave_the_callers_namespaces(libc)
         vendored = vendor.activate(ident)
         vendor.prune(ident)
         _preload()
-        libc = ctypes.CDLL(None, use_errno=True)
         listener = _listen(path)
         with open(base + ".pid.tmp", "w", encoding="ascii") as f:
             f.write(f"{os.getpid()}\n")

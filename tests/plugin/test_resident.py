@@ -6,6 +6,7 @@ Each test gets its own run directory (so its own helper) and stops that helper a
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import time
@@ -87,9 +88,16 @@ def test_first_call_runs_itself_and_starts_the_helper_which_serves_the_next(
     sock = socket_of(run_dir, ident)
     assert wait_for(sock.exists), "the first call did not start the helper"
     assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    # It left the node's namespace it was started from (else it would keep it alive).
+    helper = int((run_dir / f"resident-{ident}.pid").read_text())
+    assert os.stat(f"/proc/{helper}/ns/net").st_ino != os.stat(f"/run/netns/{node}").st_ino
+    assert os.listdir(f"/proc/{helper}/root/sys/class/net") == ["lo"], "still sees the node's"
 
     # Ask the helper directly from a thread inside the node namespace: a reply with the
-    # helper's timing proves it served the call, in the namespace we passed it.
+    # helper's timing proves it served the call, in the namespace we passed it. The pod's
+    # namespace is made only now: the helper must see /run/netns entries made after it.
+    delete_ns(pod_b)
+    create_ns(pod_b)
     env = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "ctr-b",
            "CNI_NETNS": f"/run/netns/{pod_b}", "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni",
            "CNILAB_RUN_DIR": str(run_dir)}
