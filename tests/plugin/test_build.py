@@ -127,3 +127,35 @@ def test_prune_removes_only_stale_copies_of_other_builds(tmp_path, monkeypatch):
     vendor.prune("mine")
     assert sorted(p.name for p in lib.iterdir()) == ["other", "pyroute2-mine.zip",
                                                      "pyroute2-recent.zip"]
+
+
+def _oldest_supported_python():
+    import glob
+
+    found = sorted(glob.glob("/root/.pyenv/versions/3.9*/bin/python3.9")
+                   + glob.glob("/usr/bin/python3.9"))
+    return found[0] if found else None
+
+
+@pytest.mark.root
+@pytest.mark.skipif(_oldest_supported_python() is None, reason="no python3.9 on this machine")
+def test_runs_on_python_3_9(built, tmp_path):
+    """The node's python3 may be as old as 3.9: sources (not the 3.11 bytecode) must run."""
+    path, _ = built
+    bindir = tmp_path / "py39"
+    bindir.mkdir()
+    (bindir / "python3").symlink_to(_oldest_supported_python())
+    node, pod = unique_ns_name("cnp2-", "node"), unique_ns_name("cnp2-", "pod")
+    try:
+        create_ns(node)
+        create_ns(pod)
+        conf = host_local_conf(tmp_path / "ipam", name="cnp2py39", resident=False)
+        env = {"CNILAB_RUN_DIR": str(tmp_path / "run"), "PATH": f"{bindir}:{RUNTIME_PATH}"}
+        for command in ("ADD", "DEL"):
+            done = run_plugin(node, command, conf, netns=pod, plugin_argv=(str(path),),
+                              extra_env=env)
+            assert done.returncode == 0, done
+        assert links(pod) == ["lo"]
+    finally:
+        delete_ns(pod)
+        delete_ns(node)
