@@ -3,6 +3,7 @@ ActionContext (install the plugin under test, then K3s + Multus when the config 
 On failure the logs are collected, then the lab is removed unless --retain (kind's shape)."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shutil
@@ -102,6 +103,7 @@ def _after_failure(config: LabConfig, provider: Provider, progress: Progress, re
 def down(config: LabConfig, *, provider: Provider | None = None) -> None:
     """Removes everything the lab made; failure logs under the harness dir stay."""
     provider = provider or make_provider(config)
+    _stop_resident_helpers(config, provider)
     if config.k3s is not None and config.lab.provider == "existing":
         # VMs take K3s with them; machines we only borrowed must be handed back without it,
         # or the next `lab up` mints a token the old cluster refuses.
@@ -120,6 +122,19 @@ def down(config: LabConfig, *, provider: Provider | None = None) -> None:
                 entry.unlink(missing_ok=True)
         if not any(harness_dir.iterdir()):
             harness_dir.rmdir()
+
+
+def _stop_resident_helpers(config: LabConfig, provider: Provider) -> None:
+    """Our plugin leaves a resident helper per build (it idles out on its own); a lab that goes
+    down takes it along rather than leaving a process behind for two minutes."""
+    if config.plugin.plugin_type != "cnilab":
+        return
+    for node in provider.nodes():
+        path = f"{plugin_dir(config.lab.provider, node)}/cnilab"
+        # best effort: a node already half gone must not stop `lab down`
+        with contextlib.suppress(Exception):
+            node.run(["sh", "-c", f'[ -x "{path}" ] && "{path}" --resident-stop || true'],
+                     timeout=20)
 
 
 def nodes_summary(nodes: Sequence[Node]) -> str:
