@@ -49,6 +49,9 @@ def user_data(spec: SeedSpec) -> str:
         # The default also generates rsa and ecdsa keys the harness would never pin: slow,
         # unused. Only the given type is listed, and a key of that type is already there.
         "ssh_genkeytypes": [spec.host_key_type],
+        # The built image has no `locales` package: cc_locale would fail and mark cloud-init
+        # as errored. A string, as the schema wants; cloud-init reads it as false.
+        "locale": "false",
     }
     return "#cloud-config\n" + json.dumps(config, indent=2) + "\n"
 

@@ -45,6 +45,7 @@ def test_user_data_creates_the_user_and_pins_the_host_key(spec):
     assert config["ssh_keys"]["ed25519_public"] == spec.host_public_line
     assert "BEGIN OPENSSH PRIVATE KEY" in config["ssh_keys"]["ed25519_private"]
     assert config["ssh_genkeytypes"] == ["ed25519"]
+    assert config["locale"] == "false"   # no locales package in the built image
 
 
 def test_instance_id_changes_with_the_seed(spec, tmp_path):
