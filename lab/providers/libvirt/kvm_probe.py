@@ -86,9 +86,10 @@ def probe_kvm(kernel: Path, *, timeout: float = 20, qemu: str = QEMU,
         proc.kill()
         proc.wait()
     seconds = round(time.monotonic() - started, 2)
-    tail = output.decode(errors="replace").strip().splitlines()[-3:]
+    lines = output.decode(errors="replace").strip().splitlines()
     if proc.returncode not in (None, -9) and seconds < timeout:
-        return ProbeResult(False, f"qemu -accel {accel} exited: " + " | ".join(tail), seconds)
+        first = lines[0] if lines else f"rc={proc.returncode}"   # qemu's own reason
+        return ProbeResult(False, f"qemu -accel {accel} exited: {first}", seconds)
     return ProbeResult(False, f"a kernel did not boot under {accel.upper()} within "
                               f"{timeout:.0f} s", seconds)
 

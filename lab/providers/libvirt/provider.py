@@ -256,7 +256,8 @@ class LibvirtProvider:
         self.accel = choose_accel(self.settings.accel, kernel=kernel, local=self.is_local)
         if self.accel.warning:
             self.report(f"warning: {self.accel.warning}")
-        self.report(f"accelerator: {self.accel.accel} ({self.accel.reason})")
+        else:
+            self.report(f"accelerator: {self.accel.accel} ({self.accel.reason})")
         return self.accel.domain_type
 
     def _network_spec(self) -> xml.NetworkSpec:
