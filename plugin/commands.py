@@ -19,13 +19,14 @@ from plugin.errors import (
     INCOMPATIBLE_VERSION,
     INTERFACE_EXISTS,
     INVALID_CONFIG,
+    NETLINK_FAILURE,
     STATUS_ATTACHMENTS_AFFECTED,
     STATUS_CANNOT_ADD,
     UNKNOWN_CONTAINER,
     UNSUPPORTED_FIELD,
     CniError,
 )
-from plugin.ipam import Ipam
+from plugin.ipam import Ipam, PendingCall
 from plugin.log import CallLog
 from plugin.netconf import ClusterNode, NetConf
 from plugin.undo import UndoStack
@@ -134,31 +135,52 @@ def cmd_add(conf: NetConf, call: Call, log: CallLog) -> result.Result:
 
     with _closing(_open_pod(call)) as pod, _closing(wiring.open_node()) as node, \
             UndoStack(log) as undo:
-        if wiring.link_index(pod, call.ifname) is not None:
+        # Before IPAM runs: the interface may be a live attachment's, whose lease a rollback
+        # of ours must not release.
+        if wiring.link_by_name(pod, call.ifname) is not None:
             raise CniError(INTERFACE_EXISTS, f"interface {call.ifname} already exists in "
                                              f"{call.netns}", "pick another CNI_IFNAME or DEL "
                                              "the attachment that made it")
 
-        allocated = ipam.add(conf.raw, conf.cni_version)
-        undo.push("release the IPAM allocation",
-                  lambda: ipam.delete(conf.raw, conf.cni_version))
+        # IPAM runs while we make the veth pair, which does not need the address.
+        allocation = ipam.start_add(conf.raw, conf.cni_version)
+
+        def release() -> None:
+            if allocation.call.succeeded():  # a failed ADD allocated nothing
+                ipam.delete(conf.raw, conf.cni_version)
+
+        undo.push("release the IPAM allocation", release)
+        with _netlink_step(f"creating veth {call.ifname} (pod) / {host_name} (node)"):
+            try:
+                wiring.create_veth(pod, call.ifname, host_name, conf.pod_mtu)
+            except Exception as e:
+                if getattr(e, "code", None) == errno.EEXIST and \
+                        wiring.link_by_name(node, host_name) is not None:
+                    raise CniError(INTERFACE_EXISTS, f"host veth {host_name} already exists "
+                                                     "on the node", "a leftover of this "
+                                                     "attachment? run DEL (or GC) for it "
+                                                     "first") from None
+                raise
+        undo.push(f"delete veth {call.ifname}", lambda: wiring.delete_link(pod, call.ifname))
+        with _netlink_step(f"claiming host veth {host_name}"):
+            pod_link = wiring.link_by_name(pod, call.ifname)
+            host_link = wiring.link_by_name(node, host_name)
+            if pod_link is None or host_link is None:
+                raise CniError(NETLINK_FAILURE, f"veth {call.ifname} / {host_name} vanished "
+                                                "right after it was created")
+            wiring.claim_host(node, host_link["index"], alias)
+
+        allocated = allocation.result()
         addresses, routes = _plan(allocated)
         log.info(f"IPAM {ipam.type} gave {', '.join(str(a.address) for a in addresses)}")
         _fail_if_asked(call, "ipam")
 
-        with _netlink_step(f"creating veth {call.ifname} (pod) / {host_name} (node)"):
-            if wiring.link_index(node, host_name) is not None:
-                raise CniError(INTERFACE_EXISTS, f"host veth {host_name} already exists on "
-                                                 "the node", "a leftover of this attachment? "
-                                                 "run DEL (or GC) for it first")
-            wiring.create_veth(pod, call.ifname, host_name, conf.pod_mtu)
-        undo.push(f"delete veth {call.ifname}", lambda: wiring.delete_link(pod, call.ifname))
         with _netlink_step(f"configuring {call.ifname} in the pod"):
-            pod_mac = wiring.configure_pod(pod, call.ifname, addresses, routes)
+            wiring.configure_pod(pod, pod_link["index"], addresses, routes)
         _fail_if_asked(call, "pod")
 
         with _netlink_step(f"configuring host veth {host_name}"):
-            host_mac = wiring.configure_host(node, host_name, alias, addresses)
+            wiring.configure_host(node, host_link["index"], addresses)
         wiring.enable_ipv4_forwarding()
         _fail_if_asked(call, "host")
 
@@ -168,6 +190,7 @@ def cmd_add(conf: NetConf, call: Call, log: CallLog) -> result.Result:
             crossnode.ensure_peers(conf, me)
         _fail_if_asked(call, "crossnode")
 
+        pod_mac, host_mac = str(pod_link["mac"]), str(host_link["mac"])
         ours: result.Result = {
             "interfaces": [{"name": host_name, "mac": host_mac, "mtu": conf.pod_mtu},
                            {"name": call.ifname, "mac": pod_mac, "mtu": conf.pod_mtu,
@@ -191,27 +214,39 @@ def cmd_del(conf: NetConf, call: Call, log: CallLog) -> None:
 
     Only the host veth is deleted (its pod end goes with it): it is found by name and its
     alias proves it is ours, whereas an interface called CNI_IFNAME in the pod may belong to
-    another plugin when our ADD failed with "already exists".
+    another plugin when our ADD failed with "already exists". The IPAM release runs while
+    the veth is deleted.
     """
     ipam_error: Optional[CniError] = None
+    release: Optional[PendingCall] = None
     try:
         me = _this_node(conf)
-        Ipam(_ipam_conf(conf, me), call.env).delete(conf.raw, conf.cni_version)
+        release = Ipam(_ipam_conf(conf, me), call.env).start_delete(conf.raw,
+                                                                    conf.cni_version)
     except CniError as e:
         ipam_error = e
-        log.error(f"IPAM release failed: {e.msg} {e.details}")
 
     host_name = wiring.host_veth_name(conf.name, call.container_id, call.ifname)
     alias = wiring.attachment_alias(conf.name, call.container_id, call.ifname)
-    with _closing(wiring.open_node()) as node, _netlink_step(f"deleting host veth {host_name}"):
-        index = wiring.link_index(node, host_name)
-        if index is not None:
-            found = wiring.link_info(node, index)["alias"]
-            if found == alias:
-                wiring.delete_link(node, host_name)
-                log.info(f"deleted {host_name} and its pod end {call.ifname}")
-            else:
-                log.warn(f"{host_name} has alias {found!r}, not {alias!r}: left alone")
+    try:
+        with _closing(wiring.open_node()) as node, \
+                _netlink_step(f"deleting host veth {host_name}"):
+            link = wiring.link_by_name(node, host_name)
+            if link is not None:
+                if link["alias"] == alias:
+                    wiring.delete_index(node, link["index"])
+                    log.info(f"deleted {host_name} and its pod end {call.ifname}")
+                else:
+                    log.warn(f"{host_name} has alias {link['alias']!r}, not {alias!r}: "
+                             "left alone")
+    finally:
+        if release is not None:
+            try:
+                release.answer()
+            except CniError as e:
+                ipam_error = e
+        if ipam_error is not None:
+            log.error(f"IPAM release failed: {ipam_error.msg} {ipam_error.details}")
     if ipam_error is not None:
         raise ipam_error
 
@@ -229,10 +264,10 @@ def _find_interface(prev: result.Result, name: str,
 def _check_pod(pod: Any, call: Call, conf: NetConf, prev: result.Result,
                pod_index: int) -> list[str]:
     problems: list[str] = []
-    index = wiring.link_index(pod, call.ifname)
-    if index is None:
+    info = wiring.link_by_name(pod, call.ifname)
+    if info is None:
         return [f"pod: interface {call.ifname} is missing in {call.netns}"]
-    info = wiring.link_info(pod, index)
+    index = info["index"]
     want_mac = prev["interfaces"][pod_index].get("mac")
     if want_mac and str(info["mac"]).lower() != str(want_mac).lower():
         problems.append(f"pod: {call.ifname} has MAC {info['mac']}, prevResult says {want_mac}")
@@ -262,11 +297,11 @@ def _check_pod(pod: Any, call: Call, conf: NetConf, prev: result.Result,
 def _check_host(node: Any, conf: NetConf, call: Call, prev: result.Result,
                 pod_index: int) -> list[str]:
     host_name = wiring.host_veth_name(conf.name, call.container_id, call.ifname)
-    index = wiring.link_index(node, host_name)
-    if index is None:
+    info = wiring.link_by_name(node, host_name)
+    if info is None:
         return [f"node: host veth {host_name} is missing"]
+    index = info["index"]
     problems = []
-    info = wiring.link_info(node, index)
     alias = wiring.attachment_alias(conf.name, call.container_id, call.ifname)
     if info["alias"] != alias:
         problems.append(f"node: {host_name} has alias {info['alias']!r}, expected {alias!r}")
@@ -293,11 +328,16 @@ def cmd_check(conf: NetConf, call: Call, log: CallLog) -> None:
         raise CniError(CHECK_MISMATCH, f"prevResult has no interface {call.ifname} in "
                                        f"{call.netns}")
     ipam = Ipam(_ipam_conf(conf, me), call.env)
-    ipam.call("CHECK", conf.raw, conf.cni_version)
+    ipam_check = ipam.start("CHECK", conf.raw, conf.cni_version)  # runs while we look
 
-    with _closing(_open_pod(call)) as pod, _closing(wiring.open_node()) as node:
-        problems = _check_pod(pod, call, conf, prev, pod_index)
-        problems += _check_host(node, conf, call, prev, pod_index)
+    try:
+        with _closing(_open_pod(call)) as pod, _closing(wiring.open_node()) as node:
+            problems = _check_pod(pod, call, conf, prev, pod_index)
+            problems += _check_host(node, conf, call, prev, pod_index)
+    except Exception:
+        ipam_check.answer()  # IPAM's own failure comes first, as when it ran alone
+        raise
+    ipam_check.answer()
     if me is not None:
         from plugin import crossnode
 

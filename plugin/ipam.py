@@ -6,9 +6,11 @@ Any IPAM plugin works. Versions are negotiated: a 1.1.0 network is sent to IPAM 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Mapping
 from typing import Any, Optional
 
@@ -22,6 +24,9 @@ from plugin.errors import (
 )
 
 IPAM_TIMEOUT = 60.0  # host-local waits on its lock file; a hung IPAM must not hang the runtime
+# Config documents up to this size go into the pipe at once (it holds 64 KiB); a larger one
+# is fed by a thread so that an IPAM plugin writing before it reads cannot deadlock us.
+PIPE_AT_ONCE = 32768
 
 
 def find_plugin(name: str, cni_path: str) -> str:
@@ -40,6 +45,68 @@ def find_plugin(name: str, cni_path: str) -> str:
                    "or name an IPAM plugin that is")
 
 
+
+class _Running:
+    """One IPAM plugin process, started now and answered later, so ADD, DEL and CHECK can do
+    their netlink work while the plugin starts (host-local: ~6 ms of Go runtime start).
+
+    Not subprocess.run(timeout=...): on Python 3.9-3.11 its wait polls waitpid with sleeps.
+    Here the pipes are read until EOF and the exit is a blocking waitpid; the timeout is a
+    timer that kills the plugin.
+    """
+
+    def __init__(self, ipam: Ipam, command: str, argv: list[str], stdin: bytes,
+                 env: Mapping[str, str]) -> None:
+        self.ipam = ipam
+        self.command = command
+        self.timed_out = False
+        read_end, write_end = os.pipe()
+        try:
+            self.process = subprocess.Popen(argv, stdin=read_end, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, env=env)
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        self.timer = threading.Timer(IPAM_TIMEOUT, self._kill)
+        self.timer.daemon = True
+        self.timer.start()
+        self.feeder: Optional[threading.Thread] = None
+        if len(stdin) <= PIPE_AT_ONCE:
+            _feed(write_end, stdin)
+        else:
+            self.feeder = threading.Thread(target=_feed, args=(write_end, stdin), daemon=True)
+            self.feeder.start()
+
+    def _kill(self) -> None:
+        self.timed_out = True
+        with contextlib.suppress(OSError):  # exited meanwhile
+            self.process.kill()
+
+    def answer(self) -> Any:
+        """Waits for the plugin: its decoded JSON answer, or the CniError its failure means."""
+        try:
+            out, err = self.process.communicate()
+        finally:
+            self.timer.cancel()
+            if self.feeder is not None:
+                self.feeder.join()
+        return self.ipam.decode(self.command, self.process.returncode, out, err,
+                                self.timed_out)
+
+
+def _feed(fd: int, data: bytes) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BrokenPipeError:
+        pass  # the plugin exited without reading: its answer says why
+    finally:
+        os.close(fd)
+
+
 class Ipam:
     """One IPAM plugin as this call sees it: where it is, and the env to run it with."""
 
@@ -50,24 +117,31 @@ class Ipam:
         self.path = find_plugin(self.type, self.env.get("CNI_PATH", ""))
 
     def _run(self, command: str, stdin: bytes, env_overrides: Mapping[str, str]) -> Any:
+        return self._spawn(command, stdin, env_overrides).answer()
+
+    def _spawn(self, command: str, stdin: bytes, env_overrides: Mapping[str, str],
+               ) -> _Running:
         env = dict(self.env, CNI_COMMAND=command, **env_overrides)
         try:
-            p = subprocess.run([self.path], input=stdin, env=env, capture_output=True,
-                               timeout=IPAM_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise CniError(IPAM_FAILURE, f"IPAM {self.type} {command}: no answer after "
-                                         f"{IPAM_TIMEOUT:.0f}s") from None
+            return _Running(self, command, [self.path], stdin, env)
         except OSError as e:
             raise CniError(IO_FAILURE, f"IPAM {self.type} {command}: cannot run {self.path}",
                            str(e)) from None
-        out = p.stdout.decode(errors="replace").strip()
+
+    def decode(self, command: str, returncode: int, stdout: bytes, stderr: bytes,
+               timed_out: bool) -> Any:
+        """The answer of one run: decoded JSON, or the CniError its failure means."""
+        if timed_out:
+            raise CniError(IPAM_FAILURE, f"IPAM {self.type} {command}: no answer after "
+                                         f"{IPAM_TIMEOUT:.0f}s")
+        out = stdout.decode(errors="replace").strip()
         decoded: Any = None
         if out:
             try:
                 decoded = json.loads(out)
             except ValueError:
                 decoded = None
-        if p.returncode != 0:
+        if returncode != 0:
             if isinstance(decoded, dict) and isinstance(decoded.get("code"), int):
                 # Spec codes (< 100) mean the same to our caller; IPAM's own codes do not,
                 # so they become "IPAM failure" (100) with the original code kept in details.
@@ -78,9 +152,9 @@ class Ipam:
                     code = IPAM_FAILURE
                 raise CniError(code, f"IPAM {self.type} {command}: {decoded.get('msg', '')}",
                                details)
-            err = p.stderr.decode(errors="replace").strip()
+            err = stderr.decode(errors="replace").strip()
             raise CniError(IPAM_FAILURE, f"IPAM {self.type} {command} failed "
-                                         f"(exit {p.returncode})", (out + "\n" + err).strip())
+                                         f"(exit {returncode})", (out + "\n" + err).strip())
         if out and decoded is None:
             raise CniError(IPAM_FAILURE, f"IPAM {self.type} {command}: output is not JSON",
                            out[:500])
@@ -94,13 +168,19 @@ class Ipam:
     def call(self, command: str, network: Mapping[str, Any], version: str,
              env_overrides: Optional[Mapping[str, str]] = None) -> Any:
         """Runs `command` with `network` (ipam swapped for ours) at the best version."""
+        return self.start(command, network, version, env_overrides).answer()
+
+    def start(self, command: str, network: Mapping[str, Any], version: str,
+              env_overrides: Optional[Mapping[str, str]] = None) -> PendingCall:
+        """Starts `command` now; PendingCall.answer() waits for it (and negotiates the
+        version if the plugin refuses ours)."""
         overrides = dict(env_overrides or {})
         first = "1.0.0" if version == "1.1.0" and command in ("ADD", "DEL", "CHECK") else version
-        try:
-            return self._run(command, self._stdin(network, first), overrides)
-        except CniError as e:
-            if e.code != INCOMPATIBLE_VERSION:
-                raise
+        running = self._spawn(command, self._stdin(network, first), overrides)
+        return PendingCall(self, running, command, network, first, overrides)
+
+    def _retry_at_common_version(self, command: str, network: Mapping[str, Any], first: str,
+                                 overrides: Mapping[str, str]) -> Any:
         common = [v for v in self.supported_versions()
                   if v in result.SUPPORTED_VERSIONS and v != first]
         if command in ("STATUS", "GC"):
@@ -119,18 +199,74 @@ class Ipam:
         return json.dumps(doc).encode()
 
     def add(self, network: Mapping[str, Any], version: str) -> result.Result:
-        answer = self.call("ADD", network, version)
-        res = result.normalize(answer, f"IPAM {self.type} result")
-        if not res["ips"]:
-            raise CniError(IPAM_FAILURE, f"IPAM {self.type} returned no IP address")
-        return res
+        return self.start_add(network, version).result()
+
+    def start_add(self, network: Mapping[str, Any], version: str) -> PendingAdd:
+        return PendingAdd(self, self.start("ADD", network, version))
 
     def delete(self, network: Mapping[str, Any], version: str,
                container_id: Optional[str] = None, ifname: Optional[str] = None) -> None:
         """Releases one attachment's addresses (another attachment's when named: GC)."""
+        self.start_delete(network, version, container_id, ifname).answer()
+
+    def start_delete(self, network: Mapping[str, Any], version: str,
+                     container_id: Optional[str] = None, ifname: Optional[str] = None,
+                     ) -> PendingCall:
         overrides: dict[str, str] = {}
         if container_id is not None:
             overrides.update(CNI_CONTAINERID=container_id, CNI_NETNS="")
         if ifname is not None:
             overrides["CNI_IFNAME"] = ifname
-        self.call("DEL", network, version, overrides)
+        return self.start("DEL", network, version, overrides)
+
+
+class PendingCall:
+    """An IPAM call under way: answer() waits for it, once, and retries at a version both
+    sides speak when the plugin answered "incompatible version"."""
+
+    def __init__(self, ipam: Ipam, running: _Running, command: str,
+                 network: Mapping[str, Any], first: str, overrides: Mapping[str, str]) -> None:
+        self._ipam, self._running, self._command = ipam, running, command
+        self._network, self._first, self._overrides = network, first, overrides
+        self._done = False
+        self._value: Any = None
+        self._error: Optional[CniError] = None
+
+    def answer(self) -> Any:
+        if not self._done:
+            try:
+                try:
+                    self._value = self._running.answer()
+                except CniError as e:
+                    if e.code != INCOMPATIBLE_VERSION:
+                        raise
+                    self._value = self._ipam._retry_at_common_version(
+                        self._command, self._network, self._first, self._overrides)
+            except CniError as e:
+                self._error = e
+            self._done = True
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def succeeded(self) -> bool:
+        """Waits for the call; True when it answered without an error."""
+        try:
+            self.answer()
+        except CniError:
+            return False
+        return True
+
+
+class PendingAdd:
+    """An IPAM ADD under way; result() is its normalized result (at least one IP)."""
+
+    def __init__(self, ipam: Ipam, call: PendingCall) -> None:
+        self.ipam = ipam
+        self.call = call
+
+    def result(self) -> result.Result:
+        res = result.normalize(self.call.answer(), f"IPAM {self.ipam.type} result")
+        if not res["ips"]:
+            raise CniError(IPAM_FAILURE, f"IPAM {self.ipam.type} returned no IP address")
+        return res
