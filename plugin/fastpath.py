@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import _socket  # not `socket`: its Python layer (enum, selectors) costs ~5 ms per call
 import marshal
-import os
+import posix  # not `os`: os (with collections.abc, stat, posixpath) costs ~2 ms per call
 import sys
-
-from plugin.rundir import run_dir
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs a few ms per call
 if TYPE_CHECKING:
@@ -30,6 +28,8 @@ PROTOCOL = 1
 # than this loses the call to the in-process path.
 REPLY_TIMEOUT = 120.0
 OFF_VALUES = ("0", "false", "no", "off")
+RUN_DIR_ENV = "CNILAB_RUN_DIR"  # the same as plugin.rundir's, which imports os
+DEFAULT_RUN_DIR = "/run/cnilab"
 
 
 def build_id() -> Optional[str]:
@@ -40,8 +40,20 @@ def build_id() -> Optional[str]:
     return str(BUILD_ID)
 
 
-def socket_path(ident: str) -> str:
-    return os.path.join(run_dir(), f"resident-{ident}.sock")
+def environ() -> dict[str, str]:
+    """The process environment as os.environ would decode it, without importing os."""
+    return {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
+            for k, v in posix.environ.items()}
+
+
+def socket_path(ident: str, env: Optional[Mapping[str, str]] = None) -> str:
+    """The helper's socket in the run directory `env` names (default: os.environ's)."""
+    if env is None:
+        import os  # the helper and tests: os is loaded there anyway
+
+        env = os.environ
+    run_dir = env.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR
+    return f"{run_dir.rstrip('/')}/resident-{ident}.sock"
 
 
 def wanted(env: Mapping[str, str], stdin: bytes) -> bool:
@@ -79,8 +91,8 @@ def ask(path: str, env: Mapping[str, str], stdin: bytes) -> Optional[dict[str, A
         sock.settimeout(REPLY_TIMEOUT)
         sock.connect(path)
         # thread-self: the same as self in the plugin process; right in a test's thread too
-        fds = [os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC),
-               os.open("/proc/thread-self/ns/uts", os.O_RDONLY | os.O_CLOEXEC)]
+        fds = [posix.open("/proc/thread-self/ns/net", posix.O_RDONLY | posix.O_CLOEXEC),
+               posix.open("/proc/thread-self/ns/uts", posix.O_RDONLY | posix.O_CLOEXEC)]
         rights = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)  # struct-free int[]
         sent = sock.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
         if sent < len(message):
@@ -93,7 +105,7 @@ def ask(path: str, env: Mapping[str, str], stdin: bytes) -> Optional[dict[str, A
         return None
     finally:
         for fd in fds:
-            os.close(fd)
+            posix.close(fd)
         sock.close()
     if not isinstance(reply, dict) or reply.get("v") != PROTOCOL:
         return None
@@ -102,6 +114,9 @@ def ask(path: str, env: Mapping[str, str], stdin: bytes) -> Optional[dict[str, A
 
 def spawn(plugin_file: str, env: Mapping[str, str]) -> None:
     """Starts the helper detached (double fork, new session, no inherited descriptors)."""
+    import os
+
+    plugin_file = os.path.abspath(plugin_file)
     keep = {k: v for k, v in env.items() if k == "PATH" or k.startswith("CNILAB_")}
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
@@ -130,9 +145,16 @@ def in_process(env: Mapping[str, str], stdin: bytes) -> tuple[int, str, str]:
 
 def call(plugin_file: Optional[str], env: Mapping[str, str], stdin: bytes,
          ) -> tuple[int, str, str]:
+    code, out, err, _served = _call(plugin_file, env, stdin)
+    return code, out, err
+
+
+def _call(plugin_file: Optional[str], env: Mapping[str, str], stdin: bytes,
+          ) -> tuple[int, str, str, bool]:
+    """(exit code, stdout, stderr, whether the helper served the call)."""
     ident = build_id()
     if plugin_file and ident and wanted(env, stdin):
-        path = socket_path(ident)
+        path = socket_path(ident, env)
         try:
             reply = ask(path, env, stdin)
         except (FileNotFoundError, ConnectionRefusedError):
@@ -142,14 +164,14 @@ def call(plugin_file: Optional[str], env: Mapping[str, str], stdin: bytes,
                 pass  # no helper this time; this call still runs below
             reply = None
         if reply is not None:
-            return int(reply["exit_code"]), str(reply["stdout"]), str(reply["stderr"])
-    return in_process(env, stdin)
+            return int(reply["exit_code"]), str(reply["stdout"]), str(reply["stderr"]), True
+    return (*in_process(env, stdin), False)
 
 
 def _plugin_file() -> Optional[str]:
     loader = globals().get("__loader__")
     archive = getattr(loader, "archive", None)  # a zipimporter's: we run from the archive
-    return os.path.abspath(archive) if archive else None
+    return str(archive) if archive else None
 
 
 def main(argv: list[str]) -> int:
@@ -162,9 +184,14 @@ def main(argv: list[str]) -> int:
             return resident.stop(ident)
         return resident.serve(ident)
     stdin = sys.stdin.buffer.read() if sys.stdin is not None else b""
-    code, out, err = call(_plugin_file(), os.environ, stdin)
+    code, out, err, served = _call(_plugin_file(), environ(), stdin)
     sys.stdout.write(out)
     sys.stdout.flush()
     if err:
         sys.stderr.write(err)
+        sys.stderr.flush()
+    if served:
+        # Nothing of ours needs tearing down (no threads, files or atexit work), and the
+        # interpreter's own finalization costs a few ms the runtime would wait for.
+        posix._exit(code)
     return code
