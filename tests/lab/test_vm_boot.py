@@ -96,3 +96,15 @@ def test_a_fresh_provider_finds_the_lab_from_libvirt_alone(vm_lab):
         assert {s.state for s in fresh.status()} == {"running"}
     finally:
         fresh.close()
+
+
+def test_cloud_init_finishes_cleanly_and_never_restarts_sshd(vm_lab):
+    node = vm_lab.nodes[0]
+    status = node.run(["cloud-init", "status", "--wait", "--long"], timeout=300)
+    assert status.ok and "status: done" in status.stdout, status.stdout + status.stderr
+    assert "NoCloud" in status.stdout
+    # sshd started once: a restart after the node first answered would refuse connections
+    starts = node.run(["journalctl", "-b", "-u", "ssh.service", "--no-pager", "-o", "cat"])
+    assert starts.stdout.count("Server listening on 0.0.0.0 port 22") == 1, starts.stdout
+    pw = node.run(["sshd", "-T"]).stdout
+    assert "passwordauthentication no" in pw

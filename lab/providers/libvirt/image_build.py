@@ -24,7 +24,7 @@ from pathlib import Path
 from lab.api import LabError
 
 # Bump when the steps below change in a way the package list does not show.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 BUILT_IMAGE_NAME = "cnilab-debian-12"
@@ -52,6 +52,7 @@ CUSTOMIZE_HOOKS = (
     'chroot "$1" systemctl mask cloud-init-local.service',
     # Only the seed ISO counts: probing cloud metadata services would wait on timeouts.
     'printf "datasource_list: [NoCloud, None]\\n" > "$1/etc/cloud/cloud.cfg.d/90-cnilab.cfg"',
+    'printf "PasswordAuthentication no\\n" > "$1/etc/ssh/sshd_config.d/50-cnilab.conf"',
     # Every VM gets its own host keys from its seed; none may be shared through the image.
     'rm -f "$1"/etc/ssh/ssh_host_*',
     'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin',

@@ -40,7 +40,9 @@ def user_data(spec: SeedSpec) -> str:
             "ssh_authorized_keys": [spec.authorized_key],
         }],
         "disable_root": True,
-        "ssh_pwauth": False,
+        # No ssh_pwauth: setting it makes cloud-init's config stage restart sshd after sshd
+        # already answers, refusing connections for a moment. The password is locked anyway,
+        # and the built image turns password logins off in its sshd config.
         "ssh_deletekeys": True,
         "ssh_keys": {
             f"{spec.host_key_type}_private": spec.host_private_pem,

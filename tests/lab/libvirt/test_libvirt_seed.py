@@ -39,7 +39,8 @@ def test_user_data_creates_the_user_and_pins_the_host_key(spec):
     assert user["name"] == "cnilab"
     assert user["ssh_authorized_keys"] == ["ssh-ed25519 AAAAclient cnilab"]
     assert user["sudo"] == "ALL=(ALL) NOPASSWD:ALL"
-    assert config["ssh_pwauth"] is False
+    assert "ssh_pwauth" not in config      # it would make cloud-init restart sshd late
+    assert user["lock_passwd"] is True
     assert config["ssh_deletekeys"] is True
     assert config["ssh_keys"]["ed25519_private"] == spec.host_private_pem
     assert config["ssh_keys"]["ed25519_public"] == spec.host_public_line
