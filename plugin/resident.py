@@ -28,7 +28,7 @@ import signal
 import socket
 import struct
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from plugin import vendor
 from plugin.fastpath import PROTOCOL, socket_path
@@ -141,34 +141,41 @@ def _serve_one(conn: socket.socket, libc: Any) -> None:
     conn.shutdown(socket.SHUT_WR)  # the caller's EOF now, not after our exit's teardown
 
 
-def _warm() -> None:
+def _warm(call_waiting: Callable[[], bool]) -> None:
     """Walks a spare through the code a call runs, before any call arrives.
 
     A forked child shares its parent's pages until it writes to them, and CPython writes to
     every object it touches (reference counts): the first call in a fresh child pays for
     thousands of copy-on-write faults. A spare has time to pay them while it waits. Nothing
-    here changes the node: read-only netlink dumps in the helper's own namespace and a
+    here changes the node: read-only netlink requests in the helper's own namespace and a
     config parse; no IPAM plugin is run.
+
+    Step by step, and only while no call is waiting: at nice 19 on a busy machine a spare
+    may get little CPU, and a call must never queue behind a warm-up (back-to-back calls
+    did, for tens of ms).
     """
     import json
 
     from pyroute2.iproute.linux import IPRoute
 
-    from plugin import netconf, skel
+    from plugin import netconf, skel, wiring
 
-    skel.dispatch({"CNI_COMMAND": "VERSION"}, b"")
     sample = {"cniVersion": "1.1.0", "name": "warm", "type": "cnilab", "backend": "host-gw",
               "ipam": {"type": "host-local"}, "mtu": 1500,
               "nodes": [{"name": "a", "ip": "10.0.0.1", "podSubnet": "10.1.0.0/24"},
                         {"name": "b", "ip": "10.0.0.2", "podSubnet": "10.1.1.0/24"}]}
-    netconf.parse(json.loads(json.dumps(sample)))
-    ipr = IPRoute()
+    steps: list[Callable[[], object]] = [
+        lambda: skel.dispatch({"CNI_COMMAND": "VERSION"}, b""),
+        lambda: netconf.parse(json.loads(json.dumps(sample))),
+    ]
+    ipr = IPRoute(strict_check=True)
     try:
-        ipr.link_lookup(ifname="lo")
-        ipr.get_links()
-        ipr.get_addr()
-        ipr.get_routes()
-        ipr.get_neighbours()
+        steps += [lambda: wiring.link_by_name(ipr, "lo"), lambda: wiring.link_info(ipr, 1),
+                  ipr.get_addr, lambda: wiring.routes_via(ipr, 1), ipr.get_neighbours]
+        for step in steps:
+            if call_waiting():
+                return
+            step()
     finally:
         ipr.close()
 
@@ -186,7 +193,7 @@ def _worker(listener: socket.socket, notify_w: int, libc: Any) -> None:
         priority = os.getpriority(os.PRIO_PROCESS, 0)
         os.setpriority(os.PRIO_PROCESS, 0, 19)
         with contextlib.suppress(Exception):
-            _warm()
+            _warm(lambda: bool(select.select([listener], [], [], 0)[0]))
         with contextlib.suppress(OSError):  # raising it back needs root, which we are
             os.setpriority(os.PRIO_PROCESS, 0, priority)
         conn, _ = listener.accept()
