@@ -9,7 +9,7 @@ finds itself in `nodes` and derives its pod subnet and its peers from it.
       "backend": "host-gw",              # "host-gw" | "vxlan" | "none"
       "vxlan": {"vni": 4242, "port": 4790, "device": "cnilab.4242"},
       "nodes": [{"name": "node1", "ip": "10.99.0.11", "podSubnet": "10.244.1.0/24"}, ...],
-      "nodeName": "node1",               # optional: else CNILAB_NODE_NAME, else a local IP, else hostname
+      "nodeName": "node1",   # optional; else CNILAB_NODE_NAME, a local IP, the hostname
       "ipam": {"type": "host-local"},    # ranges default to this node's podSubnet
       "dns": {...}, "logFile": "/var/log/cnilab.log", "resident": true
     }
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 from plugin.errors import INVALID_CONFIG, CniError
 
@@ -52,17 +52,17 @@ class NetConf:
     name: str
     cni_version: str
     type: str
-    raw: Dict[str, Any]
-    ipam: Dict[str, Any]
+    raw: dict[str, Any]
+    ipam: dict[str, Any]
     backend: str = "none"
     mtu: int = 1500
-    nodes: List[ClusterNode] = field(default_factory=list)
+    nodes: list[ClusterNode] = field(default_factory=list)
     node_name: Optional[str] = None
     vxlan: VxlanConf = field(default_factory=VxlanConf)
-    dns: Dict[str, Any] = field(default_factory=dict)
+    dns: dict[str, Any] = field(default_factory=dict)
     log_file: Optional[str] = None
     resident: bool = True
-    prev_result: Optional[Dict[str, Any]] = None
+    prev_result: Optional[dict[str, Any]] = None
 
     @property
     def pod_mtu(self) -> int:
@@ -73,7 +73,7 @@ def _invalid(field_name: str, why: str) -> CniError:
     return CniError(INVALID_CONFIG, f"invalid network config: {field_name}: {why}")
 
 
-def _require(raw: Dict[str, Any], key: str, kind: type) -> Any:
+def _require(raw: dict[str, Any], key: str, kind: type) -> Any:
     if key not in raw:
         raise _invalid(key, "missing (required)")
     value = raw[key]
@@ -100,13 +100,13 @@ def _parse_node(index: int, item: Any) -> ClusterNode:
     return ClusterNode(name=item["name"], ip=ip, pod_subnet=subnet)
 
 
-def _parse_nodes(raw: Any) -> List[ClusterNode]:
+def _parse_nodes(raw: Any) -> list[ClusterNode]:
     if raw is None:
         return []
     if not isinstance(raw, list):
         raise _invalid("nodes", "must be a list")
     nodes = [_parse_node(i, item) for i, item in enumerate(raw)]
-    seen: Dict[str, str] = {}
+    seen: dict[str, str] = {}
     for node in nodes:
         for key in (node.name, str(node.ip)):
             if key in seen:
