@@ -20,7 +20,7 @@ CNILAB_TYPE = "cnilab"
 DEFAULT_CNI_VERSION = "1.1.0"
 DEFAULT_MTU = 1500
 VXLAN_OVERHEAD = 50
-REFERENCE_PLUGIN_DIR = "/usr/lib/cni"   # host-local & co. on netns labs (Debian's package)
+REFERENCE_PLUGIN_DIR = "/usr/lib/cni"   # host-local & co. (Debian's containernetworking-plugins)
 
 
 def _substitute(value: Any, subnet: str) -> Any:
@@ -80,7 +80,9 @@ def network_spec(config: LabConfig, nodes: Sequence[Node]) -> NetworkSpec:
                 conf.setdefault("logFile", f"{node.state_dir}/cnilab.log")
         configs[node.name] = conf
         bin_dir = plugin_dir(config.lab.provider, node)
-        cni_paths[node.name] = (f"{bin_dir}:{REFERENCE_PLUGIN_DIR}" if node_local else bin_dir)
+        # The plugin under test first, then Debian's host-local & co. (the lab image and
+        # netns hosts have containernetworking-plugins; /opt/cni/bin may hold other IPAMs).
+        cni_paths[node.name] = f"{bin_dir}:{REFERENCE_PLUGIN_DIR}"
 
     first = nodes[0].name
     return NetworkSpec(name=raw["name"], plugin_type=raw["type"], ifname=config.plugin.ifname,

@@ -88,7 +88,7 @@ def test_vm_nodes_use_opt_cni_bin_and_keep_ipam_default():
     config = parse_config({"lab": {"name": "vm", "provider": "existing"},
                            "nodes": [{"name": "a"}], "plugin": {"path": "dist/cnilab"}})
     spec = network_spec(config, nodes_for(config))
-    assert spec.cni_path == "/opt/cni/bin"
+    assert spec.cni_path == "/opt/cni/bin:/usr/lib/cni"
     assert "dataDir" not in spec.configs["a"]["ipam"]
 
 

@@ -67,7 +67,8 @@ def vm_config(state_dir: Path, nodes: tuple[str, ...], *, lab: str | None = None
         "nodes": [{"name": n} for n in nodes],
         "network": {"underlay": str(free_subnet()), "pod_cidr": "10.244.0.0/16"},
         "plugin": {"path": str(REPO / "dist" / "cnilab")},
-        "libvirt": {"uri": VM_URI, "memory_mib": 768, "boot_timeout": 480,
+        # isolated: test VMs must never send traffic beyond this host
+        "libvirt": {"uri": VM_URI, "memory_mib": 768, "boot_timeout": 480, "forward": "isolated",
                     **libvirt_settings},
     })
 

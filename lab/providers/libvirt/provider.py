@@ -271,6 +271,7 @@ class LibvirtProvider:
             dhcp_range=names.dhcp_range(self.subnet),
             reservations=[(n, names.mac_address(self.lab, n), self.addresses[n])
                           for n in self.node_names],
+            forward=self.settings.forward,
         )
 
     def _ensure_network(self) -> libvirt.virNetwork:

@@ -26,6 +26,9 @@ class LibvirtSettings(BaseModel):
     disk_gib: int = Field(default=4, ge=1)
     # auto: KVM when a probe kernel really boots under it, else TCG (with a warning)
     accel: Literal["auto", "kvm", "tcg"] = Field(default="auto")
+    # "nat": nodes reach the internet through the host (connected K3s installs);
+    # "isolated": nodes reach only the host and each other (air-gapped labs, CI without internet)
+    forward: Literal["nat", "isolated"] = Field(default="nat")
     # seconds until every node answers SSH (TCG boots take ~1-2 minutes)
     boot_timeout: float = Field(default=420, gt=0)
     # login user cloud-init creates (key only, passwordless sudo)

@@ -55,6 +55,7 @@ class NetworkSpec:
     host_address: IPv4Address
     dhcp_range: tuple[IPv4Address, IPv4Address]
     reservations: list[tuple[str, str, IPv4Address]] = field(default_factory=list)  # name, mac, ip
+    forward: str = "nat"   # "nat": guests reach out through the host; "isolated": host only
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -158,7 +159,8 @@ def network_xml(spec: NetworkSpec) -> str:
     root = ET.Element("network")
     _sub(root, "name", spec.name)
     _metadata(root, spec.tag)
-    _sub(root, "forward", mode="nat")
+    if spec.forward == "nat":   # no <forward> element is libvirt's isolated network
+        _sub(root, "forward", mode="nat")
     _sub(root, "bridge", name=spec.bridge, stp="off", delay="0")
     ip = _sub(root, "ip", address=str(spec.host_address), netmask=str(spec.subnet.netmask))
     dhcp = _sub(ip, "dhcp")

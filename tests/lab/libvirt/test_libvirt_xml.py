@@ -102,6 +102,14 @@ def test_network_is_nat_with_a_reservation_per_node():
     assert xml.read_tag(text) == xml.LabTag("demo", "network", ip_forward_before="0")
 
 
+def test_an_isolated_network_has_no_forward_element():
+    from dataclasses import replace
+
+    root = ET.fromstring(xml.network_xml(replace(_network(), forward="isolated")))
+    assert root.find("forward") is None
+    assert len(list(root.iterfind("ip/dhcp/host"))) == 2
+
+
 def test_overlay_volume_is_a_linked_clone_of_the_base():
     root = ET.fromstring(xml.overlay_volume_xml("n1.qcow2", 4 << 30, Path("/c/disk.qcow2")))
     assert root.findtext("capacity") == str(4 << 30)
