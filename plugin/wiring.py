@@ -327,17 +327,36 @@ def enable_ipv4_forwarding() -> None:
             f.write("1")
 
 
+def _dump(ipr: Any, kind: str, msg_type: int, fields: dict[str, int],
+          attrs: list[tuple[str, Any]]) -> Any:
+    """A dump the kernel filters by what the request names (our sockets are strict_check)."""
+    from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
+
+    request = _message(kind, msg_type, 0, fields, attrs)
+    return ipr.nlm_request(request, msg_type=msg_type, msg_flags=NLM_F_REQUEST | NLM_F_DUMP)
+
+
 def addresses_on(ipr: Any, index: int) -> list[str]:
-    return [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
-            for a in ipr.get_addr(index=index, family=socket.AF_INET)]
+    from pyroute2.netlink.rtnl import RTM_GETADDR
+
+    found = _dump(ipr, "addr", RTM_GETADDR, {"family": socket.AF_INET, "index": index}, [])
+    return [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in found
+            if a["index"] == index]
 
 
 def routes_via(ipr: Any, index: Optional[int]) -> list[tuple[str, Optional[str]]]:
     """(dst/len, gateway) of the main-table IPv4 routes through link `index` (None: any)."""
+    from pyroute2.netlink.rtnl import RTM_GETROUTE
+
+    attrs: list[tuple[str, Any]] = [("RTA_TABLE", MAIN_TABLE)]
+    if index is not None:
+        attrs.append(("RTA_OIF", index))
     found = []
-    for r in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
-        if index is not None and r.get_attr("RTA_OIF") != index:
-            continue
+    for r in _dump(ipr, "route", RTM_GETROUTE, {"family": socket.AF_INET,
+                                                "table": MAIN_TABLE}, attrs):
+        if r.get_attr("RTA_TABLE") != MAIN_TABLE or \
+                (index is not None and r.get_attr("RTA_OIF") != index):
+            continue  # the kernel filtered already, unless the socket is not strict_check
         dst = r.get_attr("RTA_DST") or "0.0.0.0"
         found.append((f"{dst}/{r['dst_len']}", r.get_attr("RTA_GATEWAY")))
     return found
