@@ -1,13 +1,15 @@
-"""`python -m bench <what>`: plugin (ADD/CHECK/DEL vs ptp), lab (up/down), scenario (suite)."""
+"""`python -m bench <what>`: plugin (ADD/CHECK/DEL vs ptp), lab (up/down), scenario (suite),
+vm (libvirt boot to SSH)."""
 from __future__ import annotations
 
 import sys
 
-USAGE = """usage: python -m bench {plugin,lab,scenario} [options]
+USAGE = """usage: python -m bench {plugin,lab,scenario,vm} [options]
 
   plugin    cnilab ADD/CHECK/DEL vs the reference ptp, serial and 4 in parallel
   lab       `lab up`/`lab down` times for netns labs (bench/lab_bench.py)
   scenario  scenario suite wall time (bench/scenario_bench.py)
+  vm        libvirt VMs: provision to SSH for 1 and 3 nodes, image build, destroy
 """
 
 
@@ -20,7 +22,7 @@ def main(argv: list[str]) -> int:
         from bench import plugin_bench
 
         return plugin_bench.main(rest)
-    if what in ("lab", "scenario"):
+    if what in ("lab", "scenario", "vm"):
         import importlib
 
         module = importlib.import_module(f"bench.{what}_bench")
