@@ -26,7 +26,7 @@ from plugin.errors import (
     UNSUPPORTED_FIELD,
     CniError,
 )
-from plugin.ipam import Ipam, PendingCall
+from plugin.ipam import Ipam, PendingAdd, PendingCall
 from plugin.log import CallLog
 from plugin.netconf import ClusterNode, NetConf
 from plugin.undo import UndoStack
@@ -130,20 +130,34 @@ def _plan(allocated: result.Result) -> tuple[list[wiring.PodAddress], list[wirin
 def cmd_add(conf: NetConf, call: Call, log: CallLog) -> result.Result:
     me = _this_node(conf)
     ipam = Ipam(_ipam_conf(conf, me), call.env)
+    # IPAM starts first with its config held back: its runtime starts while we open the
+    # namespaces and check the pod, and it allocates nothing until released (an IPAM plugin
+    # reads its config before anything else), so when the pod already has the interface
+    # (maybe a live attachment's) it is stopped having done nothing.
+    allocation = ipam.start_add(conf.raw, conf.cni_version, hold=True)
+    try:
+        ours = _add(conf, call, log, ipam, allocation, me)
+    finally:
+        allocation.call.discard()  # only if it was never released
+    if conf.prev_result is not None:
+        return result.merge(result.normalize(conf.prev_result, "prevResult"), ours)
+    return ours
+
+
+def _add(conf: NetConf, call: Call, log: CallLog, ipam: Ipam, allocation: PendingAdd,
+         me: Optional[ClusterNode]) -> result.Result:
     host_name = wiring.host_veth_name(conf.name, call.container_id, call.ifname)
     alias = wiring.attachment_alias(conf.name, call.container_id, call.ifname)
 
     with _closing(_open_pod(call)) as pod, _closing(wiring.open_node()) as node, \
             UndoStack(log) as undo:
-        # Before IPAM runs: the interface may be a live attachment's, whose lease a rollback
-        # of ours must not release.
         if wiring.link_by_name(pod, call.ifname) is not None:
             raise CniError(INTERFACE_EXISTS, f"interface {call.ifname} already exists in "
                                              f"{call.netns}", "pick another CNI_IFNAME or DEL "
                                              "the attachment that made it")
 
-        # IPAM runs while we make the veth pair, which does not need the address.
-        allocation = ipam.start_add(conf.raw, conf.cni_version)
+        # IPAM works while we make the veth pair, which does not need the address.
+        allocation.call.release()
 
         def release() -> None:
             if allocation.call.succeeded():  # a failed ADD allocated nothing
@@ -202,8 +216,6 @@ def cmd_add(conf: NetConf, call: Call, log: CallLog) -> result.Result:
             ours["dns"] = conf.dns or allocated["dns"]
         undo.commit()
     log.info(f"added {call.ifname} ({pod_mac}) <-> {host_name}")
-    if conf.prev_result is not None:
-        return result.merge(result.normalize(conf.prev_result, "prevResult"), ours)
     return ours
 
 

@@ -59,7 +59,7 @@ class _Running:
     """
 
     def __init__(self, ipam: Ipam, command: str, argv: list[str], stdin: bytes,
-                 env: Mapping[str, str]) -> None:
+                 env: Mapping[str, str], hold: bool = False) -> None:
         self.ipam = ipam
         self.command = command
         self.timed_out = False
@@ -75,14 +75,36 @@ class _Running:
         finally:
             os.close(read_end)
         self.feeder: Optional[threading.Thread] = None
-        if len(stdin) <= PIPE_AT_ONCE:
-            _feed(write_end, stdin)
+        self.stdin = stdin
+        self.held: Optional[int] = write_end
+        if not hold:
+            self.release()
+
+    def release(self) -> None:
+        """Gives the plugin its config (once): until then it has not started its work."""
+        write_end, self.held = self.held, None
+        if write_end is None:
+            return
+        if len(self.stdin) <= PIPE_AT_ONCE:
+            _feed(write_end, self.stdin)
         else:
-            self.feeder = threading.Thread(target=_feed, args=(write_end, stdin), daemon=True)
+            self.feeder = threading.Thread(target=_feed, args=(write_end, self.stdin),
+                                           daemon=True)
             self.feeder.start()
+
+    def discard(self) -> bool:
+        """Stops a plugin still waiting for its config; True if it was (it did nothing)."""
+        write_end, self.held = self.held, None
+        if write_end is None:
+            return False
+        os.close(write_end)
+        self.process.kill()
+        self.process.communicate()
+        return True
 
     def answer(self) -> Any:
         """Waits for the plugin: its decoded JSON answer, or the CniError its failure means."""
+        self.release()
         try:
             out, err = self._output()
         finally:
@@ -156,10 +178,10 @@ class Ipam:
         return self._spawn(command, stdin, env_overrides).answer()
 
     def _spawn(self, command: str, stdin: bytes, env_overrides: Mapping[str, str],
-               ) -> _Running:
+               hold: bool = False) -> _Running:
         env = dict(self.env, CNI_COMMAND=command, **env_overrides)
         try:
-            return _Running(self, command, [self.path], stdin, env)
+            return _Running(self, command, [self.path], stdin, env, hold)
         except OSError as e:
             raise CniError(IO_FAILURE, f"IPAM {self.type} {command}: cannot run {self.path}",
                            str(e)) from None
@@ -207,12 +229,14 @@ class Ipam:
         return self.start(command, network, version, env_overrides).answer()
 
     def start(self, command: str, network: Mapping[str, Any], version: str,
-              env_overrides: Optional[Mapping[str, str]] = None) -> PendingCall:
+              env_overrides: Optional[Mapping[str, str]] = None,
+              hold: bool = False) -> PendingCall:
         """Starts `command` now; PendingCall.answer() waits for it (and negotiates the
-        version if the plugin refuses ours)."""
+        version if the plugin refuses ours). With `hold`, the plugin gets its config only
+        at PendingCall.release() (or answer()); discard() stops it unconfigured."""
         overrides = dict(env_overrides or {})
         first = "1.0.0" if version == "1.1.0" and command in ("ADD", "DEL", "CHECK") else version
-        running = self._spawn(command, self._stdin(network, first), overrides)
+        running = self._spawn(command, self._stdin(network, first), overrides, hold)
         return PendingCall(self, running, command, network, first, overrides)
 
     def _retry_at_common_version(self, command: str, network: Mapping[str, Any], first: str,
@@ -237,8 +261,9 @@ class Ipam:
     def add(self, network: Mapping[str, Any], version: str) -> result.Result:
         return self.start_add(network, version).result()
 
-    def start_add(self, network: Mapping[str, Any], version: str) -> PendingAdd:
-        return PendingAdd(self, self.start("ADD", network, version))
+    def start_add(self, network: Mapping[str, Any], version: str,
+                  hold: bool = False) -> PendingAdd:
+        return PendingAdd(self, self.start("ADD", network, version, hold=hold))
 
     def delete(self, network: Mapping[str, Any], version: str,
                container_id: Optional[str] = None, ifname: Optional[str] = None) -> None:
@@ -267,6 +292,12 @@ class PendingCall:
         self._done = False
         self._value: Any = None
         self._error: Optional[CniError] = None
+
+    def release(self) -> None:
+        self._running.release()
+
+    def discard(self) -> bool:
+        return self._running.discard()
 
     def answer(self) -> Any:
         if not self._done:
