@@ -164,9 +164,10 @@ def _add(conf: NetConf, call: Call, log: CallLog, ipam: Ipam, allocation: Pendin
                 ipam.delete(conf.raw, conf.cni_version)
 
         undo.push("release the IPAM allocation", release)
+        pod_mac, host_mac = wiring.random_mac(), wiring.random_mac()
         with _netlink_step(f"creating veth {call.ifname} (pod) / {host_name} (node)"):
             try:
-                wiring.create_veth(pod, call.ifname, host_name, conf.pod_mtu)
+                wiring.create_veth(pod, call.ifname, host_name, conf.pod_mtu, pod_mac, host_mac)
             except Exception as e:
                 if getattr(e, "code", None) == errno.EEXIST and \
                         wiring.link_by_name(node, host_name) is not None:
@@ -178,11 +179,17 @@ def _add(conf: NetConf, call: Call, log: CallLog, ipam: Ipam, allocation: Pendin
         undo.push(f"delete veth {call.ifname}", lambda: wiring.delete_link(pod, call.ifname))
         with _netlink_step(f"claiming host veth {host_name}"):
             pod_link = wiring.link_by_name(pod, call.ifname)
-            host_link = wiring.link_by_name(node, host_name)
-            if pod_link is None or host_link is None:
-                raise CniError(NETLINK_FAILURE, f"veth {call.ifname} / {host_name} vanished "
-                                                "right after it was created")
-            wiring.claim_host(node, host_link["index"], alias)
+            if pod_link is None:
+                raise CniError(NETLINK_FAILURE, f"veth {call.ifname} vanished right after it "
+                                                "was created")
+            host_index = pod_link["peer"]  # a veth names its peer's index: no lookup needed
+            if not host_index:
+                host_link = wiring.link_by_name(node, host_name)
+                host_index = host_link["index"] if host_link else None
+            if not host_index:
+                raise CniError(NETLINK_FAILURE, f"host veth {host_name} vanished right after "
+                                                "it was created")
+            wiring.claim_host(node, host_index, host_name, alias)
 
         allocated = allocation.result()
         addresses, routes = _plan(allocated)
@@ -194,7 +201,7 @@ def _add(conf: NetConf, call: Call, log: CallLog, ipam: Ipam, allocation: Pendin
         _fail_if_asked(call, "pod")
 
         with _netlink_step(f"configuring host veth {host_name}"):
-            wiring.configure_host(node, host_link["index"], addresses)
+            wiring.configure_host(node, host_index, addresses)
         wiring.enable_ipv4_forwarding()
         _fail_if_asked(call, "host")
 
@@ -204,7 +211,6 @@ def _add(conf: NetConf, call: Call, log: CallLog, ipam: Ipam, allocation: Pendin
             crossnode.ensure_peers(conf, me)
         _fail_if_asked(call, "crossnode")
 
-        pod_mac, host_mac = str(pod_link["mac"]), str(host_link["mac"])
         ours: result.Result = {
             "interfaces": [{"name": host_name, "mac": host_mac, "mtu": conf.pod_mtu},
                            {"name": call.ifname, "mac": pod_mac, "mtu": conf.pod_mtu,

@@ -140,9 +140,22 @@ def netlink_error(what: str, e: Exception) -> CniError:
 
 
 def _described(link: Any) -> dict[str, Any]:
+    """index, name, mac, mtu, alias, up; and peer: a veth's peer's index (in its namespace)."""
     return {"index": int(link["index"]), "name": link.get_attr("IFLA_IFNAME"),
             "mac": link.get_attr("IFLA_ADDRESS"), "mtu": link.get_attr("IFLA_MTU"),
-            "alias": link.get_attr("IFLA_IFALIAS"), "up": bool(link["flags"] & IFF_UP)}
+            "alias": link.get_attr("IFLA_IFALIAS"), "up": bool(link["flags"] & IFF_UP),
+            "peer": link.get_attr("IFLA_LINK")}
+
+
+def random_mac() -> str:
+    """A random locally administered unicast MAC: what the kernel gives a veth by default.
+
+    Set explicitly, so it is known without asking the kernel again, and marked as set rather
+    than random, which keeps udev's MACAddressPolicy from replacing it behind our back.
+    """
+    octets = bytearray(os.urandom(6))
+    octets[0] = (octets[0] & 0xFE) | 0x02
+    return ":".join(f"{b:02x}" for b in octets)
 
 
 def link_by_name(ipr: Any, name: str) -> Optional[dict[str, Any]]:
@@ -247,22 +260,24 @@ def _route(index: int, dst: ipaddress.IPv4Network, gateway: Optional[str] = None
                      "scope": scope, "type": RTN_UNICAST}, attrs)
 
 
-def create_veth(pod: Any, ifname: str, host_name: str, mtu: int) -> None:
+def create_veth(pod: Any, ifname: str, host_name: str, mtu: int, pod_mac: str,
+                host_mac: str) -> None:
     """The pair, made from inside the pod with its peer placed straight into the node.
 
-    The pod end is created up (IFF_UP in the request): one netlink round trip less.
+    The pod end is created up (IFF_UP in the request), and both ends get the MACs given:
+    fewer netlink round trips after.
     """
     from pyroute2.netlink.rtnl import RTM_NEWLINK
 
     node_ns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         peer = {"attrs": [("IFLA_IFNAME", host_name), ("IFLA_MTU", mtu),
-                          ("IFLA_NET_NS_FD", node_ns)]}
+                          ("IFLA_ADDRESS", host_mac), ("IFLA_NET_NS_FD", node_ns)]}
         info = {"attrs": [("IFLA_INFO_KIND", "veth"),
                           ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", peer)]})]}
         _send(pod, [_message("link", RTM_NEWLINK, _NEW, {"flags": IFF_UP, "change": IFF_UP},
                              [("IFLA_IFNAME", ifname), ("IFLA_MTU", mtu),
-                              ("IFLA_LINKINFO", info)])])
+                              ("IFLA_ADDRESS", pod_mac), ("IFLA_LINKINFO", info)])])
     finally:
         os.close(node_ns)
 
@@ -280,13 +295,17 @@ def configure_pod(pod: Any, index: int, addresses: list[PodAddress],
     _send(pod, messages)
 
 
-def claim_host(node: Any, index: int, alias: str) -> None:
-    """The host veth gets the alias that makes it ours (DEL and GC find it by that) and up."""
+def claim_host(node: Any, index: int, name: str, alias: str) -> None:
+    """The host veth gets the alias that makes it ours (DEL and GC find it by that) and up.
+
+    Its name goes in the request too: a no-op on the right link, and a refusal (EEXIST:
+    that name is taken) if `index` were any other.
+    """
     from pyroute2.netlink.rtnl import RTM_NEWLINK
 
     _send(node, [_message("link", RTM_NEWLINK, _SET,
                           {"index": index, "flags": IFF_UP, "change": IFF_UP},
-                          [("IFLA_IFALIAS", alias)])])
+                          [("IFLA_IFNAME", name), ("IFLA_IFALIAS", alias)])])
 
 
 def configure_host(node: Any, index: int, addresses: list[PodAddress]) -> None:
