@@ -37,6 +37,7 @@ PACKAGES = (
     "cloud-init",                   # reads the NoCloud seed: user, keys, host keys, hostname
     "python3", "iproute2", "iputils-ping", "procps",
     "containernetworking-plugins",  # host-local IPAM + reference plugins in /usr/lib/cni
+    "iperf3",                       # the scenarios' pod/node throughput figures
 )
 
 # Run by mmdebstrap with $1 = the new root. Each line is a shell command.
