@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lab.api import Attachment, LabError, NetworkSpec, Node
+from lab.api import Attachment, CommandResult, LabError, NetworkSpec, Node
 
 # What containerd's environment typically holds; deliberately no virtualenv, no pyenv shims.
 RUNTIME_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -146,6 +146,16 @@ class CniRuntime:
             conf["cni.dev/attachments"] = listed  # the 1.1.0 tag's wording; libcni sends both
             self._invoke("GC", conf, "", "", "", "")
         return ""
+
+    def gc_result(self, valid: Sequence[Attachment] | None = None) -> CommandResult:
+        """gc() as the CommandResult a scenario asserts on: rc 1 with the plugin's error, or
+        rc 0 with why GC was skipped (empty when it ran)."""
+        argv = ("CNI", "GC", self.node.name)
+        try:
+            skipped = self.gc(valid)
+        except CniCallError as e:
+            return CommandResult(argv, 1, "", e.describe())
+        return CommandResult(argv, 0, "", skipped)
 
     def status(self) -> str:
         """STATUS; "" when the plugin is ready, or why it was skipped. Raises when not ready."""

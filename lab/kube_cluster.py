@@ -366,17 +366,12 @@ class KubeCluster:
     def cni_gc(self, node: str) -> CommandResult:
         """GC with the attachments of this node's live pods as valid (Multus never sends GC
         for secondary networks: the harness plays the runtime here)."""
-        argv = ("CNI", "GC", node)
         live = {(self.namespace, p["metadata"]["name"]) for p in
                 self.api.list_pods(self.namespace, f"{LAB_LABEL}={self.name}")
                 if (p.get("spec") or {}).get("nodeName") == node}
         entries = [e for _, e in self._entries(node)]
         valid = valid_attachments(entries, live, node)
-        try:
-            skipped = self._runtimes(node)[0].gc(valid)
-        except CniCallError as e:
-            return CommandResult(argv, 1, "", e.describe())
-        return CommandResult(argv, 0, "", skipped)
+        return self._runtimes(node)[0].gc_result(valid)
 
     def host_interfaces(self, node: str) -> list[str]:
         """Our veths on the node: flannel's pods hang off its cni0 bridge, ours hang off none."""

@@ -182,12 +182,7 @@ class NamespacePodCluster:
                 self._remove_netns(host, attachment.netns.rsplit("/", 1)[-1])
 
     def cni_gc(self, node: str) -> CommandResult:
-        argv = ("CNI", "GC", node)
-        try:
-            skipped = self._runtimes[node].gc()
-        except CniCallError as e:
-            return CommandResult(argv, 1, "", e.describe())
-        return CommandResult(argv, 0, "", skipped)
+        return self._runtimes[node].gc_result()
 
     # -- what the plugin left on a node ---------------------------------------------------
     def host_interfaces(self, node: str) -> list[str]:

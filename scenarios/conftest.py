@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,14 +53,15 @@ class Probes:
 
     @staticmethod
     def ping(pod: Pod, ip: str, *, size: int | None = None) -> CommandResult:
-        """One ICMP echo; with size, a full-size packet that must not be fragmented."""
-        argv = ["ping", "-c", "1", "-W", "1"]
+        """ICMP echo (any of two replies counts: a loaded CI machine may be slow to schedule
+        the first); with size, full-size packets that must not be fragmented."""
+        argv = ["ping", "-c", "2", "-i", "0.2", "-W", "2"]
         if size is not None:
             argv += ["-M", "do", "-s", str(size)]
         return pod.exec([*argv, ip], timeout=10)
 
     def node_ping(self, node: Node, ip: str) -> Any:
-        return self.node_host(node).run("ping -c 1 -W 1 %s", ip)
+        return self.node_host(node).run("ping -c 2 -i 0.2 -W 2 %s", ip)
 
     @staticmethod
     def tcp_echo(client: Pod, server: Pod, *, wait: float = 3.0) -> str:
@@ -91,13 +93,18 @@ def iperf3_gbits(client_exec: Callable[..., CommandResult], server_exec: Callabl
     pidfile = f"/tmp/cnilab-iperf3-{port}.pid"
     server_exec(["iperf3", "-s", "-1", "-D", "-p", port, "-I", pidfile])
     try:
-        res = client_exec(["iperf3", "-c", server_ip, "-p", port, "-t", "1", "-J",
-                           "--connect-timeout", "2000"], timeout=20)
-        try:
-            received = json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"]
-        except (ValueError, KeyError, TypeError):
-            return 0.0  # iperf3 reports a failed connection as JSON without "sum_received"
-        return float(received) / 1e9
+        # `iperf3 -D` returns before the server listens: a refused first try is a race, not a
+        # verdict, so the client tries three times before reporting nothing moved.
+        for attempt in range(3):
+            res = client_exec(["iperf3", "-c", server_ip, "-p", port, "-t", "1", "-J",
+                               "--connect-timeout", "2000"], timeout=20)
+            try:
+                received = json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"]
+                return float(received) / 1e9
+            except (ValueError, KeyError, TypeError):
+                # iperf3 reports a failed connection as JSON without "sum_received"
+                time.sleep(0.5 * (attempt + 1))
+        return 0.0
     finally:
         server_exec(["sh", "-c", 'test -f "$0" && kill "$(cat "$0")"; rm -f "$0"', pidfile])
 

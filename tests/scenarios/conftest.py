@@ -1,48 +1,22 @@
 """Plain two-node namespace fixtures for testing the runtime and the pod driver on their own.
 
 The nodes are bare network namespaces (prefix cns4-) joined by a veth pair, with their own state
-dirs, so these tests need nothing from the lab provider; the plugin is the reference ptp with
-host-local, as any runtime would run them.
+dirs, reached through the netns provider's NetnsNode but made here, without a lab; the plugin
+is the reference ptp with host-local, as any runtime would run them.
 """
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lab.api import CommandResult, NetworkSpec
+from lab.api import NetworkSpec
+from lab.providers.netns import NetnsNode
 
 REFERENCE_CNI = "/usr/lib/cni"
-
-
-@dataclass
-class PlainNetnsNode:
-    """The smallest api.Node: a namespace; commands keep the host's mount namespace."""
-
-    name: str
-    address: str
-    state_dir: str
-    netns: str
-
-    def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float = 60,
-            env: dict[str, str] | None = None) -> CommandResult:
-        full = ["nsenter", f"--net=/run/netns/{self.netns}", "--", *argv]
-        p = subprocess.run(full, input=input, capture_output=True, text=True, timeout=timeout,
-                           env=env)
-        return CommandResult(tuple(argv), p.returncode, p.stdout, p.stderr)
-
-    def put_file(self, local: Path, remote: str, mode: int = 0o755) -> None:
-        shutil.copyfile(local, remote)
-        Path(remote).chmod(mode)
-
-    @property
-    def testinfra_url(self) -> str:
-        return f"netns://{self.netns}"
 
 
 def _sh(*argv: str) -> None:
@@ -59,7 +33,7 @@ def ptp_config(node: str, index: int, state_dir: str, version: str = "1.0.0") ->
 
 
 @pytest.fixture
-def two_nodes(tmp_path: Path) -> Iterator[list[PlainNetnsNode]]:
+def two_nodes(tmp_path: Path) -> Iterator[list[NetnsNode]]:
     tag = secrets.token_hex(3)
     nodes = []
     try:
@@ -68,7 +42,7 @@ def two_nodes(tmp_path: Path) -> Iterator[list[PlainNetnsNode]]:
             _sh("ip", "netns", "add", ns)
             state = tmp_path / f"node{i}"
             state.mkdir()
-            nodes.append(PlainNetnsNode(f"node{i}", f"10.250.0.{i}", str(state), ns))
+            nodes.append(NetnsNode(f"node{i}", f"10.250.0.{i}", str(state), ns))
         a, b = nodes
         _sh("ip", "link", "add", f"c4{tag}a", "netns", a.netns, "type", "veth",
             "peer", "name", f"c4{tag}b", "netns", b.netns)
@@ -83,7 +57,7 @@ def two_nodes(tmp_path: Path) -> Iterator[list[PlainNetnsNode]]:
 
 
 @pytest.fixture
-def ptp_spec(two_nodes: list[PlainNetnsNode]) -> NetworkSpec:
+def ptp_spec(two_nodes: list[NetnsNode]) -> NetworkSpec:
     return NetworkSpec(
         name="t4net", plugin_type="ptp", ifname="eth0", cni_path=REFERENCE_CNI,
         configs={n.name: ptp_config(n.name, i + 1, n.state_dir) for i, n in enumerate(two_nodes)},
