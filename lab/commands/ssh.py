@@ -84,9 +84,13 @@ def paramiko_shell(node: SshNode) -> int:
             if stdin in readable:
                 typed = os.read(stdin, 1024)
                 if not typed:
+                    chan.shutdown_write()   # the remote shell sees EOF and exits
                     break
                 chan.sendall(typed)
+        # sshd may send exit-status just after its EOF: wait for it before closing our end,
+        # or a shell's `exit 3` reads as -1
+        status = chan.recv_exit_status()
     finally:
         termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
         chan.close()
-    return chan.recv_exit_status() if chan.exit_status_ready() else 0
+    return status if status >= 0 else 255
