@@ -58,10 +58,12 @@ class Sshd:
         # Debian's sshd refuses to start without its privilege separation directory (the
         # package's init normally makes it; it is left in place, empty, as Debian expects).
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        self.launch([SSHD, "-D", "-e", "-f", str(self.config)])
+
+    def launch(self, argv: list[str]) -> None:
+        """Starts argv (an sshd, possibly wrapped) and waits until the port answers."""
         # Own session: stop() kills the listener and every per-connection child with it.
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)],
-                                     start_new_session=True,
-                                     stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL,
                                      stderr=open(self.workdir / "sshd.log", "wb"))  # noqa: SIM115
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -53,20 +51,7 @@ class OverlaySshd(Sshd):
             options = f"lowerdir={d},upperdir={upper},workdir={work}"
             mounts.append(f"mount -t overlay overlay -o {shlex.quote(options)} {d}")
         script = "set -e; " + "; ".join(mounts) + f"; exec {SSHD} -D -e -f {self.config}"
-        self.proc = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-            start_new_session=True, stdout=subprocess.DEVNULL,
-            stderr=open(self.workdir / "sshd.log", "wb"))  # noqa: SIM115
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("sshd exited: " + (self.workdir / "sshd.log").read_text())
-            try:
-                socket.create_connection((self.address, self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("sshd did not listen within 10 s")
+        self.launch(["unshare", "--mount", "--propagation", "private", "sh", "-c", script])
 
 
 @pytest.fixture
