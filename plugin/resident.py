@@ -29,9 +29,10 @@ import signal
 import socket
 import struct
 import time
+from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
-from plugin import vendor
+from plugin import handoff, vendor
 from plugin.fastpath import PROTOCOL, socket_path
 from plugin.rundir import run_dir
 
@@ -47,6 +48,8 @@ SPARES = 2  # idle workers kept waiting for a call (the parent forks more when t
 MAX_WORKERS = 16  # beyond this many, calls queue on the socket for a free worker
 CALLS_PER_WORKER = 200  # then the worker exits and a fresh one replaces it
 BUSY, IDLE = 1, 0  # a worker's notes to the parent
+SWEEP_EVERY = 2.0  # seconds between looks for slots whose shell caller died
+HANDOFF_GRACE = 0.2  # seconds a stopping helper still reads records of shell callers
 
 
 def _idle_seconds() -> float:
@@ -172,19 +175,36 @@ def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     return request, list(fds)
 
 
-def _enter(libc: Any, fds: list[int]) -> None:
+def _setns(libc: Any, fds: list[int]) -> None:
+    """Into the caller's network and UTS namespaces (descriptors in that order)."""
     if len(fds) != 2:
         raise OSError(errno.EINVAL, "expected the caller's net and uts namespaces")
     for fd, kind in zip(fds, (CLONE_NEWNET, CLONE_NEWUTS)):
         if libc.setns(fd, kind) != 0:
             raise OSError(ctypes.get_errno(), "setns")
-        os.close(fd)
+
+
+def _enter(libc: Any, fds: list[int]) -> None:
+    try:
+        _setns(libc, fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _run(env: Mapping[str, str], stdin: bytes) -> tuple[int, str, str]:
+    """dispatch() with the caller's environment as ours (IPAM plugins inherit it)."""
+    from plugin.skel import dispatch
+
+    os.environ.clear()
+    os.environ.update(env)
+    outcome = dispatch(env, stdin)
+    return outcome.exit_code, outcome.stdout, outcome.stderr
 
 
 def _serve_one(conn: socket.socket, libc: Any) -> None:
-    """Runs in the forked child. Returns without replying when it cannot serve the call."""
-    from plugin.skel import dispatch
-
+    """A Python caller's call (plugin.fastpath), in the worker. Returns without replying when
+    it cannot serve the call."""
     started = time.perf_counter()
     conn.settimeout(30)
     if not _peer_allowed(conn):
@@ -192,17 +212,14 @@ def _serve_one(conn: socket.socket, libc: Any) -> None:
     request, fds = _read_request(conn)
     _enter(libc, fds)
     env = {str(k): str(v) for k, v in request["env"].items()}
-    os.environ.clear()
-    os.environ.update(env)
     conn.settimeout(None)
     entered = time.perf_counter()
-    outcome = dispatch(env, bytes(request["stdin"]))
+    code, stdout, stderr = _run(env, bytes(request["stdin"]))
     done = time.perf_counter()
     # ms spent receiving + entering namespaces, and in dispatch: bench/plugin_bench reads them
     timing = (round((entered - started) * 1000, 2), round((done - entered) * 1000, 2))
-    conn.sendall(marshal.dumps({"v": PROTOCOL, "exit_code": outcome.exit_code,
-                                "stdout": outcome.stdout, "stderr": outcome.stderr,
-                                "timing": timing}))
+    conn.sendall(marshal.dumps({"v": PROTOCOL, "exit_code": code, "stdout": stdout,
+                                "stderr": stderr, "timing": timing}))
     conn.shutdown(socket.SHUT_WR)  # the caller's EOF now, not after our exit's teardown
 
 
@@ -256,7 +273,27 @@ def _go_home(libc: Any, home: list[int]) -> None:
             raise OSError(ctypes.get_errno(), "setns back home")
 
 
-def _worker(listener: socket.socket, notify_w: int, libc: Any) -> None:
+def _next_call(listener: socket.socket, requests: int) -> tuple[Optional[socket.socket], bytes]:
+    """Waits for a call: a Python caller's connection, or a shell caller's request record.
+
+    Returns with SIGTERM blocked: the worker marks itself in a call before it lets the signal
+    in, so a helper stopping never kills a worker between taking a call and answering it.
+    """
+    while True:
+        select.select([listener.fileno(), requests], [], [])
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        with contextlib.suppress(BlockingIOError):  # another worker was quicker
+            conn, _ = listener.accept()
+            return conn, b""
+        with contextlib.suppress(BlockingIOError):
+            record = os.read(requests, handoff.RECORD_SIZE)
+            if record:
+                return None, record
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def _worker(listener: socket.socket, requests: int, handoff_dir: str, notify_w: int,
+            libc: Any) -> None:
     """A pre-forked worker: warms up, then serves calls one at a time, CALLS_PER_WORKER at
     most, telling the parent each time it becomes busy (it forks more when no spare is
     left) and idle again.
@@ -269,10 +306,17 @@ def _worker(listener: socket.socket, notify_w: int, libc: Any) -> None:
     ends it.
     """
     status = 1
+    in_call: list[bool] = []
     stopping: list[bool] = []
+
+    def on_term(_signum: int, _frame: Any) -> None:
+        if not in_call:
+            raise _Stop()  # idle: just go
+        stopping.append(True)  # in a call: answer it first
+
     try:
         gc.disable()  # a call lives milliseconds; collecting would only copy pages
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, on_term)
         home = [os.open(f"/proc/self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
                 for kind in ("net", "uts")]
         own_env = dict(os.environ)
@@ -280,23 +324,26 @@ def _worker(listener: socket.socket, notify_w: int, libc: Any) -> None:
         priority = os.getpriority(os.PRIO_PROCESS, 0)
         os.setpriority(os.PRIO_PROCESS, 0, 19)
         with contextlib.suppress(Exception):
-            _warm(lambda: bool(select.select([listener], [], [], 0)[0]))
+            _warm(lambda: bool(select.select([listener.fileno(), requests], [], [], 0)[0]))
         with contextlib.suppress(OSError):  # raising it back needs root, which we are
             os.setpriority(os.PRIO_PROCESS, 0, priority)
         gc.freeze()
         for served in range(1, CALLS_PER_WORKER + 1):
-            conn, _ = listener.accept()
-            # In a call, SIGTERM (the helper stopping) waits for the reply; idle, it kills.
-            signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.append(True))
+            conn, record = _next_call(listener, requests)
+            in_call.append(True)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             os.write(notify_w, _note(os.getpid(), BUSY))
-            try:
-                _serve_one(conn, libc)
-            finally:
-                conn.close()
+            if conn is not None:
+                try:
+                    _serve_one(conn, libc)
+                finally:
+                    conn.close()
+            else:
+                handoff.serve(record, handoff_dir, lambda fds: _setns(libc, fds), _run)
             _go_home(libc, home)
             os.environ.clear()
             os.environ.update(own_env)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            in_call.clear()
             if stopping or served == CALLS_PER_WORKER:
                 break
             gc.collect()  # the call's reference cycles; frozen objects are not scanned
@@ -354,7 +401,9 @@ def serve(ident: str) -> int:
     except BlockingIOError:
         return 0  # another helper for this build is already up (or starting)
     path = socket_path(ident)
+    handoff_dir = handoff.directory_for(base)
     listener: Optional[socket.socket] = None
+    requests: Optional[tuple[int, int]] = None
     spares: set[int] = set()
     busy: set[int] = set()
     notify_r, notify_w = os.pipe()
@@ -369,6 +418,8 @@ def serve(ident: str) -> int:
             with contextlib.suppress(Exception):
                 _rehearse(libc, directory)
         listener = _listen(path)
+        listener.setblocking(False)  # workers race for connections: the losers go back to wait
+        requests = handoff.open_requests(handoff_dir)
         with open(base + ".pid.tmp", "w", encoding="ascii") as f:
             f.write(f"{os.getpid()}\n")
         os.replace(base + ".pid.tmp", base + ".pid")  # readers never see it half-written
@@ -377,10 +428,13 @@ def serve(ident: str) -> int:
         gc.collect()
         gc.freeze()
         idle, last = _idle_seconds(), time.monotonic()
-        touched = last
+        touched = swept = last
         exited: set[int] = set()
         while True:
             _reap(spares, busy, exited)
+            if time.monotonic() - swept > SWEEP_EVERY:
+                handoff.sweep(handoff_dir)
+                swept = time.monotonic()
             if vendored and time.monotonic() - touched > vendor.TOUCH_AFTER:
                 with contextlib.suppress(OSError):
                     os.utime(vendored)  # "in use": vendor.prune leaves it alone
@@ -389,7 +443,7 @@ def serve(ident: str) -> int:
                 pid = os.fork()
                 if pid == 0:
                     os.close(notify_r)
-                    _worker(listener, notify_w, libc)
+                    _worker(listener, requests[0], handoff_dir, notify_w, libc)
                 spares.add(pid)
             ready, _, _ = select.select([notify_r], [], [], 1.0)
             if ready:
@@ -411,20 +465,38 @@ def serve(ident: str) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for leftover in (path, base + ".pid", base + ".lock"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(leftover)
-        if listener is not None:
-            listener.close()
-        for pid in spares | busy:  # idle workers die; busy ones reply first, then exit
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        for pid in spares | busy:  # calls in flight finish: they hold a caller's answer
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+        _shut_down(path, base, listener, requests, handoff_dir, spares | busy)
         os.close(lock_fd)
         os.close(notify_r)
         os.close(notify_w)
+
+
+def _shut_down(path: str, base: str, listener: Optional[socket.socket],
+               requests: Optional[tuple[int, int]], handoff_dir: str, workers: set[int]) -> None:
+    """Stops taking calls, lets the calls already taken finish, answers the rest: no caller is
+    left waiting, and nothing of ours is left in the run directory."""
+    for leftover in (path, base + ".pid"):  # new callers now run in-process
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(leftover)
+    if requests is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(handoff.request_fifo(handoff_dir))
+        # A shell caller that opened the request FIFO just before gets its record read.
+        time.sleep(HANDOFF_GRACE)
+    if listener is not None:
+        listener.close()
+    for pid in workers:  # idle workers die; busy ones reply first, then exit
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for pid in workers:  # calls in flight finish: they hold a caller's answer
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    if requests is not None:
+        handoff.answer_waiting_callers(handoff_dir)
+        handoff.close_requests(handoff_dir, *requests)
+    handoff.remove(handoff_dir)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(base + ".lock")
 
 
 def stop(ident: str, timeout: float = 10.0) -> int:

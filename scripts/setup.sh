@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  iproute2 iputils-ping iperf3 procps kmod            # netns lab, scenarios
+  iproute2 iputils-ping iperf3 procps kmod strace     # netns lab, scenarios; strace: tests
   containernetworking-plugins                         # host-local IPAM + reference ptp/bridge baselines
   openssh-server openssh-client                       # a real sshd for the SSH tests
   sudo                                                # SshNode's sudo path, tested for real
