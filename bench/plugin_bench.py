@@ -180,7 +180,7 @@ class Bench:
     def _wait_for_resident(self, plugin: tuple[str, dict[str, Any]]) -> None:
         run = self.tmp / "run"
         deadline = time.monotonic() + 30
-        while not any(run.glob("resident-*.sock")):
+        while not any(run.glob("resident-*.pid")):  # written once it takes calls
             if time.monotonic() > deadline:
                 raise RuntimeError("cnilab's resident helper did not start within 30 s")
             time.sleep(0.1)
