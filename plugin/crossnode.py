@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from plugin import hostgw, locking, vxlan
+from plugin import hostgw, localaddr, locking, vxlan
 from plugin.errors import CROSS_NODE_FAILURE, INVALID_CONFIG, CniError
 from plugin.netconf import ClusterNode, NetConf
 
@@ -27,7 +27,7 @@ def _local_ipv4_addresses() -> set[ipaddress.IPv4Address]:
 
 
 def find_self(conf: NetConf) -> ClusterNode:
-    """This node's entry in conf.nodes (nodeName, CNILAB_NODE_NAME, a local IP, hostname)."""
+    """This node's entry in conf.nodes: nodeName, CNILAB_NODE_NAME, else by its IP and hostname."""
     if not conf.nodes:
         raise CniError(INVALID_CONFIG, "invalid network config: nodes: empty",
                        "list every node with name, ip and podSubnet")
@@ -41,14 +41,20 @@ def find_self(conf: NetConf) -> ClusterNode:
             raise CniError(INVALID_CONFIG,
                            f"invalid network config: {source} {name!r} is not in nodes",
                            f"known nodes: {known}")
+    hostname = socket.gethostname()
+    named = [by_name[c] for c in (hostname, hostname.split(".")[0]) if c in by_name]
+    # The usual case (K3s names a node after its host) costs one lookup, not an address
+    # dump that grows with the pods on this node.
+    with _ipr() as ipr:
+        for node in named:
+            if localaddr.interface_holding(ipr, node.ip) is not None:
+                return node
     local = _local_ipv4_addresses()
     for node in conf.nodes:
         if node.ip in local:
             return node
-    hostname = socket.gethostname()
-    for candidate in (hostname, hostname.split(".")[0]):
-        if candidate in by_name:
-            return by_name[candidate]
+    if named:
+        return named[0]
     raise CniError(INVALID_CONFIG,
                    "invalid network config: nodes: this node is not listed",
                    f"no node name given, none of {known} has an IP of this host, and the "

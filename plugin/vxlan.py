@@ -18,7 +18,7 @@ import ipaddress
 import socket
 from typing import Any, Optional
 
-from plugin import peer_routes
+from plugin import localaddr, peer_routes, wiring
 from plugin.errors import CROSS_NODE_FAILURE, CniError
 from plugin.netconf import VXLAN_OVERHEAD, ClusterNode, VxlanConf
 
@@ -26,6 +26,7 @@ AF_BRIDGE = 7
 NUD_NOARP = 0x40
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
+SIOCGIFMTU = 0x8921
 # 0x0e: the locally-administered bit set, the multicast bit clear; then "cb" for cnilab.
 MAC_PREFIX = (0x0E, 0xCB)
 
@@ -51,14 +52,23 @@ def _fail(what: str, detail: str = "") -> CniError:
 
 def _underlay(ipr: Any, node_ip: ipaddress.IPv4Address) -> tuple[int, int]:
     """(ifindex, mtu) of the interface holding this node's IP: VXLAN packets leave there."""
-    for addr in ipr.get_addr(family=socket.AF_INET):
-        if addr.get_attr("IFA_ADDRESS") == str(node_ip) or addr.get_attr("IFA_LOCAL") == str(
-                node_ip):
-            index = addr["index"]
-            link = ipr.get_links(index)[0]
-            return index, int(link.get_attr("IFLA_MTU"))
-    raise _fail(f"node IP {node_ip} is on no interface of this node",
-                "the nodes list must give each node's own underlay address")
+    index = localaddr.interface_holding(ipr, node_ip)
+    if index is None:
+        raise _fail(f"node IP {node_ip} is on no interface of this node",
+                    "the nodes list must give each node's own underlay address")
+    return index, _mtu_of(index)
+
+
+def _mtu_of(index: int) -> int:
+    # Two ioctls in this thread's namespace, where pyroute2 would decode the whole link
+    # message with its statistics (~1 ms) to read one number.
+    import fcntl
+    import struct
+
+    ifreq = struct.pack("16si20x", socket.if_indextoname(index).encode(), 0)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        answer = fcntl.ioctl(s, SIOCGIFMTU, ifreq)
+    return int(struct.unpack_from("16si", answer)[1])
 
 
 def _link_settings(link: Any) -> tuple[str, dict[str, Any]]:
@@ -141,11 +151,11 @@ def _ensure_device(ipr: Any, vx: VxlanConf, me: ClusterNode) -> int:
 
 
 def _ensure_vtep_address(ipr: Any, index: int, address: str) -> None:
-    present = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"])
-               for a in ipr.get_addr(family=socket.AF_INET, index=index)}
-    for other, prefixlen in present - {(address, 32)}:
-        ipr.addr("del", index=index, address=other, prefixlen=prefixlen)
-    if (address, 32) not in present:
+    present = set(wiring.addresses_on(ipr, index))  # filtered by the kernel, not a full dump
+    for other in present - {f"{address}/32"}:
+        ip, prefixlen = other.split("/")
+        ipr.addr("del", index=index, address=ip, prefixlen=int(prefixlen))
+    if f"{address}/32" not in present:
         ipr.addr("add", index=index, address=address, prefixlen=32)
 
 

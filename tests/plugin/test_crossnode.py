@@ -5,14 +5,16 @@ at the end run the real plugin (ADD with host-local) on two nodes and ping acros
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import threading
 
 import pytest
 from crossnode_lab import add_endpoint, cluster, ip_json, pings, run_in_netns, sh
+from pyroute2 import IPRoute
 
-from plugin import crossnode, netconf, vxlan
+from plugin import crossnode, localaddr, netconf, vxlan
 from plugin.errors import CniError
 from plugin.peer_routes import PROTO_HOST_GW, PROTO_VXLAN
 
@@ -88,6 +90,42 @@ def test_find_self_by_hostname_and_clear_error_when_unknown(lab2):
     with pytest.raises(CniError) as e:
         crossnode.find_self(netconf.parse({**raw, "nodeName": "nope"}))
     assert e.value.code == 7 and "'nope'" in e.value.msg and "node1" in e.value.details
+
+
+def test_find_self_by_hostname_only_when_no_node_has_a_local_ip(lab2):
+    # node2's namespace, with a node entry named after this host whose IP is elsewhere:
+    # the local IP decides (the hostname is only a shortcut when its IP is local too).
+    raw = lab2.conf("host-gw")
+    named_after_host = {"name": socket.gethostname(), "ip": "10.123.0.99",
+                        "podSubnet": "10.124.99.0/24"}
+    conf = netconf.parse({**raw, "nodes": [named_after_host, *raw["nodes"]]})
+    assert run_in_netns(lab2.node("node2").ns, crossnode.find_self, conf).name == "node2"
+    # ...and when the host's namesake holds a local IP it wins without an address dump.
+    renamed = [{**n, "name": socket.gethostname()} if n["name"] == "node1" else n
+               for n in raw["nodes"]]
+    conf = netconf.parse({**raw, "nodes": renamed})
+    assert run_in_netns(lab2.node("node1").ns, crossnode.find_self, conf).name == \
+        socket.gethostname()
+
+
+def test_interface_holding_finds_the_device_among_many_addresses(lab2):
+    node = lab2.node("node1")
+    # Ten /32s on extra veths, as pods' host sides hold their gateway addresses.
+    for i in range(10):
+        sh("ip", "-n", node.ns, "link", "add", f"gw{i}", "type", "veth", "peer", "name", f"pe{i}")
+        sh("ip", "-n", node.ns, "addr", "add", f"10.124.1.{i + 1}/32", "dev", f"gw{i}")
+    links = {link["ifname"]: link["ifindex"] for link in ip_json(node.ns, "link", "show")}
+
+    def lookups():
+        with IPRoute(strict_check=True) as ipr:
+            return [localaddr.interface_holding(ipr, ipaddress.IPv4Address(a)) for a in
+                    (node.ip, "10.124.1.7", "10.123.0.250", "192.0.2.1")] + \
+                   [localaddr._dump_for(ipr, ipaddress.IPv4Address(node.ip))]
+
+    eth0, gw6, on_segment_not_ours, unroutable, by_dump = run_in_netns(node.ns, lookups)
+    assert eth0 == links["eth0"] == by_dump
+    assert gw6 == links["gw6"]
+    assert on_segment_not_ours is None and unroutable is None
 
 
 # --- host-gw ------------------------------------------------------------------------------------
@@ -183,6 +221,17 @@ def test_vxlan_device_peers_and_traffic(lab3):
     # and it really went through the tunnel: node2's device counted the packets
     stats = ip_json(lab3.node("node2").ns, "-s", "link", "show", dev)[0]["stats64"]
     assert stats["rx"]["packets"] >= 1
+
+
+def test_vxlan_device_follows_the_underlay_mtu(lab2):
+    raw = lab2.conf("vxlan")
+    n1 = lab2.node("node1")
+    sh("ip", "-n", n1.ns, "link", "set", "eth0", "mtu", "9000")
+    assert program(lab2, "node1", raw) == []
+    assert vx_state(lab2, n1, raw)[0]["mtu"] == 8950
+    sh("ip", "-n", n1.ns, "link", "set", "eth0", "mtu", "1400")
+    assert program(lab2, "node1", raw) == []
+    assert vx_state(lab2, n1, raw)[0]["mtu"] == 1350
 
 
 def test_vxlan_keeps_clear_of_flannel_and_derives_macs_from_node_ips():

@@ -1,0 +1,42 @@
+"""Which interface of this network namespace holds an IPv4 address, in one netlink request.
+
+A node carries one address per pod (the gateway /32 on every host veth), so dumping addresses
+grows with the pods: 110 pods cost ~8 ms of pyroute2 decoding per dump. `ip route get fibmatch`
+asks the kernel for the FIB entry matching the address instead: for a local address that is
+the local-table entry, of type local, on the device that holds it (kernel >= 4.13). Older
+kernels refuse the flag; then we fall back to the dump.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from typing import Any, Optional
+
+RTM_F_FIB_MATCH = 0x2000
+RTN_LOCAL = 2
+
+
+def interface_holding(ipr: Any, address: ipaddress.IPv4Address) -> Optional[int]:
+    """ifindex of the interface that has `address`, or None when no interface has it."""
+    from pyroute2.netlink.exceptions import NetlinkError  # loaded already with ipr
+
+    try:
+        answer = ipr.route("get", dst=str(address), flags=RTM_F_FIB_MATCH)
+    except NetlinkError as e:
+        if e.code == errno.EINVAL:  # a kernel without fibmatch
+            return _dump_for(ipr, address)
+        return None  # ENETUNREACH and friends: no route at all, so not local either
+    match = answer[0] if answer else None
+    if match is None or match["type"] != RTN_LOCAL:
+        return None
+    oif = match.get_attr("RTA_OIF")
+    return int(oif) if oif is not None else _dump_for(ipr, address)
+
+
+def _dump_for(ipr: Any, address: ipaddress.IPv4Address) -> Optional[int]:
+    wanted = str(address)
+    for addr in ipr.get_addr(family=socket.AF_INET):
+        if wanted in (addr.get_attr("IFA_LOCAL"), addr.get_attr("IFA_ADDRESS")):
+            return int(addr["index"])
+    return None
