@@ -20,7 +20,7 @@ test: build lint
 
 lint: setup
 	$(VENV)/ruff check .
-	$(VENV)/mypy lab plugin
+	$(VENV)/mypy -p lab -p plugin -p bench
 
 bench: build
 	$(VENV)/python -m bench

@@ -17,6 +17,7 @@ import ctypes
 import json
 import os
 import platform
+import resource
 import secrets
 import shutil
 import subprocess
@@ -138,7 +139,7 @@ class Bench:
     def lifecycle(self, binary: str, conf: dict[str, Any], pods: list[str], workers: int,
                   ) -> dict[str, list[float]]:
         """ADD all pods, then CHECK all, then DEL all, `workers` calls at a time."""
-        times: dict[str, list[float]] = {"ADD": [], "CHECK": [], "DEL": []}
+        times: dict[str, list[float]] = {}
         results: dict[str, Any] = {}
 
         def add(pod: str) -> float:
@@ -154,8 +155,31 @@ class Bench:
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for command, fn in (("ADD", add), ("CHECK", check), ("DEL", delete)):
+                cpu = self.cpu_spent()
                 times[command] = list(pool.map(fn, pods))
+                times[f"{command} CPU"] = [(self.cpu_spent() - cpu) * 1000 / len(pods)]
         return times
+
+    def cpu_spent(self) -> float:
+        """Seconds of CPU used by the plugin processes this bench started (and their IPAM
+        children), plus cnilab's resident helper and its workers: a call's whole cost."""
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return children.ru_utime + children.ru_stime + self._helper_cpu()
+
+    def _helper_cpu(self) -> float:
+        pids = [p.read_text().strip() for p in (self.tmp / "run").glob("resident-*.pid")]
+        if not pids:
+            return 0.0
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            # fields[0] is the state (field 3); ppid is field 4, utime..cstime fields 14-17
+            if stat.parent.name in pids or fields[1] in pids:
+                total += sum(int(f) for f in fields[11:15])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def run(self) -> dict[str, dict[str, dict[str, list[float]]]]:
         plugins = {"ptp": (PTP, self.conf("ptp", "10.252.0.0/16")),
@@ -194,15 +218,20 @@ def report(results: dict[str, dict[str, dict[str, list[float]]]], pods: int, mod
     lines = [f"cnilab ({mode}, backend {backend}) vs reference ptp, {pods} pods, host-local IPAM, "
              f"{time.strftime('%Y-%m-%d')} on {platform.node()} "
              f"({os.cpu_count()} CPUs, {platform.release()}, python {platform.python_version()})",
+             "CPU: per call, the plugin process and its IPAM child (cnilab: with the resident "
+             "helper and its workers)",
              "",
              f"{'mode':<12} {'command':<6} {'ptp p50':>8} {'ptp p95':>8} {'cnilab p50':>11} "
-             f"{'cnilab p95':>11} {'ratio p50':>10}"]
+             f"{'cnilab p95':>11} {'ratio p50':>10} {'ptp CPU':>8} {'cnilab CPU':>11}"]
     for label, by_plugin in results.items():
         for command in ("ADD", "CHECK", "DEL"):
             ptp, ours = by_plugin["ptp"][command], by_plugin["cnilab"][command]
             p50, o50 = percentile(ptp, 0.5), percentile(ours, 0.5)
+            cpu = [by_plugin[name].get(f"{command} CPU", [float("nan")])[0]
+                   for name in ("ptp", "cnilab")]
             lines.append(f"{label:<12} {command:<6} {p50:>6.1f}ms {percentile(ptp, .95):>6.1f}ms "
-                         f"{o50:>9.1f}ms {percentile(ours, .95):>9.1f}ms {o50 / p50:>9.2f}x")
+                         f"{o50:>9.1f}ms {percentile(ours, .95):>9.1f}ms {o50 / p50:>9.2f}x "
+                         f"{cpu[0]:>6.1f}ms {cpu[1]:>9.1f}ms")
     return "\n".join(lines)
 
 

@@ -18,7 +18,16 @@ import time
 from pathlib import Path
 
 import pytest
-from cnitest import create_ns, delete_ns, host_local_conf, leases, links, run_plugin, unique_ns_name
+from cnitest import (
+    create_ns,
+    delete_ns,
+    host_local_conf,
+    leases,
+    links,
+    run_plugin,
+    unique_ns_name,
+    wait_for,
+)
 
 from plugin import build, handoff
 
@@ -34,15 +43,6 @@ def built(tmp_path_factory):
 def _stop(path: Path, run_dir: Path) -> None:
     subprocess.run([str(path), "--resident-stop"], capture_output=True, timeout=30,
                    env={"PATH": BARE_PATH, "CNILAB_RUN_DIR": str(run_dir)})
-
-
-def _wait_for(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _execs(trace: Path) -> list[str]:
@@ -61,7 +61,7 @@ def live_helper(built, tmp_path):
     request_fifo = Path(handoff.request_fifo(handoff.directory_for(
         str(run_dir / f"resident-{ident}"))))
     try:
-        assert _wait_for(request_fifo.exists), "the helper did not open its request FIFO"
+        assert wait_for(request_fifo.exists), "the helper did not open its request FIFO"
         yield path, run_dir
     finally:
         _stop(path, run_dir)

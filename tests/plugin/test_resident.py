@@ -9,11 +9,19 @@ import json
 import os
 import stat
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from cnitest import create_ns, delete_ns, host_local_conf, leases, links, run_plugin, unique_ns_name
+from cnitest import (
+    create_ns,
+    delete_ns,
+    host_local_conf,
+    leases,
+    links,
+    run_plugin,
+    unique_ns_name,
+    wait_for,
+)
 from crossnode_lab import run_in_netns
 
 from plugin import build, fastpath
@@ -54,15 +62,6 @@ def node_and_pods():
 
 def socket_of(run_dir, ident):
     return run_dir / f"resident-{ident}.sock"
-
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def is_resident(pid):
