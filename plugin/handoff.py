@@ -40,6 +40,7 @@ CALLER_STDIN_FD = 3
 LIVENESS_FD = 200  # the shell checks /proc/<helper pid>/fd/200 is <dir>/q: pid not reused
 HANDSHAKE_TIMEOUT = 5.0  # the caller opens its slot microseconds after its record
 STALE_LOCK_AGE = 2.0  # a lock whose process is gone this long is free again
+RESCUE_PATIENCE = 0.5  # a stranded caller is already waiting, or microseconds from it
 RUN_HERE = b"F\n"  # nothing consumed: the caller runs the call itself
 RUN_HERE_WITH_STDIN = b"R\n"  # the caller's stdin is consumed: it follows on the FIFO
 
@@ -73,7 +74,9 @@ def open_requests(directory: str) -> tuple[int, int]:
     writer is never written: it only keeps the reader from seeing end-of-file (and select()
     from spinning) while no caller has the FIFO open.
     """
-    remove(directory)  # a dead helper's: we hold the build's lock, so it is not live
+    # A dead helper's: we hold the build's lock, so it is not live.
+    rescue_stranded_callers(directory)
+    remove(directory)
     os.mkdir(directory, 0o700)
     os.mkfifo(request_fifo(directory), 0o600)
     for slot in range(SLOTS):
@@ -133,6 +136,29 @@ def answer_waiting_callers(directory: str, patience: float = 1.0) -> int:
             os.close(reply)
             answered += 1
     return answered
+
+
+def rescue_stranded_callers(directory: str, patience: float = RESCUE_PATIENCE) -> int:
+    """Sends the callers a killed helper left waiting to run in-process; returns how many.
+
+    A helper killed outright (SIGKILL, the OOM killer) answers no one. Callers that passed
+    its liveness check just before wait on its FIFOs: to open `q` (no reader is left) or
+    on their slot. Opening `q` lets the first kind write their record and go on to their
+    slot; answering F on every live holder's slot then frees both kinds. Run by the next
+    helper of the build, before it replaces the directory.
+    """
+    if not os.path.isdir(directory):
+        return 0
+    try:
+        reader: Optional[int] = os.open(request_fifo(directory),
+                                        os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        reader = None
+    try:
+        return answer_waiting_callers(directory, patience)
+    finally:
+        if reader is not None:
+            os.close(reader)
 
 
 def remove(directory: str) -> None:

@@ -48,6 +48,7 @@ SPARES = 2  # idle workers kept waiting for a call (the parent forks more when t
 MAX_WORKERS = 16  # beyond this many, calls queue on the socket for a free worker
 CALLS_PER_WORKER = 200  # then the worker exits and a fresh one replaces it
 BUSY, IDLE = 1, 0  # a worker's notes to the parent
+PR_SET_PDEATHSIG = 1
 SWEEP_EVERY = 2.0  # seconds between looks for slots whose shell caller died
 HANDOFF_GRACE = 0.2  # seconds a stopping helper still reads records of shell callers
 
@@ -293,7 +294,7 @@ def _next_call(listener: socket.socket, requests: int) -> tuple[Optional[socket.
 
 
 def _worker(listener: socket.socket, requests: int, handoff_dir: str, notify_w: int,
-            libc: Any) -> None:
+            libc: Any, parent: int) -> None:
     """A pre-forked worker: warms up, then serves calls one at a time, CALLS_PER_WORKER at
     most, telling the parent each time it becomes busy (it forks more when no spare is
     left) and idle again.
@@ -317,6 +318,7 @@ def _worker(listener: socket.socket, requests: int, handoff_dir: str, notify_w: 
     try:
         gc.disable()  # a call lives milliseconds; collecting would only copy pages
         signal.signal(signal.SIGTERM, on_term)
+        _die_with(parent, libc)
         home = [os.open(f"/proc/self/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
                 for kind in ("net", "uts")]
         own_env = dict(os.environ)
@@ -356,6 +358,15 @@ def _worker(listener: socket.socket, requests: int, handoff_dir: str, notify_w: 
         os._exit(status)
 
 
+def _die_with(parent: int, libc: Any) -> None:
+    """SIGTERM when the helper dies, however it dies (SIGKILL, the OOM killer): a worker
+    finishes the call it has, then exits, instead of serving on with no one to replace it."""
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != parent:  # it died before prctl took effect
+        raise _Stop()
+
+
 def _reap(spares: set[int], busy: set[int], exited: set[int]) -> None:
     while spares or busy:
         try:
@@ -383,8 +394,9 @@ def _listen(path: str) -> socket.socket:
     return listener
 
 
-class _Stop(Exception):
-    pass
+class _Stop(BaseException):
+    """SIGTERM: stop now. A BaseException, so the `suppress(Exception)` guarding the warm-up
+    and the rehearsal cannot swallow it (a worker did, and served on after its helper died)."""
 
 
 def _on_term(_signum: int, _frame: Any) -> None:
@@ -440,10 +452,14 @@ def serve(ident: str) -> int:
                     os.utime(vendored)  # "in use": vendor.prune leaves it alone
                 touched = time.monotonic()
             while len(spares) < SPARES and len(spares) + len(busy) < MAX_WORKERS:
+                helper_pid = os.getpid()
                 pid = os.fork()
                 if pid == 0:
+                    # The build's lock stays with the parent alone: if it is killed, the
+                    # next helper can start while its workers finish their calls.
+                    os.close(lock_fd)
                     os.close(notify_r)
-                    _worker(listener, requests[0], handoff_dir, notify_w, libc)
+                    _worker(listener, requests[0], handoff_dir, notify_w, libc, helper_pid)
                 spares.add(pid)
             ready, _, _ = select.select([notify_r], [], [], 1.0)
             if ready:

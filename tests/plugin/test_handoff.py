@@ -167,8 +167,24 @@ class FakeHelperSide:
 
     def close(self) -> None:
         handoff.close_requests(self.directory, self.reader, self.writer)
+        # In-process fallbacks start a real helper, detached; it finds the build's lock
+        # held and exits. Hold the lock until every one has, or it would take over.
+        assert wait_for(lambda: not _processes_using(self.run_dir), 30), \
+            f"processes still using {self.run_dir}: {_processes_using(self.run_dir)}"
         os.close(self.lock)
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _processes_using(run_dir: Path) -> list[int]:
+    wanted = f"CNILAB_RUN_DIR={run_dir}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if wanted in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:  # gone, or a zombie
+            continue
+    return [pid for pid in found if pid != os.getpid()]
 
 
 @pytest.fixture
@@ -191,8 +207,13 @@ def _caller(path: Path, run_dir: Path, stdin: bytes, **env: str) -> subprocess.P
     return proc
 
 
-def _finish(proc: subprocess.Popen) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=60)
+def _finish(proc: subprocess.Popen, timeout: float = 60) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # a stranded caller must not outlive the test
+        proc.communicate()
+        raise
     return proc.returncode, out.decode(), err.decode()
 
 
@@ -250,6 +271,52 @@ def test_a_worker_dying_mid_call_gives_a_try_again_error(built, helper_side):
     os.close(reply)  # what the kernel does for a worker killed with SIGKILL
     code, out, _ = _finish(caller)
     assert code == 1 and json.loads(out)["code"] == 11
+
+
+def _helper_killed(side: FakeHelperSide) -> None:
+    """What SIGKILL leaves: no reader or writer on any FIFO, the files all in place."""
+    for fd in (side.reader, side.writer, handoff.LIVENESS_FD):
+        os.close(fd)
+
+
+def _helper_restarted(side: FakeHelperSide) -> int:
+    """The next helper of the build (it holds the build's lock, as the fake side does)."""
+    before = time.monotonic()
+    side.reader, side.writer = handoff.open_requests(side.directory)
+    return int((time.monotonic() - before) * 1000)
+
+
+def test_a_killed_helper_strands_no_caller_waiting_on_its_slot(built, helper_side):
+    path, _ = built
+    caller = _caller(path, helper_side.run_dir, b"", CNI_COMMAND="VERSION")
+    helper_side.next_record()  # a worker took the record, then everything was killed
+    _helper_killed(helper_side)
+    time.sleep(0.2)
+    assert caller.poll() is None, "the caller should be waiting on its slot"
+    _helper_restarted(helper_side)
+    code, out, _ = _finish(caller)
+    assert code == 0 and json.loads(out)["cniVersion"] == "1.1.0"
+
+
+def test_a_killed_helper_strands_no_caller_waiting_to_send_its_record(helper_side):
+    # The prologue's steps after the liveness check, in a caller that passed it just before
+    # the helper died: opening q for writing blocks, no reader is left.
+    directory = helper_side.directory
+    _helper_killed(helper_side)
+    script = ('set -C; echo $$ > "$1/5.lock"; printf "%-31s\\n" "5 $$" > "$1/q"; '
+              'read -r c < "$1/5"; echo "answer $c"')
+    caller = subprocess.Popen(["sh", "-c", script, "sh", directory], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    assert wait_for(lambda: Path(handoff.slot_lock(directory, 5)).exists(), 10)
+    time.sleep(0.2)
+    assert caller.poll() is None, "the caller should be blocked opening q"
+    took_ms = _helper_restarted(helper_side)
+    code, out, _ = _finish(caller, timeout=10)
+    assert code == 0
+    assert out == "answer F\n"
+    assert took_ms < 2000
+    # ...and the new helper's directory is fresh: no lock left behind.
+    assert not Path(handoff.slot_lock(directory, 5)).exists()
 
 
 def test_a_stale_pid_file_or_full_slots_mean_in_process(built, helper_side):

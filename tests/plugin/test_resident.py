@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from cnitest import (
@@ -85,10 +87,11 @@ def test_first_call_runs_itself_and_starts_the_helper_which_serves_the_next(
                        extra_env=plugin_env(run_dir))
     assert first.returncode == 0, first
     sock = socket_of(run_dir, ident)
-    assert wait_for(sock.exists), "the first call did not start the helper"
+    pid_file = run_dir / f"resident-{ident}.pid"  # written last, once it takes calls
+    assert wait_for(pid_file.exists), "the first call did not start the helper"
     assert stat.S_IMODE(sock.stat().st_mode) == 0o600
     # It left the node's namespace it was started from (else it would keep it alive).
-    helper = int((run_dir / f"resident-{ident}.pid").read_text())
+    helper = int(pid_file.read_text())
     assert os.stat(f"/proc/{helper}/ns/net").st_ino != os.stat(f"/run/netns/{node}").st_ino
     assert os.listdir(f"/proc/{helper}/root/sys/class/net") == ["lo"], "still sees the node's"
 
@@ -125,7 +128,7 @@ def test_errors_come_back_through_the_helper_unchanged(built, run_dir, node_and_
     node, _ = node_and_pods
     env = plugin_env(run_dir)
     run_plugin(node, "VERSION", {}, plugin_argv=(str(path),), extra_env=env)
-    assert wait_for(socket_of(run_dir, ident).exists)
+    assert wait_for((run_dir / f"resident-{ident}.pid").exists)
     bad = run_plugin(node, "ADD", stdin=b"{nope", netns="/run/netns/absent",
                      plugin_argv=(str(path),), extra_env=env)
     assert bad.returncode == 1 and bad.json["code"] == 6 and "Traceback" not in bad.stderr
@@ -138,7 +141,7 @@ def test_parallel_adds_over_the_helper_get_distinct_addresses(
     conf = host_local_conf(tmp_path / "ipam", name="cnp2resp")
     env = plugin_env(run_dir)
     run_plugin(node, "VERSION", {}, plugin_argv=(str(path),), extra_env=env)
-    assert wait_for(socket_of(run_dir, ident).exists)
+    assert wait_for((run_dir / f"resident-{ident}.pid").exists)
 
     def add(i_pod):
         i, pod = i_pod
@@ -188,6 +191,42 @@ def test_helper_exits_when_idle_and_cleans_up(built, run_dir, node_and_pods):
     pid = int((run_dir / f"resident-{ident}.pid").read_text())
     assert wait_for(lambda: not socket_of(run_dir, ident).exists(), timeout=15)
     assert wait_for(lambda: not is_resident(pid), timeout=15)
+
+
+def _children_of(pid):
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == str(pid) and fields[0] != "Z":
+            found.append(int(stat_file.parent.name))
+    return found
+
+
+def test_a_killed_helper_takes_its_workers_along_and_the_next_call_starts_a_new_one(
+        built, run_dir, node_and_pods, tmp_path):
+    path, ident = built
+    node, (pod, *_) = node_and_pods
+    env = plugin_env(run_dir)
+    run_plugin(node, "VERSION", {}, plugin_argv=(str(path),), extra_env=env)
+    pid_file = run_dir / f"resident-{ident}.pid"
+    assert wait_for(pid_file.exists)
+    helper = int(pid_file.read_text())
+    assert wait_for(lambda: len(_children_of(helper)) >= 2), "no spare workers"
+    workers = _children_of(helper)
+    os.kill(helper, signal.SIGKILL)  # what the OOM killer does
+    assert wait_for(lambda: not any(is_resident(w) for w in workers), timeout=15), \
+        "workers outlived their helper"
+    # The build's lock went with the helper: the next call starts a fresh one, which serves.
+    conf = host_local_conf(tmp_path / "ipam", name="cnp2kill")
+    added = run_plugin(node, "ADD", conf, netns=pod, plugin_argv=(str(path),), extra_env=env)
+    assert added.returncode == 0, added
+    assert wait_for(lambda: pid_file.exists() and int(pid_file.read_text()) != helper
+                    and is_resident(int(pid_file.read_text()))), "no new helper started"
+    deleted = run_plugin(node, "DEL", conf, netns=pod, plugin_argv=(str(path),), extra_env=env)
+    assert deleted.returncode == 0 and links(pod) == ["lo"]
 
 
 def test_a_new_build_gets_its_own_helper(built):
