@@ -93,16 +93,53 @@ def ensure_peers(conf: NetConf, me: ClusterNode) -> None:
     from pyroute2.netlink.exceptions import NetlinkError
 
     peers = peers_of(conf, me)
-    with locking.exclusive(_lock_name(me)), _ipr() as ipr:
-        try:
-            if conf.backend == "host-gw":
-                hostgw.ensure(ipr, peers)
-            else:
-                vxlan.ensure(ipr, conf.vxlan, me, peers)
-        except NetlinkError as e:
-            raise CniError(CROSS_NODE_FAILURE,
-                           f"{conf.backend}: programming the way to other nodes failed: "
-                           f"{os.strerror(e.code)}", str(e)) from None
+
+    def reconcile(ipr: Any) -> None:
+        if conf.backend == "host-gw":
+            hostgw.ensure(ipr, peers)
+        else:
+            vxlan.ensure(ipr, conf.vxlan, me, peers)
+
+    try:
+        with _ipr() as ipr:
+            # Nearly every ADD finds everything in place: find that out without the lock,
+            # so parallel ADDs on a node do not queue behind each other's reads.
+            try:
+                reconcile(_ReadOnly(ipr))
+                return
+            except _WouldChange:
+                pass
+            with locking.exclusive(_lock_name(me)):
+                reconcile(ipr)
+    except NetlinkError as e:
+        raise CniError(CROSS_NODE_FAILURE,
+                       f"{conf.backend}: programming the way to other nodes failed: "
+                       f"{os.strerror(e.code)}", str(e)) from None
+
+
+class _WouldChange(Exception):
+    pass
+
+
+class _ReadOnly:
+    """An IPRoute that answers reads and raises _WouldChange at the first write."""
+
+    _READS = ("get", "dump")
+
+    def __init__(self, ipr: Any) -> None:
+        self._ipr = ipr
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._ipr, name)
+        if name not in ("link", "addr", "route", "neigh", "fdb"):
+            return found  # get_addr, nlm_request (dumps only: wiring.addresses_on)
+
+        def guarded(command: str, *args: Any, **kwargs: Any) -> Any:
+            if command not in self._READS:
+                raise _WouldChange(f"{name} {command}")
+            return found(command, *args, **kwargs)
+
+        return guarded
 
 
 def missing_peers(conf: NetConf, me: ClusterNode) -> list[str]:

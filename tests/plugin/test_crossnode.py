@@ -9,12 +9,13 @@ import ipaddress
 import json
 import socket
 import threading
+import time
 
 import pytest
 from crossnode_lab import add_endpoint, cluster, ip_json, pings, run_in_netns, sh
 from pyroute2 import IPRoute
 
-from plugin import crossnode, localaddr, netconf, vxlan
+from plugin import crossnode, localaddr, locking, netconf, vxlan
 from plugin.errors import CniError
 from plugin.peer_routes import PROTO_HOST_GW, PROTO_VXLAN
 
@@ -310,6 +311,27 @@ def test_parallel_programming_on_a_fresh_node_succeeds_once(lab3, backend):
     assert errors == []
     proto = PROTO_HOST_GW if backend == "host-gw" else PROTO_VXLAN
     assert len(our_routes(lab3.node("node1").ns, proto)) == 2
+
+
+@pytest.mark.parametrize("backend", ["host-gw", "vxlan"])
+def test_a_programmed_node_takes_no_lock_and_a_change_waits_for_it(lab2, backend):
+    raw = lab2.conf(backend)
+    node = lab2.node("node1")
+    assert program(lab2, "node1", raw) == []
+    proto = PROTO_HOST_GW if backend == "host-gw" else PROTO_VXLAN
+    with locking.exclusive("crossnode-node1"):  # another call programming this node
+        started = time.monotonic()
+        assert program(lab2, "node1", raw) == []
+        assert time.monotonic() - started < 5, "an ADD with nothing to change waited"
+        sh("ip", "-n", node.ns, "route", "del", "10.124.2.0/24", "proto", str(proto))
+        finished: list = []
+        repair = threading.Thread(target=lambda: finished.append(program(lab2, "node1", raw)))
+        repair.start()
+        repair.join(0.5)
+        assert not finished, "a change was made without the node's lock"
+    repair.join(30)
+    assert finished == [[]]
+    assert [r[0] for r in our_routes(node.ns, proto)] == ["10.124.2.0/24"]
 
 
 # --- pods on two nodes, the real plugin -----------------------------------------------------------
