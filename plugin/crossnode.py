@@ -6,7 +6,6 @@ uses missing_peers to report what is not as the config says (code 51).
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 from collections.abc import Iterator
@@ -18,12 +17,6 @@ from plugin.errors import CROSS_NODE_FAILURE, INVALID_CONFIG, CniError
 from plugin.netconf import ClusterNode, NetConf
 
 NODE_NAME_ENV = "CNILAB_NODE_NAME"
-
-
-def _local_ipv4_addresses() -> set[ipaddress.IPv4Address]:
-    with _ipr() as ipr:
-        return {ipaddress.IPv4Address(a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS"))
-                for a in ipr.get_addr(family=socket.AF_INET)}
 
 
 def find_self(conf: NetConf) -> ClusterNode:
@@ -43,13 +36,13 @@ def find_self(conf: NetConf) -> ClusterNode:
                            f"known nodes: {known}")
     hostname = socket.gethostname()
     named = [by_name[c] for c in (hostname, hostname.split(".")[0]) if c in by_name]
-    # The usual case (K3s names a node after its host) costs one lookup, not an address
-    # dump that grows with the pods on this node.
     with _ipr() as ipr:
+        # The usual case (K3s names a node after its host) costs one lookup, not an address
+        # dump that grows with the pods on this node.
         for node in named:
             if localaddr.interface_holding(ipr, node.ip) is not None:
                 return node
-    local = _local_ipv4_addresses()
+        local = localaddr.local_addresses(ipr)
     for node in conf.nodes:
         if node.ip in local:
             return node

@@ -34,9 +34,16 @@ def interface_holding(ipr: Any, address: ipaddress.IPv4Address) -> Optional[int]
     return int(oif) if oif is not None else _dump_for(ipr, address)
 
 
-def _dump_for(ipr: Any, address: ipaddress.IPv4Address) -> Optional[int]:
-    wanted = str(address)
+def local_addresses(ipr: Any) -> dict[ipaddress.IPv4Address, int]:
+    """Every IPv4 address of this namespace and the ifindex holding it (a full dump)."""
+    found: dict[ipaddress.IPv4Address, int] = {}
     for addr in ipr.get_addr(family=socket.AF_INET):
-        if wanted in (addr.get_attr("IFA_LOCAL"), addr.get_attr("IFA_ADDRESS")):
-            return int(addr["index"])
-    return None
+        # On a point-to-point link IFA_ADDRESS is the peer's; IFA_LOCAL is ours.
+        value = addr.get_attr("IFA_LOCAL") or addr.get_attr("IFA_ADDRESS")
+        if value:
+            found.setdefault(ipaddress.IPv4Address(value), int(addr["index"]))
+    return found
+
+
+def _dump_for(ipr: Any, address: ipaddress.IPv4Address) -> Optional[int]:
+    return local_addresses(ipr).get(address)

@@ -128,6 +128,19 @@ def test_interface_holding_finds_the_device_among_many_addresses(lab2):
     assert gw6 == links["gw6"]
     assert on_segment_not_ours is None and unroutable is None
 
+    # A point-to-point address: ours is the local end, never the peer's.
+    sh("ip", "-n", node.ns, "addr", "add", "10.124.1.50", "peer", "10.124.1.51", "dev", "gw0")
+
+    def both_ways():
+        with IPRoute(strict_check=True) as ipr:
+            return localaddr.local_addresses(ipr), [
+                localaddr.interface_holding(ipr, ipaddress.IPv4Address(a))
+                for a in ("10.124.1.50", "10.124.1.51")]
+
+    dumped, (ours, peers) = run_in_netns(node.ns, both_ways)
+    assert dumped[ipaddress.IPv4Address("10.124.1.50")] == links["gw0"] == ours
+    assert ipaddress.IPv4Address("10.124.1.51") not in dumped and peers is None
+
 
 # --- host-gw ------------------------------------------------------------------------------------
 
