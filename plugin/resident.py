@@ -439,6 +439,7 @@ def serve(ident: str) -> int:
         # copying) every page of it in each child.
         gc.collect()
         gc.freeze()
+        helper_pid = os.getpid()  # what each worker checks it still has as its parent
         idle, last = _idle_seconds(), time.monotonic()
         touched = swept = last
         exited: set[int] = set()
@@ -452,7 +453,6 @@ def serve(ident: str) -> int:
                     os.utime(vendored)  # "in use": vendor.prune leaves it alone
                 touched = time.monotonic()
             while len(spares) < SPARES and len(spares) + len(busy) < MAX_WORKERS:
-                helper_pid = os.getpid()
                 pid = os.fork()
                 if pid == 0:
                     # The build's lock stays with the parent alone: if it is killed, the

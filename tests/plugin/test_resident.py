@@ -66,6 +66,10 @@ def socket_of(run_dir, ident):
     return run_dir / f"resident-{ident}.sock"
 
 
+def pid_file_of(run_dir, ident):
+    return run_dir / f"resident-{ident}.pid"  # written last, once the helper takes calls
+
+
 def is_resident(pid):
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -87,7 +91,7 @@ def test_first_call_runs_itself_and_starts_the_helper_which_serves_the_next(
                        extra_env=plugin_env(run_dir))
     assert first.returncode == 0, first
     sock = socket_of(run_dir, ident)
-    pid_file = run_dir / f"resident-{ident}.pid"  # written last, once it takes calls
+    pid_file = pid_file_of(run_dir, ident)
     assert wait_for(pid_file.exists), "the first call did not start the helper"
     assert stat.S_IMODE(sock.stat().st_mode) == 0o600
     # It left the node's namespace it was started from (else it would keep it alive).
@@ -128,7 +132,7 @@ def test_errors_come_back_through_the_helper_unchanged(built, run_dir, node_and_
     node, _ = node_and_pods
     env = plugin_env(run_dir)
     run_plugin(node, "VERSION", {}, plugin_argv=(str(path),), extra_env=env)
-    assert wait_for((run_dir / f"resident-{ident}.pid").exists)
+    assert wait_for(pid_file_of(run_dir, ident).exists)
     bad = run_plugin(node, "ADD", stdin=b"{nope", netns="/run/netns/absent",
                      plugin_argv=(str(path),), extra_env=env)
     assert bad.returncode == 1 and bad.json["code"] == 6 and "Traceback" not in bad.stderr
@@ -141,7 +145,7 @@ def test_parallel_adds_over_the_helper_get_distinct_addresses(
     conf = host_local_conf(tmp_path / "ipam", name="cnp2resp")
     env = plugin_env(run_dir)
     run_plugin(node, "VERSION", {}, plugin_argv=(str(path),), extra_env=env)
-    assert wait_for((run_dir / f"resident-{ident}.pid").exists)
+    assert wait_for(pid_file_of(run_dir, ident).exists)
 
     def add(i_pod):
         i, pod = i_pod
@@ -173,7 +177,7 @@ def test_a_stale_socket_or_a_stopped_helper_never_breaks_a_call(
     added = run_plugin(node, "ADD", conf, netns=pod, plugin_argv=(str(path),),
                        extra_env=plugin_env(run_dir))
     assert added.returncode == 0, added
-    assert wait_for(lambda: (run_dir / f"resident-{ident}.pid").exists())
+    assert wait_for(lambda: pid_file_of(run_dir, ident).exists())
     subprocess.run([str(path), "--resident-stop"], check=True, timeout=30,
                    env={"PATH": "/usr/bin:/bin", "CNILAB_RUN_DIR": str(run_dir)})
     assert not sock.exists()
@@ -187,8 +191,8 @@ def test_helper_exits_when_idle_and_cleans_up(built, run_dir, node_and_pods):
     node, _ = node_and_pods
     env = plugin_env(run_dir, CNILAB_RESIDENT_IDLE="1")
     run_plugin(node, "VERSION", {}, plugin_argv=(str(path),), extra_env=env)
-    assert wait_for(lambda: (run_dir / f"resident-{ident}.pid").exists())
-    pid = int((run_dir / f"resident-{ident}.pid").read_text())
+    assert wait_for(lambda: pid_file_of(run_dir, ident).exists())
+    pid = int(pid_file_of(run_dir, ident).read_text())
     assert wait_for(lambda: not socket_of(run_dir, ident).exists(), timeout=15)
     assert wait_for(lambda: not is_resident(pid), timeout=15)
 
@@ -211,7 +215,7 @@ def test_a_killed_helper_takes_its_workers_along_and_the_next_call_starts_a_new_
     node, (pod, *_) = node_and_pods
     env = plugin_env(run_dir)
     run_plugin(node, "VERSION", {}, plugin_argv=(str(path),), extra_env=env)
-    pid_file = run_dir / f"resident-{ident}.pid"
+    pid_file = pid_file_of(run_dir, ident)
     assert wait_for(pid_file.exists)
     helper = int(pid_file.read_text())
     assert wait_for(lambda: len(_children_of(helper)) >= 2), "no spare workers"
