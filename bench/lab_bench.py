@@ -4,8 +4,8 @@
 
 Two views per size: the `lab` command as a user runs it (a new process: Python start, imports,
 config, provisioning, plugin install) and the provisioning alone, in-process. Each lab gets its
-own throw-away name (b3<random>) and a plugin stand-in (/bin/true: what is timed is the lab, not
-a plugin build). `lab down` runs even when a step fails.
+own throw-away name (b3<random>) and a plugin stand-in (a shell script that answers VERSION:
+what is timed is the lab, not a plugin build). `lab down` runs even when a step fails.
 """
 from __future__ import annotations
 
@@ -26,6 +26,15 @@ LAB = [sys.executable, "-c", "from lab.cli import main_entry; main_entry()"]
 TARGET_UP_3 = 2.0
 
 
+def stand_in(directory: Path) -> Path:
+    """A plugin that answers VERSION (`lab up` asks it) and nothing else."""
+    plugin = directory / "stand-in-plugin"
+    plugin.write_text('#!/bin/sh\necho \'{"cniVersion": "1.1.0", "supportedVersions": '
+                      '["1.0.0", "1.1.0"]}\'\n')
+    plugin.chmod(0o755)
+    return plugin
+
+
 def write_config(directory: Path, name: str, nodes: int) -> Path:
     path = directory / f"{name}.toml"
     node_tables = "".join(f'[[nodes]]\nname = "node{i + 1}"\n' for i in range(nodes))
@@ -37,7 +46,7 @@ def write_config(directory: Path, name: str, nodes: int) -> Path:
         underlay = "10.99.0.0/24"
         pod_cidr = "10.244.0.0/16"
         [plugin]
-        path = "/bin/true"
+        path = "{stand_in(directory)}"
         type = "cnilab"
         """) + node_tables)
     return path

@@ -5,18 +5,50 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
 import shutil
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from lab.api import Action, ActionContext, LabError, Node, Provider
+from lab.cni_runtime import RUNTIME_PATH
 from lab.config import LabConfig
+from lab.private import private_dir
 from lab.progress import Progress, Silent
 from lab.providers import make_provider, plugin_dir
 
 LOGS_SUBDIR = "logs"   # kept by `lab down`: failure logs outlive the lab they explain
+
+
+def plugin_executable(config: LabConfig) -> Path:
+    """The plugin under test on the harness, or a clear error before anything is made."""
+    local = config.plugin_path
+    if not local.is_file():
+        raise LabError(f"plugin.path: no plugin executable at {local}",
+                       hint="build ours with `python -m plugin.build` (-> dist/cnilab) "
+                            "or point plugin.path at the CNI plugin to test")
+    if not os.access(local, os.X_OK):
+        raise LabError(f"plugin.path: {local} is not executable", hint=f"chmod +x {local}")
+    return local
+
+
+def preflight(config: LabConfig) -> None:
+    """What can be checked before a node exists: the plugin file, the network config it will
+    get, and (K3s) every air-gapped input; so a mistake costs seconds, not a VM boot."""
+    from lab.network import base_config
+
+    plugin_executable(config)
+    node_setup_script(config)
+    base_config(config)
+    if config.k3s is not None:
+        from lab.k3s.airgap import check_binary_version, resolve_inputs
+
+        inputs = resolve_inputs(config)
+        if inputs.binary is not None:
+            check_binary_version(inputs.binary, config.k3s.version)
 
 
 class InstallPlugin:
@@ -26,17 +58,16 @@ class InstallPlugin:
 
     def run(self, ctx: ActionContext) -> None:
         config: LabConfig = ctx.config
-        local = config.plugin_path
-        if not local.is_file():
-            raise LabError(f"plugin.path: no plugin executable at {local}",
-                           hint="build ours with `python -m plugin.build` (-> dist/cnilab) "
-                                "or point plugin.path at the CNI plugin to test")
-        if not os.access(local, os.X_OK):
-            raise LabError(f"plugin.path: {local} is not executable", hint=f"chmod +x {local}")
+        local = plugin_executable(config)
         plugin_type = config.plugin.plugin_type
 
+        setup = node_setup_script(config)
+
         def install(node: Node) -> None:
-            node.put_file(local, f"{plugin_dir(config.lab.provider, node)}/{plugin_type}")
+            bin_dir = plugin_dir(config.lab.provider, node)
+            node.put_file(local, f"{bin_dir}/{plugin_type}")
+            if setup is not None:
+                run_node_setup(config, ctx.nodes, node, setup, bin_dir)
 
         # SSH copies are slow one by one; threads are plenty for a handful of uploads.
         with ThreadPoolExecutor(max_workers=min(8, len(ctx.nodes) or 1)) as pool:
@@ -45,8 +76,119 @@ class InstallPlugin:
             ctx.report(f"{local.name} -> {len(ctx.nodes)} nodes as {plugin_type}")
 
 
+def node_setup_script(config: LabConfig) -> Path | None:
+    if config.plugin.node_setup is None:
+        return None
+    base = config.source.parent if config.source else Path.cwd()
+    script = config.plugin.node_setup
+    script = script if script.is_absolute() or script.exists() else base / script
+    if not script.is_file() or not os.access(script, os.X_OK):
+        raise LabError(f"plugin.node_setup: {script} is not an executable file",
+                       hint=f"chmod +x {script}, or fix the path")
+    return script
+
+
+def run_node_setup(config: LabConfig, nodes: Sequence[Node], node: Node, script: Path,
+                   bin_dir: str) -> None:
+    """The plugin's own per-node set-up, with what the harness knows of the node."""
+    from lab.network import node_variables
+
+    words, lists = node_variables(config, nodes, node)
+    remote = f"{bin_dir}/.cnilab-node-setup"
+    node.put_file(script, remote, 0o755)
+    env = {**words, **{k: json.dumps(v) for k, v in lists.items()}, "CNI_BIN_DIR": bin_dir}
+    res = node.run([remote], env=env, timeout=300)
+    if not res.ok:
+        raise LabError(f"plugin.node_setup {script.name} failed (rc={res.rc})", where=node.name,
+                       output=res.stderr or res.stdout)
+
+
+class CheckPluginVersion:
+    """Asks the installed plugin VERSION on a node and refuses a cniVersion it cannot serve:
+    otherwise `lab up` says "up" and every ADD fails (reference ptp has no 1.1.0)."""
+
+    name = "ask the plugin which CNI versions it serves"
+
+    def run(self, ctx: ActionContext) -> None:
+        from lab.network import base_config
+
+        config: LabConfig = ctx.config
+        wanted = str(base_config(config).get("cniVersion", ""))
+        node = ctx.nodes[0]
+        plugin = f"{plugin_dir(config.lab.provider, node)}/{config.plugin.plugin_type}"
+        res = node.run([plugin], input=json.dumps({"cniVersion": wanted}),
+                       env={"CNI_COMMAND": "VERSION", "CNI_PATH": os.path.dirname(plugin)},
+                       timeout=60)
+        try:
+            supported = [str(v) for v in json.loads(res.stdout)["supportedVersions"]]
+        except (ValueError, KeyError, TypeError):
+            raise LabError(f"the plugin gave no VERSION answer (rc={res.rc})", where=node.name,
+                           output=(res.stdout + res.stderr)[-2000:],
+                           hint="a CNI plugin prints {\"supportedVersions\": [...]} for "
+                                "CNI_COMMAND=VERSION") from None
+        if wanted not in supported:
+            raise LabError(f"{config.plugin.plugin_type} does not serve cniVersion {wanted} "
+                           f"(it serves {', '.join(supported)})", where=node.name,
+                           hint=f"set cniVersion = \"{supported[-1]}\" in [plugin.config]")
+        if ctx.report:
+            ctx.report(f"{config.plugin.plugin_type} serves cniVersion {wanted}")
+
+
+IDENTITY_FILE = "cnilab-lab.json"   # in each node's state dir: which config made the lab
+
+
+def lab_identity(config: LabConfig) -> dict[str, object]:
+    """What makes a lab this lab: a second `lab up` under the same name with other values
+    here would stack a second address and plugin on the first lab's nodes."""
+    return {"provider": config.lab.provider,
+            "nodes": [[n.name, n.role] for n in config.nodes],
+            "underlay": config.network.underlay, "pod_cidr": config.network.pod_cidr,
+            "plugin_type": config.plugin.plugin_type, "k3s": config.k3s is not None,
+            "source": str(config.source or "")}
+
+
+def refuse_a_foreign_lab(config: LabConfig, provider: Provider) -> None:
+    """Before provisioning: the nodes of a lab of this name, if any, came from this config."""
+    existing = provider.nodes()
+    if not existing:
+        return
+    node = existing[0]
+    try:
+        res = node.run(["cat", f"{node.state_dir}/{IDENTITY_FILE}"], timeout=30)
+        theirs = json.loads(res.stdout) if res.ok else None
+    except (LabError, ValueError):   # a node that does not answer yet: provisioning decides
+        theirs = None
+    if not isinstance(theirs, dict):
+        return      # made before identities were recorded, or half made: converge
+    ours = lab_identity(config)
+    differs = [k for k in ours if k != "source" and theirs.get(k) != ours[k]]
+    if differs:
+        raise LabError(
+            f"lab {config.name} is already up from another config "
+            f"({theirs.get('source') or 'unknown'}): {', '.join(differs)} differ",
+            output="\n".join(f"{k}: up {theirs.get(k)!r}, this config {ours[k]!r}"
+                             for k in differs),
+            hint=f"`lab down --name {config.name} -c <that config>` first, or bring this one "
+                 "up under another --name")
+
+
+class RecordIdentity:
+    name = "record which config made the lab"
+
+    def run(self, ctx: ActionContext) -> None:
+        text = json.dumps(lab_identity(ctx.config), indent=2)
+
+        def record(node: Node) -> None:
+            path = f"{node.state_dir}/{IDENTITY_FILE}"
+            node.run(["sh", "-c", 'mkdir -p "$(dirname "$1")" && cat > "$1"', "sh", path],
+                     input=text, timeout=30).check(node.name)
+
+        with ThreadPoolExecutor(max_workers=min(8, len(ctx.nodes) or 1)) as pool:
+            list(pool.map(record, ctx.nodes))
+
+
 def build_actions(config: LabConfig, report: object = None) -> list[Action]:
-    actions: list[Action] = [InstallPlugin()]
+    actions: list[Action] = [RecordIdentity(), InstallPlugin(), CheckPluginVersion()]
     if config.k3s is not None:
         try:   # the K3s work; loaded only when the config asks for K3s
             k3s_actions = importlib.import_module("lab.k3s.actions")
@@ -63,9 +205,10 @@ def build_actions(config: LabConfig, report: object = None) -> list[Action]:
 def up(config: LabConfig, progress: Progress | None = None, *, retain: bool = False,
        provider: Provider | None = None) -> list[Node]:
     progress = progress or Silent()
+    preflight(config)
     provider = provider or make_provider(config)
-    harness_dir = config.harness_dir
-    harness_dir.mkdir(parents=True, exist_ok=True)
+    refuse_a_foreign_lab(config, provider)
+    harness_dir = private_dir(config.harness_dir)
     try:
         with progress.step(f"provision {len(config.nodes)} {config.lab.provider} nodes "
                            f"of lab {config.name}"):
@@ -104,6 +247,9 @@ def down(config: LabConfig, *, provider: Provider | None = None) -> None:
     """Removes everything the lab made; failure logs under the harness dir stay."""
     provider = provider or make_provider(config)
     _stop_resident_helpers(config, provider)
+    from lab.ssh import close_shared_connections, lab_ssh_dir
+
+    close_shared_connections(lab_ssh_dir(config.harness_dir))   # `lab deploy` leaves them
     if config.k3s is not None and config.lab.provider == "existing":
         # VMs take K3s with them; machines we only borrowed must be handed back without it,
         # or the next `lab up` mints a token the old cluster refuses.
@@ -125,16 +271,19 @@ def down(config: LabConfig, *, provider: Provider | None = None) -> None:
 
 
 def _stop_resident_helpers(config: LabConfig, provider: Provider) -> None:
-    """Our plugin leaves a resident helper per build (it idles out on its own); a lab that goes
-    down takes it along rather than leaving a process behind for two minutes."""
-    if config.plugin.plugin_type != "cnilab":
+    """Our plugin leaves a resident helper per installed file (it idles out on its own); a lab
+    that goes down takes its own along rather than leaving a process behind for two minutes
+    (another lab's copy has its own helper, which stays)."""
+    if not config.plugin_is_cnilab:
         return
     for node in provider.nodes():
-        path = f"{plugin_dir(config.lab.provider, node)}/cnilab"
-        # best effort: a node already half gone must not stop `lab down`
+        path = f"{plugin_dir(config.lab.provider, node)}/{config.plugin.plugin_type}"
+        # best effort: a node already half gone must not stop `lab down`. `env -i`: the
+        # environment the lab ran the plugin with (lab.cni_runtime), so the same run dir,
+        # not whatever CNILAB_RUN_DIR the shell running `lab down` has.
         with contextlib.suppress(Exception):
-            node.run(["sh", "-c", f'[ -x "{path}" ] && "{path}" --resident-stop || true'],
-                     timeout=20)
+            node.run(["sh", "-c", f'[ -x "{path}" ] && env -i PATH="{RUNTIME_PATH}" "{path}" '
+                                  '--resident-stop || true'], timeout=30)
 
 
 def nodes_summary(nodes: Sequence[Node]) -> str:

@@ -55,7 +55,8 @@ class Node(Protocol):
     address: str       # underlay / node IP the other nodes reach it on
     state_dir: str     # where this node keeps CNI state (results cache, IPAM data) on its own fs
 
-    def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float = 60,
+    def run(self, argv: Sequence[str], *, input: str | bytes | None = None,
+            timeout: float = 60,
             env: dict[str, str] | None = None) -> CommandResult: ...
 
     def put_file(self, local: Path, remote: str, mode: int = 0o755) -> None: ...
@@ -111,7 +112,8 @@ class Pod(Protocol):
     name: str
     node: str
     ifname: str     # interface of the network under test inside the pod (eth0 / net1)
-    ip: str         # its IPv4 address on that network, without prefix
+    ip: str         # its address on that network, without prefix (v4 when it has one)
+    ips: dict[int, str]   # family (4, 6) -> its address in that family
     attachment: Attachment
 
     def exec(self, argv: Sequence[str], *, timeout: float = 30) -> CommandResult: ...
@@ -124,6 +126,9 @@ class Cluster(Protocol):
     network_name: str
     plugin_type: str      # "cnilab", "ptp", "bridge", …
     mtu: int | None       # the pod MTU the config asks for, if it says
+    cni_version: str      # the network config's cniVersion (GC and STATUS exist from 1.1.0)
+    ipam_type: str        # the config's IPAM plugin ("host-local": its leases can be read)
+    families: tuple[int, ...]   # the pod address families the lab runs: (4,), (6,), (4, 6)
 
     def nodes(self) -> list[Node]: ...
 
@@ -137,6 +142,18 @@ class Cluster(Protocol):
         """CNI CHECK for the pod's attachment, prevResult taken from the cached ADD result."""
         ...
 
+    def cni_call(self, pod: Pod, command: str) -> CommandResult:
+        """ADD, CHECK or DEL of the pod's attachment by hand, as the runtime makes it."""
+        ...
+
+    def cni_calls(self, pod: Pod, command: str) -> list[tuple[list[str], str]]:
+        """(argv, stdin) of each plugin call that command would make now on the pod's node."""
+        ...
+
+    def cni_status(self, node: str) -> CommandResult:
+        """CNI STATUS on node (rc 0 with why it was skipped before CNI 1.1.0)."""
+        ...
+
     def add_stray_attachment(self, node: str) -> Attachment:
         """ADDs an attachment on node behind the runtime's back (a leak for GC to find)."""
         ...
@@ -145,8 +162,9 @@ class Cluster(Protocol):
         """DELs what add_stray_attachment made (cleanup whether or not GC removed it)."""
         ...
 
-    def pod_subnet(self, node: str) -> str:
-        """The CIDR that pods on node get their addresses from."""
+    def pod_subnet(self, node: str, family: int | None = None) -> str:
+        """The CIDR that pods on node get their addresses from (in family, else the primary
+        one: v4 when the lab has it)."""
         ...
 
     def cni_gc(self, node: str) -> CommandResult:
@@ -159,6 +177,11 @@ class Cluster(Protocol):
 
     def ipam_leases(self, node: str) -> dict[str, str]:
         """IP -> container ID of the IPAM leases held on node for this network."""
+        ...
+
+    def pod_namespaces(self, node: str) -> list[str]:
+        """The network namespaces on node that hold this lab's pods (and strays): what a leak
+        audit may judge. Never another lab's or anybody else's namespaces on the host."""
         ...
 
     def close(self) -> None: ...
@@ -180,6 +203,23 @@ class NetworkSpec:
 
     def cni_path_on(self, node: str) -> str:
         return self.cni_paths.get(node, self.cni_path)
+
+    # node name -> family -> the pod subnet the lab gave it (what a config naming none uses)
+    pod_subnets: dict[str, dict[int, str]] = field(default_factory=dict)
+    families: tuple[int, ...] = (4,)    # the pod address families the lab runs
+
+    @property
+    def cni_version(self) -> str:
+        first = next(iter(self.configs.values()), {})
+        return str(first.get("cniVersion", ""))
+
+    @property
+    def ipam_type(self) -> str:
+        """The first plugin's IPAM type ("" when it delegates to none)."""
+        first = next(iter(self.configs.values()), {})
+        plugins = first.get("plugins") if isinstance(first.get("plugins"), list) else [first]
+        ipam = (plugins[0] if plugins else {}).get("ipam")
+        return str(ipam.get("type", "")) if isinstance(ipam, dict) else ""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The `lab` command: argparse front, one module per subcommand (lab/commands/COMMANDS).
+"""The `lab` command: argparse front, one module per subcommand (lab/subcommands/SUBCOMMANDS).
 
 `main(argv) -> int` never exits (tests call it); `main_entry()` is the console script.
 """
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,20 +14,29 @@ from types import ModuleType
 from typing import Any
 
 from lab.api import LabError
-from lab.commands import COMMANDS
+from lab.subcommands import SUBCOMMANDS
 
 
 class _Subparsers:
     """Hands every subcommand the global options too, so `lab up -c x.toml` works like
     `lab -c x.toml up` (SUPPRESS keeps a value given before the subcommand)."""
 
-    def __init__(self, actions: Any, common: argparse.ArgumentParser) -> None:
-        self._actions, self._common = actions, common
+    def __init__(self, subcommands: Any, common: argparse.ArgumentParser) -> None:
+        self._subcommands, self.common = subcommands, common
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        kwargs["parents"] = [*kwargs.get("parents", []), self._common]
-        parser: argparse.ArgumentParser = self._actions.add_parser(name, **kwargs)
+        kwargs["parents"] = [*kwargs.get("parents", []), self.common]
+        parser: argparse.ArgumentParser = self._subcommands.add_parser(name, **kwargs)
         return parser
+
+
+def split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """(lab's own arguments, the node's command after the first `--`, or None). Parsed apart,
+    `lab exec NODE -c CFG -- cmd` keeps -c for lab: argparse's REMAINDER would take it."""
+    if "--" not in argv:
+        return argv, None
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
 
 
 def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -38,8 +48,17 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         help="lab name, overriding [lab] name (two labs from one config)")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cnilab")
+    except PackageNotFoundError:   # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def _command_module(name: str) -> ModuleType | None:
-    module_name = f"lab.commands.{name}"
+    module_name = f"lab.subcommands.{name}"
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as e:
@@ -51,12 +70,13 @@ def _command_module(name: str) -> ModuleType | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lab", description="Bring a multi-node CNI lab up, inspect it, take it down.")
+    parser.add_argument("--version", action="version", version=f"lab (cnilab) {_version()}")
     _global_options(parser, suppress=False)
     common = argparse.ArgumentParser(add_help=False)
     _global_options(common, suppress=True)
-    actions = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    subparsers = _Subparsers(actions, common)
-    for name in COMMANDS:
+    subcommands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
+    subparsers = _Subparsers(subcommands, common)
+    for name in SUBCOMMANDS:
         module = _command_module(name)
         if module is None:
             continue
@@ -66,21 +86,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    # Ctrl-C is answered the same wherever it lands: while the subcommands (and what they
+    # import: paramiko, libvirt, kubernetes) load, while parsing, or while one runs.
     try:
-        args = parser.parse_args(list(argv) if argv is not None else None)
-    except SystemExit as e:          # --help, or a usage error argparse already printed
-        return e.code if isinstance(e.code, int) else 2
-    try:
-        rc: int = args.run(args)
-        return rc
-    except LabError as e:
-        print(f"✗ {e.describe()}", file=sys.stderr)
-        return 1
+        parser = build_parser()
+        if argv is None and "_ARGCOMPLETE" in os.environ:   # a shell asking for completions
+            import argcomplete
+
+            argcomplete.autocomplete(parser)     # answers and exits
+        own, command = split_command(list(argv) if argv is not None else sys.argv[1:])
+        try:
+            args = parser.parse_args(own)
+        except SystemExit as e:          # --help, or a usage error argparse already printed
+            if e.code == 2 and command is None and {"exec", "ssh"} & set(own):
+                print("hint: a command with options of its own goes after --: "
+                      "lab exec NODE -- ip -br addr", file=sys.stderr)
+            return e.code if isinstance(e.code, int) else 2
+        if command is not None:
+            if not hasattr(args, "argv"):    # only exec and ssh take a command
+                print(f"lab {args.command}: unexpected arguments after --: "
+                      f"{' '.join(command)}", file=sys.stderr)
+                return 2
+            args.argv = [*args.argv, *command]
+        try:
+            rc: int = args.run(args)
+            return rc
+        except LabError as e:
+            print(f"✗ {e.describe()}", file=sys.stderr)
+            return 1
     except KeyboardInterrupt:
         print("✗ interrupted", file=sys.stderr)
         return 130
 
 
 def main_entry() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # between two handlers: still no traceback
+        code = 130
+    except BrokenPipeError:    # `lab … | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141
+    sys.exit(code)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,13 +32,17 @@ _WRITE_FILE = 'mkdir -p "$1" && cat > "$2.tmp" && mv -f "$2.tmp" "$2"'
 _CAT_ALL = 'for f in "$1"/*; do [ -f "$f" ] && { cat "$f"; echo; }; done; true'
 
 
+CALLS_KEPT = 50
+
+
 class CniCallError(LabError):
     """A plugin call that failed: the CNI error code, message and details, and where."""
 
     def __init__(self, command: str, node: str, *, code: int | None, msg: str,
-                 details: str = "", stderr: str = "") -> None:
+                 details: str = "", stderr: str = "", stdout: str = "") -> None:
         self.command, self.node, self.code, self.msg, self.details = (
             command, node, code, msg, details)
+        self.stdout = stdout    # what the plugin printed: its error JSON, as it came
         code_text = f"code {code}" if code is not None else "no error JSON"
         super().__init__(f"CNI {command} failed: {msg} ({code_text})", where=node,
                          output="\n".join(part for part in (details, stderr) if part))
@@ -86,6 +91,9 @@ class CniRuntime:
         self.cni_path = spec.cni_path_on(node.name)
         self.results_dir = f"{node.state_dir.rstrip('/')}/results"
         self._plugin_paths: dict[str, str] = {}
+        # The last calls made and what the plugin said on stderr: a failing scenario's
+        # report shows them (the plugin's own words often name the cause).
+        self.calls: deque[str] = deque(maxlen=CALLS_KEPT)
 
     # -- the CNI commands ---------------------------------------------------------------
     def add(self, container_id: str, netns: str, ifname: str | None = None,
@@ -227,9 +235,10 @@ class CniRuntime:
             self._plugin_paths[plugin_type] = res.stdout.strip().splitlines()[0]
         return self._plugin_paths[plugin_type]
 
-    def _invoke(self, command: str, conf: dict[str, Any], container_id: str, netns: str,
-                ifname: str, cni_args: str, plugin_type: str | None = None
-                ) -> dict[str, Any] | None:
+    def invocation(self, command: str, conf: dict[str, Any], container_id: str, netns: str,
+                   ifname: str, cni_args: str, plugin_type: str | None = None
+                   ) -> tuple[list[str], str]:
+        """(argv, stdin) of one plugin call exactly as this runtime makes it on the node."""
         plugin_type = plugin_type or str(conf.get("type", ""))
         env = {
             "PATH": RUNTIME_PATH, "CNI_COMMAND": command, "CNI_CONTAINERID": container_id,
@@ -239,7 +248,41 @@ class CniRuntime:
         # `env -i` gives the plugin exactly this environment on any node, local or SSH.
         argv = ["env", "-i", *(f"{k}={v}" for k, v in env.items()),
                 self.plugin_path(plugin_type)]
-        res = self.node.run(argv, input=json.dumps(conf), timeout=120)
+        return argv, json.dumps(conf)
+
+    def calls_for(self, command: str, container_id: str,
+                  ifname: str | None = None) -> list[tuple[list[str], str]]:
+        """The plugin calls ADD, CHECK or DEL of an attachment would make now, in order, with
+        the cached ADD result as prevResult where the spec wants one (`lab cni show`)."""
+        ifname = ifname or self.spec.ifname
+        cached = self.cached(container_id, ifname)
+        if cached is None and command != "ADD":
+            raise LabError(f"no cached ADD result for {container_id}/{ifname}",
+                           where=self.node.name,
+                           hint=f"looked in {self._cache_path(container_id, ifname)}")
+        confs = plugin_configs(self.config)
+        if command == "DEL":
+            confs.reverse()
+        calls = []
+        for conf in confs:
+            if cached is not None and command in ("CHECK", "DEL"):
+                conf["prevResult"] = cached.result
+            calls.append(self.invocation(command, conf, container_id,
+                                         cached.netns if cached else "", ifname,
+                                         cached.cni_args if cached else ""))
+        return calls
+
+    def _invoke(self, command: str, conf: dict[str, Any], container_id: str, netns: str,
+                ifname: str, cni_args: str, plugin_type: str | None = None
+                ) -> dict[str, Any] | None:
+        plugin_type = plugin_type or str(conf.get("type", ""))
+        argv, stdin = self.invocation(command, conf, container_id, netns, ifname, cni_args,
+                                      plugin_type)
+        res = self.node.run(argv, input=stdin, timeout=120)
+        self.calls.append(f"{self.node.name} {command} {container_id or '-'} {ifname or '-'} "
+                          f"rc={res.rc}" + (f"\n  stderr: {res.stderr.strip()[-1500:]}"
+                                            if res.stderr.strip() else "")
+                          + (f"\n  stdout: {res.stdout.strip()[-1500:]}" if res.rc else ""))
         if res.rc != 0:
             raise self._call_error(command, res.stdout, res.stderr)
         if not res.stdout.strip():
@@ -262,7 +305,7 @@ class CniRuntime:
             return CniCallError(command, self.node.name,
                                 code=code if isinstance(code, int) else None,
                                 msg=str(err.get("msg", "")), details=str(err.get("details", "")),
-                                stderr=stderr)
+                                stderr=stderr, stdout=stdout)
         lines = (stderr or stdout).strip().splitlines()
         return CniCallError(command, self.node.name, code=None,
                             msg=lines[-1] if lines else "plugin exited non-zero",

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from lab.api import LabError
+from lab.private import private_dir, read_private, write_private
 
 KEY_TYPE = "ssh-ed25519"
 CLIENT_KEY_COMMENT = "cnilab"
@@ -86,28 +87,26 @@ def parse_public_line(line: str) -> HostKeys:
 
 
 def _load_or_create(key_path: Path, *, comment: str) -> tuple[str, str]:
+    """The key at `key_path`, made if missing. Its directory and every one above it must be
+    ours alone (lab.private): whoever could write them could read or swap the key."""
     pub_path = key_path.with_name(key_path.name + ".pub")
-    if key_path.exists():
-        private_pem = key_path.read_text()
+    private_dir(key_path.parent, "the key directory")
+    if os.path.lexists(key_path):
+        private_pem = read_private(key_path)
         key = serialization.load_ssh_private_key(private_pem.encode(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise LabError(f"{key_path} is not an ed25519 key",
                            hint="remove it and let the lab generate a new one")
         os.chmod(key_path, 0o600)   # a key copied around may have lost its mode; ssh refuses it
         return private_pem, _public_line(key, comment)
-    key_path.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(serialization.Encoding.PEM,
                                     serialization.PrivateFormat.OpenSSH,
                                     serialization.NoEncryption()).decode()
-    # Created 0600 from the start (not chmod after), so the key is never readable by others.
-    tmp = key_path.with_name(key_path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(private_pem)
-    os.replace(tmp, key_path)
+    # Created 0600 from the start (not chmod after), new, under a name of its own.
+    write_private(key_path, private_pem.encode(), 0o600)
     public_line = _public_line(key, comment)
-    pub_path.write_text(public_line + "\n")
+    write_private(pub_path, (public_line + "\n").encode(), 0o644)
     return private_pem, public_line
 
 

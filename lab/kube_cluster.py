@@ -7,25 +7,27 @@ network-status annotation Multus writes (primary mode: status.podIP). What the r
 node is read there over Node.run: libcni's result cache gives the pod's container ID, netns and
 ADD result, so CHECK and GC run the plugin by hand exactly as the runtime would.
 
-The API boundary is `KubeApi` (a few calls, nothing else imports kubernetes); everything around
+The API boundary is `KubeApi` (lab.k3s.kubeapi, the only importer of kubernetes); everything around
 it is plain functions, unit-tested without a cluster.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from lab.api import Attachment, CommandResult, LabError, NetworkSpec, Node
 from lab.cni_runtime import CachedAttachment, CniCallError, CniRuntime
-from lab.k3s import actions, commands, kubeconfig, nad
+from lab.k3s import actions, cmdlines, kubeconfig, nad
+from lab.k3s.airgap import pod_image_of
+from lab.k3s.kubeapi import MANAGED_BY, KubeApi
 from lab.k3s.settings import K3sSettings
 
 LAB_LABEL = "cnilab.dev/lab"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "cnilab"}
 # libcni's cache: containerd (primary network) writes the first, Multus's delegates the second.
 LIBCNI_RESULTS_DIRS = ("/var/lib/cni/results", "/var/lib/cni/multus/results")
 POLL = 1.0
@@ -34,7 +36,7 @@ POLL = 1.0
 # --- pure parts ---------------------------------------------------------------------------------
 
 def pod_manifest(name: str, node: str, *, lab: str, settings: K3sSettings,
-                 spec: NetworkSpec) -> dict[str, Any]:
+                 spec: NetworkSpec, image: str, pull_policy: str) -> dict[str, Any]:
     """A pod pinned to node, asking Multus for the network under test (unless it is primary)."""
     annotations = {} if settings.primary else {
         nad.NETWORKS_ANNOTATION: nad.networks_annotation(spec, settings.namespace)}
@@ -47,9 +49,10 @@ def pod_manifest(name: str, node: str, *, lab: str, settings: K3sSettings,
             "terminationGracePeriodSeconds": 0,
             "tolerations": [{"operator": "Exists"}],
             "containers": [{
-                "name": "pod", "image": settings.pod_image,
-                "imagePullPolicy": settings.pod_image_pull_policy,
-                "command": ["sleep", "infinity"],
+                "name": "pod", "image": image, "imagePullPolicy": pull_policy,
+                # PID 1 ignores SIGTERM unless it traps it: a bare `sleep` made every delete
+                # wait out the grace period before the kubelet's SIGKILL.
+                "command": ["sh", "-c", "trap 'exit 0' TERM; sleep infinity & wait"],
                 # Scenarios tamper with the pod's address and routes (CHECK must notice).
                 "securityContext": {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}},
             }],
@@ -57,14 +60,22 @@ def pod_manifest(name: str, node: str, *, lab: str, settings: K3sSettings,
     }
 
 
-def pod_ip_from(pod: dict[str, Any], spec: NetworkSpec, settings: K3sSettings) -> str | None:
-    """The IPv4 of the interface under test: network-status (Multus) or status.podIP (primary)."""
+def pod_ips_from(pod: dict[str, Any], spec: NetworkSpec,
+                 settings: K3sSettings) -> dict[int, str]:
+    """family -> the address of the interface under test: network-status (Multus) or
+    status.podIPs (primary)."""
     if settings.primary:
-        ip = (pod.get("status") or {}).get("podIP")
-        return str(ip) if ip and ":" not in str(ip) else None
+        status = pod.get("status") or {}
+        listed = [p.get("ip") for p in status.get("podIPs") or [] if isinstance(p, dict)]
+        return nad.by_family([ip for ip in listed or [status.get("podIP")] if ip])
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    return nad.attachment_ip(annotations.get(nad.NETWORK_STATUS_ANNOTATION), spec,
-                             settings.namespace)
+    return nad.attachment_ips(annotations.get(nad.NETWORK_STATUS_ANNOTATION), spec,
+                              settings.namespace)
+
+
+def pod_ip_from(pod: dict[str, Any], spec: NetworkSpec, settings: K3sSettings) -> str | None:
+    """The primary address (v4 when the pod has one) of the interface under test."""
+    return next(iter(pod_ips_from(pod, spec, settings).values()), None)
 
 
 def pod_phase_problem(pod: dict[str, Any]) -> str:
@@ -78,6 +89,37 @@ def pod_phase_problem(pod: dict[str, Any]) -> str:
         if cond.get("status") != "True" and cond.get("message"):
             return f"{cond.get('type')}: {cond['message']}"
     return str(status.get("phase", "Pending"))
+
+
+# Waiting reasons that no amount of waiting fixes: fail at once with the message.
+FATAL_WAITING = ("ErrImageNeverPull", "InvalidImageName", "CreateContainerConfigError",
+                 "CreateContainerError", "CrashLoopBackOff", "RunContainerError")
+# Warning events that repeat while the kubelet retries in vain (the CNI plugin's error is in
+# FailedCreatePodSandBox's message): twice is a pattern, not a hiccup.
+FATAL_EVENTS = ("FailedCreatePodSandBox", "FailedCreatePodContainer", "Failed",
+                "ErrImageNeverPull")
+FATAL_EVENT_REPEATS = 2
+
+
+def pod_failure(pod: dict[str, Any], events: Sequence[dict[str, Any]]) -> str | None:
+    """Why a pod will never run, from its status and its Warning events; None while it may."""
+    status = pod.get("status") or {}
+    for cs in status.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in FATAL_WAITING:
+            return f"{waiting['reason']}: {waiting.get('message', '')}".strip(": ")
+    for event in events:
+        if (event.get("type") == "Warning" and event.get("reason") in FATAL_EVENTS
+                and int(event.get("count") or 1) >= FATAL_EVENT_REPEATS):
+            return f"{event['reason']} (x{event.get('count')}): {event.get('message', '')}"
+    return None
+
+
+def events_text(events: Sequence[dict[str, Any]], limit: int = 8) -> str:
+    """The pod's recent events, one line each, as `kubectl describe` lists them."""
+    lines = [f"{e.get('type', '')} {e.get('reason', '')} (x{e.get('count') or 1}): "
+             f"{(e.get('message') or '').strip()}" for e in events[-limit:]]
+    return "\n".join(lines)
 
 
 def cni_args_text(args: Any) -> str:
@@ -132,6 +174,16 @@ def netns_from_inspectp(text: str) -> str:
     return ""
 
 
+def teardown_check(container_id: str, netns: str, results_dirs: Sequence[str]) -> str:
+    """A node-side sh line printing what is left of a sandbox (its libcni cache entries, its
+    netns); prints nothing once the runtime's DEL and netns removal are done."""
+    patterns = " ".join(f"{shlex.quote(d)}/*-{shlex.quote(container_id)}-*" for d in results_dirs)
+    line = f'for f in {patterns}; do [ -e "$f" ] && echo "$f"; done'
+    if netns:
+        line += f"; [ -e {shlex.quote(netns)} ] && echo {shlex.quote(netns)}"
+    return line + "; true"
+
+
 # --- node side: libcni's cache and the plugin, over Node.run ---------------------------------
 
 class LibcniRuntime(CniRuntime):
@@ -148,86 +200,12 @@ class LibcniRuntime(CniRuntime):
     def cached(self, container_id: str, ifname: str | None = None) -> CachedAttachment | None:
         entry = super().cached(container_id, ifname)
         if entry is not None and not entry.netns:
-            res = self.node.run([commands.K3S_BIN, "crictl", "inspectp", "-o", "json",
+            res = self.node.run([cmdlines.K3S_BIN, "crictl", "inspectp", "-o", "json",
                                  container_id])
             netns = netns_from_inspectp(res.stdout) if res.ok else ""
             entry = CachedAttachment(entry.container_id, entry.ifname, entry.network, netns,
                                      entry.cni_args, entry.result)
         return entry
-
-
-# --- the API boundary ---------------------------------------------------------------------------
-
-class KubeApi:
-    """The few Kubernetes calls the driver makes (kubernetes client; not run on this machine)."""
-
-    def __init__(self, kubeconfig_path: Path) -> None:
-        from kubernetes import client, config
-
-        self._client = config.new_client_from_config(config_file=str(kubeconfig_path))
-        self.core = client.CoreV1Api(self._client)
-        self._api_exception = client.exceptions.ApiException
-
-    def ensure_namespace(self, name: str) -> None:
-        try:
-            # The client serializes plain dicts as they are; its stubs only name the models.
-            body: Any = {"apiVersion": "v1", "kind": "Namespace",
-                         "metadata": {"name": name, "labels": MANAGED_BY}}
-            self.core.create_namespace(body)
-        except self._api_exception as e:
-            if e.status != 409:
-                raise
-
-    def create_pod(self, manifest: dict[str, Any]) -> None:
-        body: Any = manifest
-        meta = manifest["metadata"]
-        try:
-            self.core.create_namespaced_pod(meta["namespace"], body)
-        except self._api_exception as e:
-            if e.status == 409:
-                raise LabError(f"pod {meta['namespace']}/{meta['name']} already exists",
-                               hint="delete it first, or give the new pod another name") from None
-            raise
-
-    def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            pod = self.core.read_namespaced_pod(name, namespace)
-        except self._api_exception as e:
-            if e.status == 404:
-                return None
-            raise
-        return dict(self._client.sanitize_for_serialization(pod))
-
-    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        pods = self.core.list_namespaced_pod(namespace, label_selector=selector)
-        return [dict(self._client.sanitize_for_serialization(p)) for p in pods.items]
-
-    def delete_pod(self, namespace: str, name: str) -> None:
-        try:
-            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
-        except self._api_exception as e:
-            if e.status != 404:
-                raise
-
-    def exec(self, namespace: str, name: str, argv: Sequence[str],
-             timeout: float) -> CommandResult:
-        from kubernetes.stream import stream
-
-        resp = stream(self.core.connect_get_namespaced_pod_exec, name, namespace,
-                      command=list(argv), stdout=True, stderr=True, stdin=False, tty=False,
-                      _preload_content=False)
-        try:
-            resp.run_forever(timeout=timeout)
-            out, err = resp.read_stdout() or "", resp.read_stderr() or ""
-            rc = resp.returncode
-        finally:
-            resp.close()
-        if rc is None:
-            return CommandResult(tuple(argv), 124, out, err + f"\ntimed out after {timeout}s")
-        return CommandResult(tuple(argv), int(rc), out, err)
-
-    def close(self) -> None:
-        self._client.close()
 
 
 # --- the Cluster --------------------------------------------------------------------------------
@@ -240,10 +218,17 @@ class KubePod:
     ip: str
     attachment: Attachment
     namespace: str
+    image: str
     api: KubeApi = field(repr=False, compare=False)
+    ips: dict[int, str] = field(default_factory=dict)
 
     def exec(self, argv: Sequence[str], *, timeout: float = 30) -> CommandResult:
-        return self.api.exec(self.namespace, self.name, argv, timeout)
+        res = self.api.exec(self.namespace, self.name, argv, timeout)
+        if res.rc == 127:   # say which image lacks the command, not just that exec failed
+            return CommandResult(res.argv, 127, res.stdout,
+                                 f"{argv[0]}: not found in pod image {self.image} (pod "
+                                 f"{self.name})\n{res.stderr}")
+        return res
 
 
 class KubeCluster:
@@ -261,11 +246,14 @@ class KubeCluster:
         self.spec = actions.kube_network_spec(config, self._nodes, self.dirs)
         self.network_name, self.plugin_type, self.mtu = (
             self.spec.name, self.spec.plugin_type, self.spec.mtu)
+        self.cni_version, self.ipam_type = self.spec.cni_version, self.spec.ipam_type
+        self.families = self.spec.families
         path = self.kubeconfig_path = kubeconfig.state_path(config.harness_dir)
         if api is None and not path.exists():
             raise LabError(f"no kubeconfig for lab {self.name} at {path}",
                            hint="run `lab up` (it fetches it) or `lab kubeconfig`")
         self.api = api or KubeApi(path)
+        self.pod_image, self.pod_image_pull_policy = pod_image_of(config)
         self.namespace = self.settings.namespace
         self.api.ensure_namespace(self.namespace)
         # Stray attachments live in namespaces the harness makes on the node, cached in the
@@ -286,11 +274,12 @@ class KubeCluster:
 
     def create_pod(self, name: str, node: str) -> KubePod:
         self._node(node)
-        self.api.create_pod(pod_manifest(name, node, lab=self.name, settings=self.settings,
-                                         spec=self.spec))
+        self.api.create_pod(pod_manifest(
+            name, node, lab=self.name, settings=self.settings, spec=self.spec,
+            image=self.pod_image, pull_policy=self.pod_image_pull_policy))
         deadline = time.monotonic() + self.settings.ready_timeout
         problem = "not created"
-        while time.monotonic() < deadline:
+        while True:
             pod = self.api.read_pod(self.namespace, name)
             if pod is not None:
                 phase = (pod.get("status") or {}).get("phase")
@@ -299,28 +288,67 @@ class KubeCluster:
                     return self._pod(pod, ip)
                 problem = pod_phase_problem(pod) if phase != "Running" else \
                     f"running, but no {self.spec.ifname} address in network-status"
+                events = self.api.pod_events(self.namespace, name)
+                fatal = pod_failure(pod, events)
+                if fatal is not None or time.monotonic() >= deadline:
+                    self._discard(name)
+                    raise LabError(
+                        f"pod {self.namespace}/{name} on {node} "
+                        + ("will not start" if fatal else
+                           f"not running within {self.settings.ready_timeout:.0f}s")
+                        + f": {fatal or problem}",
+                        where=node, output=events_text(events),
+                        hint=f"kubectl --kubeconfig {self.kubeconfig_path} "
+                             f"-n {self.namespace} describe pod {name}")
+            elif time.monotonic() >= deadline:
+                raise LabError(f"pod {self.namespace}/{name} was never created", where=node)
             time.sleep(POLL)
-        raise LabError(f"pod {self.namespace}/{name} not running on {node} within "
-                       f"{self.settings.ready_timeout:.0f}s", where=node, output=problem,
-                       hint=f"kubectl --kubeconfig {self.kubeconfig_path} "
-                            f"-n {self.namespace} describe pod {name}")
+
+    def _discard(self, name: str) -> None:
+        """A pod that failed to start is deleted: a retried scenario must not trip on it."""
+        with contextlib.suppress(Exception):   # the original failure is what the user sees
+            self.api.delete_pod(self.namespace, name)
 
     def _pod(self, pod: dict[str, Any], ip: str) -> KubePod:
         meta, node = pod["metadata"], pod["spec"]["nodeName"]
         entry = self._attachment_entry(node, meta["name"])
         attachment = entry.attachment(node) if entry else Attachment("", self.spec.ifname, node)
+        image = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("image", "")
         return KubePod(name=meta["name"], node=node, ifname=self.spec.ifname, ip=ip,
-                       attachment=attachment, namespace=self.namespace, api=self.api)
+                       attachment=attachment, namespace=self.namespace, image=image,
+                       api=self.api, ips=pod_ips_from(pod, self.spec, self.settings))
 
     def delete_pod(self, pod: Any) -> None:
+        """Deletes the pod and returns once the runtime's DEL has finished on its node: the
+        API object goes first, the kubelet's sandbox teardown (CNI DEL, netns removal) after,
+        and scenarios judge the node right after this returns."""
         self.api.delete_pod(self.namespace, pod.name)
         deadline = time.monotonic() + self.settings.ready_timeout
-        while time.monotonic() < deadline:
-            if self.api.read_pod(self.namespace, pod.name) is None:
-                return
+        while self.api.read_pod(self.namespace, pod.name) is not None:
+            if time.monotonic() >= deadline:
+                raise LabError(f"pod {self.namespace}/{pod.name} still exists after "
+                               f"{self.settings.ready_timeout:.0f}s", where=pod.node)
             time.sleep(POLL)
-        raise LabError(f"pod {self.namespace}/{pod.name} still exists after "
-                       f"{self.settings.ready_timeout:.0f}s", where=pod.node)
+        attachment = getattr(pod, "attachment", None)
+        if attachment is not None and attachment.container_id:
+            self._wait_torn_down(pod.node, attachment, pod.name, deadline)
+
+    def _wait_torn_down(self, node: str, attachment: Attachment, pod: str,
+                        deadline: float) -> None:
+        host = self._node(node)
+        container_id = attachment.container_id
+        check = teardown_check(container_id, attachment.netns, LIBCNI_RESULTS_DIRS)
+
+        def left_over() -> str | None:
+            res = host.run(["sh", "-c", check], timeout=30)
+            if res.ok and not res.stdout.strip():
+                return None
+            return (res.stdout or res.stderr).strip() or f"the check exited {res.rc}"
+
+        actions.wait_until(left_over, deadline - time.monotonic(), lambda why: LabError(
+            f"the runtime has not torn down pod {pod}'s sandbox {container_id[:12]} within "
+            f"{self.settings.ready_timeout:.0f}s", where=node, output=why,
+            hint="the CNI DEL may be failing: `lab logs` has the kubelet's journal"), POLL)
 
     def pods(self) -> list[KubePod]:
         out = []
@@ -341,17 +369,51 @@ class KubeCluster:
         entries = [e for _, e in self._entries(node)]
         return find_pod_attachment(entries, self.namespace, pod, self.spec.name, self.spec.ifname)
 
-    def cni_check(self, pod: Any) -> CommandResult:
-        argv = ("CNI", "CHECK", pod.attachment.container_id, pod.ifname)
+    def _runtime_of(self, pod: Any) -> tuple[LibcniRuntime, CachedAttachment] | None:
         for runtime, entry in self._entries(pod.node):
             if pod_of(entry) == (self.namespace, pod.name) and entry.ifname == pod.ifname:
-                try:
-                    runtime.check(entry.container_id, entry.ifname)
-                except CniCallError as e:
-                    return CommandResult(argv, 1, "", e.describe())
-                return CommandResult(argv, 0, "", "")
-        return CommandResult(argv, 1, "", f"no cached ADD result for pod {pod.name} on "
-                                          f"{pod.node} in {', '.join(LIBCNI_RESULTS_DIRS)}")
+                return runtime, entry
+        return None
+
+    def cni_check(self, pod: Any) -> CommandResult:
+        return self.cni_call(pod, "CHECK")
+
+    def cni_call(self, pod: Any, command: str) -> CommandResult:
+        """CHECK or DEL of the pod's attachment as libcni would make it, from the runtime's
+        own cache. ADD is the kubelet's: a pod sandbox is not re-attached by hand here."""
+        argv = ("CNI", command, pod.attachment.container_id, pod.ifname)
+        if command not in ("CHECK", "DEL"):
+            raise LabError(f"{command} by hand is not for Kubernetes pods: the kubelet owns "
+                           "their sandboxes", hint="delete the pod and create it again "
+                                                   "(`lab pod del` / `lab pod add`)")
+        found = self._runtime_of(pod)
+        if found is None:
+            return CommandResult(argv, 1, "", f"no cached ADD result for pod {pod.name} on "
+                                              f"{pod.node} in {', '.join(LIBCNI_RESULTS_DIRS)}")
+        runtime, entry = found
+        try:
+            if command == "CHECK":
+                runtime.check(entry.container_id, entry.ifname)
+            else:
+                runtime.delete(entry.container_id, entry.ifname, netns=entry.netns)
+        except CniCallError as e:
+            return CommandResult(argv, 1, e.stdout, e.describe())
+        return CommandResult(argv, 0, "", "")
+
+    def cni_calls(self, pod: Any, command: str) -> list[tuple[list[str], str]]:
+        found = self._runtime_of(pod)
+        if found is None:
+            raise LabError(f"no cached ADD result for pod {pod.name} on {pod.node}")
+        runtime, entry = found
+        return runtime.calls_for(command, entry.container_id, entry.ifname)
+
+    def cni_status(self, node: str) -> CommandResult:
+        argv = ("CNI", "STATUS", node)
+        try:
+            skipped = self._runtimes(node)[0].status()
+        except CniCallError as e:
+            return CommandResult(argv, 1, "", e.describe())
+        return CommandResult(argv, 0, "", skipped)
 
     def add_stray_attachment(self, node: str) -> Attachment:
         return self._strays.add_stray_attachment(node)
@@ -359,9 +421,9 @@ class KubeCluster:
     def delete_stray_attachment(self, attachment: Attachment) -> None:
         self._strays.delete_stray_attachment(attachment)
 
-    def pod_subnet(self, node: str) -> str:
+    def pod_subnet(self, node: str, family: int | None = None) -> str:
         """The CIDR pods on node get their test-network address from (the NAD's config)."""
-        return self._strays.pod_subnet(node)
+        return self._strays.pod_subnet(node, family)
 
     def cni_gc(self, node: str) -> CommandResult:
         """GC with the attachments of this node's live pods as valid (Multus never sends GC
@@ -383,6 +445,14 @@ class KubeCluster:
 
     def ipam_leases(self, node: str) -> dict[str, str]:
         return self._strays.ipam_leases(node)
+
+    def pod_namespaces(self, node: str) -> list[str]:
+        """containerd's sandboxes on the node (cni-*: every pod there is this cluster's), and
+        the strays the harness made."""
+        listed = self._node(node).run(["ip", "netns", "list"]).check(node).stdout
+        names = [line.split()[0] for line in listed.splitlines() if line.strip()]
+        return sorted({*(n for n in names if n.startswith("cni-")),
+                       *self._strays.pod_namespaces(node)})
 
     def close(self) -> None:
         self.api.close()

@@ -47,7 +47,7 @@ def _collect_k3s(node: Node, dest: Path) -> None:
     """K3s's journal, containerd config, CNI confs and pods, on nodes that run K3s."""
     if not node.run(["test", "-d", "/var/lib/rancher/k3s"], timeout=20).ok:
         return
-    from lab.k3s.commands import diagnostics
+    from lab.k3s.cmdlines import diagnostics
 
     for filename, argv in diagnostics().items():
         result = node.run(argv, timeout=60)
@@ -55,8 +55,10 @@ def _collect_k3s(node: Node, dest: Path) -> None:
                                                       if not result.ok else ""))
 
 
-def write_tarball(provider: Provider, lab_name: str, output: Path | None = None) -> Path:
-    """Collects every node's diagnostics into a .tar.gz and returns its path."""
+def write_tarball(provider: Provider, lab_name: str, output: Path | None = None,
+                  extra: dict[str, str] | None = None) -> Path:
+    """Collects every node's diagnostics (and `extra` files: name -> text) into a .tar.gz
+    and returns its path."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     output = output or Path(f"cnilab-{lab_name}-logs-{stamp}.tar.gz")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +66,8 @@ def write_tarball(provider: Provider, lab_name: str, output: Path | None = None)
         root = Path(tmp) / f"cnilab-{lab_name}-logs"
         root.mkdir()
         provider.collect_logs(root)
+        for name, text in (extra or {}).items():
+            (root / name).write_text(text)
         with tarfile.open(output, "w:gz") as tar:
             tar.add(root, arcname=root.name)
     return output

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import re
 import secrets
 import subprocess
@@ -34,26 +35,28 @@ class NamespacePod:
     attachment: Attachment
     netns_name: str
     host: Node = field(repr=False, compare=False)
+    ips: dict[int, str] = field(default_factory=dict)
 
     def exec(self, argv: Sequence[str], *, timeout: float = 30) -> CommandResult:
         return self.host.run(["ip", "netns", "exec", self.netns_name, *argv], timeout=timeout)
 
 
-def pod_ip(result: dict[str, Any], ifname: str) -> str:
-    """The IPv4 address ADD gave the pod's interface (the sandbox one when the result says)."""
+def pod_ips(result: dict[str, Any], ifname: str) -> dict[int, str]:
+    """family -> the address ADD gave the pod's interface (the sandbox one when the result
+    says which), without prefix."""
     interfaces = result.get("interfaces") or []
-    candidates = []
+    candidates: dict[int, list[tuple[bool, str]]] = {}
     for ip in result.get("ips") or []:
-        address = str(ip.get("address", ""))
-        if ":" in address or not address:
+        address = str(ip.get("address", "")).split("/")[0]
+        if not address:
             continue
         index = ip.get("interface")
         on_pod = (isinstance(index, int) and 0 <= index < len(interfaces)
                   and interfaces[index].get("name") == ifname)
-        candidates.append((not on_pod, address.split("/")[0]))
+        candidates.setdefault(6 if ":" in address else 4, []).append((not on_pod, address))
     if not candidates:
-        raise LabError("the ADD result holds no IPv4 address", output=str(result)[:500])
-    return sorted(candidates)[0][1]
+        raise LabError("the ADD result holds no address", output=str(result)[:500])
+    return {version: sorted(found)[0][1] for version, found in sorted(candidates.items())}
 
 
 class NamespacePodCluster:
@@ -64,6 +67,9 @@ class NamespacePodCluster:
         self.network_name = spec.name
         self.plugin_type = spec.plugin_type
         self.mtu = spec.mtu
+        self.cni_version = spec.cni_version
+        self.ipam_type = spec.ipam_type
+        self.families = spec.families
         self.spec = spec
         self._nodes = {node.name: node for node in nodes}
         self._runtimes = {node.name: CniRuntime(node, spec) for node in nodes}
@@ -136,11 +142,12 @@ class NamespacePodCluster:
     def _pod(self, node: str, netns_name: str, container_id: str, result: dict[str, Any],
              ifname: str | None = None) -> NamespacePod:
         ifname = ifname or self.spec.ifname
+        ips = pod_ips(result, ifname)
         return NamespacePod(
             name=netns_name[len(self.pod_prefix):], node=node, ifname=ifname,
-            ip=pod_ip(result, ifname),
+            ip=next(iter(ips.values())),
             attachment=Attachment(container_id, ifname, node, netns_path(netns_name)),
-            netns_name=netns_name, host=self._node(node))
+            netns_name=netns_name, host=self._node(node), ips=ips)
 
     # -- the runtime's other calls -------------------------------------------------------
     def cni_check(self, pod: Any) -> CommandResult:
@@ -150,6 +157,59 @@ class NamespacePodCluster:
         except CniCallError as e:
             return CommandResult(argv, 1, "", e.describe())
         return CommandResult(argv, 0, "", "")
+
+    def pod_namespaces(self, node: str) -> list[str]:
+        listed = self._node(node).run(["ip", "netns", "list"]).check(node).stdout
+        names = (line.split()[0] for line in listed.splitlines() if line.strip())
+        return sorted(n for n in names if n.startswith((self.pod_prefix, self.stray_prefix)))
+
+    # -- the runtime's calls by hand (`lab cni`) ------------------------------------------
+    def cni_call(self, pod: Any, command: str) -> CommandResult:
+        """ADD, CHECK or DEL of the pod's attachment as the runtime makes it: CHECK and DEL
+        with the cached result, ADD (after a DEL) into the pod's namespace, cached again."""
+        runtime = self._runtimes[pod.node]
+        container_id = pod.attachment.container_id
+        argv = ("CNI", command, container_id, pod.ifname)
+        try:
+            if command == "CHECK":
+                runtime.check(container_id, pod.ifname)
+            elif command == "DEL":
+                runtime.delete(container_id, pod.ifname, netns=pod.attachment.netns)
+            elif command == "ADD":
+                result = runtime.add(container_id, pod.attachment.netns, pod.ifname,
+                                     cni_args=pod_cni_args(pod.name, container_id))
+                return CommandResult(argv, 0, json.dumps(result, indent=2), "")
+            else:
+                raise LabError(f"{command} is not a command on one attachment",
+                               hint="ADD, CHECK or DEL (GC and STATUS take a node)")
+        except CniCallError as e:
+            return CommandResult(argv, 1, e.stdout, e.describe())
+        return CommandResult(argv, 0, "", "")
+
+    def cni_calls(self, pod: Any, command: str) -> list[tuple[list[str], str]]:
+        return self._runtimes[pod.node].calls_for(command, pod.attachment.container_id,
+                                                  pod.ifname)
+
+    def cni_status(self, node: str) -> CommandResult:
+        argv = ("CNI", "STATUS", node)
+        try:
+            skipped = self._runtimes[node].status()
+        except CniCallError as e:
+            return CommandResult(argv, 1, "", e.describe())
+        return CommandResult(argv, 0, "", skipped)
+
+    def detached_pod(self, name: str, node: str) -> NamespacePod:
+        """A pod whose attachment was DELeted by hand: its namespace is still there (netns
+        labs share one /run/netns, so the node must be named)."""
+        netns_name = self.pod_prefix + name
+        host = self._node(node)
+        if not host.run(["test", "-e", netns_path(netns_name)]).ok:
+            raise LabError(f"no pod {name} on {node}", hint="`lab pod ls` lists the pods")
+        container_id = f"{self.name}-{name}-{secrets.token_hex(4)}"
+        return NamespacePod(name=name, node=node, ifname=self.spec.ifname, ip="",
+                            attachment=Attachment(container_id, self.spec.ifname, node,
+                                                  netns_path(netns_name)),
+                            netns_name=netns_name, host=host)
 
     def add_stray_attachment(self, node: str) -> Attachment:
         """ADD behind the runtime's back: a live attachment no cache (and so no GC list) knows."""
@@ -224,27 +284,40 @@ class NamespacePodCluster:
         data_dir = str(ipam.get("dataDir") or DEFAULT_IPAM_DIR)
         return f"{data_dir.rstrip('/')}/{self.spec.name}"
 
-    def pod_subnet(self, node: str) -> str:
-        """The CIDR pods on node get addresses from (cnilab's nodes[] or the IPAM ranges)."""
+    def pod_subnet(self, node: str, family: int | None = None) -> str:
+        """The CIDR pods on node get addresses from in family (default: the primary one):
+        cnilab's nodes[], the IPAM ranges, a plugin's own top-level keys, else the lab's own
+        split of pod_cidr."""
+        family = family or self.spec.families[0]
         conf = self._plugin_conf(node)
+        candidates: list[str] = []
         for item in conf.get("nodes") or []:
-            if isinstance(item, dict) and item.get("name") == node and item.get("podSubnet"):
-                return str(item["podSubnet"])
+            if isinstance(item, dict) and item.get("name") == node:
+                candidates += [str(s) for s in item.get("podSubnets") or []]
+                candidates += [str(item["podSubnet"])] if item.get("podSubnet") else []
         ipam = conf.get("ipam") or {}
         for range_set in ipam.get("ranges") or []:
-            for rng in range_set:
-                if rng.get("subnet"):
-                    return str(rng["subnet"])
-        if ipam.get("subnet"):
-            return str(ipam["subnet"])
-        raise LabError(f"cannot tell the pod subnet of {node} from the network config",
-                       hint="give the node a podSubnet or ipam.ranges")
+            candidates += [str(rng["subnet"]) for rng in range_set if rng.get("subnet")]
+        candidates += [str(ipam["subnet"])] if ipam.get("subnet") else []
+        candidates += [str(conf[key]) for key in ("podSubnet", "subnet")   # plugins' own keys
+                       if isinstance(conf.get(key), str)]
+        candidates += list(self.spec.pod_subnets.get(node, {}).values())
+        for candidate in candidates:
+            with contextlib.suppress(ValueError):
+                if ipaddress.ip_network(candidate, strict=False).version == family:
+                    return candidate
+        raise LabError(f"cannot tell the IPv{family} pod subnet of {node} from the network "
+                       "config", hint="give the node a podSubnet or ipam.ranges")
 
     def _plugin_conf(self, node: str) -> dict[str, Any]:
         config = self.spec.configs.get(node, {})
         if "plugins" in config:
             return dict(config["plugins"][0]) if config["plugins"] else {}
         return config
+
+    def plugin_calls(self) -> list[str]:
+        """The runtime's last plugin calls on every node, with the plugin's stderr."""
+        return [call for runtime in self._runtimes.values() for call in runtime.calls]
 
     def cached_attachments(self, node: str) -> list[CachedAttachment]:
         return self._runtimes[node].cached_attachments()

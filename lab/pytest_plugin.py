@@ -14,8 +14,9 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -46,7 +47,7 @@ def lab(pytestconfig: pytest.Config) -> Iterator[Any]:
     try:
         opened = open_lab(path, pytestconfig.getoption("--lab-name"))
     except LabError as e:
-        pytest.fail(f"cannot open the lab from {path}:\n{e.describe()}", pytrace=False)
+        _stop(f"cannot open the lab from {path}:\n{e.describe()}")
     pytestconfig.stash[_LAB_KEY] = opened
     try:
         yield opened
@@ -58,14 +59,21 @@ def lab(pytestconfig: pytest.Config) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def cluster(lab: Any, pytestconfig: pytest.Config) -> Cluster:
     path = pytestconfig.getoption("--lab-config")
+    name = pytestconfig.getoption("--lab-name")
+    up = f"lab up -c {path}" + (f" --name {name}" if name else "")
     try:
         if not lab.nodes():
             raise LabError(f"lab {lab.name} has no nodes")
         made: Cluster = lab.cluster()
         return made
     except LabError as e:
-        pytest.fail(f"lab {lab.name} is not up: run `lab up -c {path}` first\n{e.describe()}",
-                    pytrace=False)
+        _stop(f"lab {lab.name} is not up: run `{up}` first\n{e.describe()}")
+
+
+def _stop(why: str) -> NoReturn:
+    """Ends the whole run with one message: every scenario needs the lab, so twenty identical
+    errors would say nothing more (the exit code is 1: never a green run without a lab)."""
+    pytest.exit(why, returncode=pytest.ExitCode.TESTS_FAILED)
 
 
 @pytest.fixture(scope="session")
@@ -100,12 +108,17 @@ def pod_factory(cluster: Cluster) -> Iterator[Callable[..., Pod]]:
         return pod
 
     yield make
-    errors = []
-    for pod in reversed(made):
+
+    def delete(pod: Pod) -> str | None:
         try:
             cluster.delete_pod(pod)
         except LabError as e:
-            errors.append(e.describe())
+            return e.describe()
+        return None
+
+    # At once: on Kubernetes each delete waits for the kubelet's teardown (seconds apiece).
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        errors = [e for e in pool.map(delete, reversed(made)) if e]
     if errors:
         pytest.fail("deleting the test's pods failed:\n" + "\n".join(errors), pytrace=False)
 
@@ -128,8 +141,12 @@ def _attach_lab_logs(item: pytest.Item, report: pytest.TestReport, opened: Any) 
     logs_dir = Path(item.config.getoption("--lab-logs-dir"))
     safe_id = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)[-120:]
     lines = []
+    calls = [call for cluster in getattr(opened, "_clusters", [])
+             for call in getattr(cluster, "plugin_calls", list)()]
+    extra = {"plugin-calls.txt": "\n".join(calls) + "\n"} if calls else {}
     try:
-        tarball = write_tarball(opened.provider, opened.name, logs_dir / f"{safe_id}.tar.gz")
+        tarball = write_tarball(opened.provider, opened.name, logs_dir / f"{safe_id}.tar.gz",
+                                extra)
         item.user_properties.append(("lab_logs", str(tarball.resolve())))
         lines.append(f"lab logs: {tarball.resolve()}")
     except Exception as e:  # logs are a courtesy: never hide the test's own failure
@@ -141,6 +158,9 @@ def _attach_lab_logs(item: pytest.Item, report: pytest.TestReport, opened: Any) 
                 lines.append(f"[{node.name}] $ {' '.join(argv)}\n{res.stdout.rstrip()}")
     except Exception as e:
         lines.append(f"reading the nodes failed: {e}")
+    if calls:
+        lines.append("the runtime's last plugin calls (with the plugin's stderr):")
+        lines += calls[-10:]
     text = "\n".join(lines)
     report.sections.append(("lab logs", text))
     item.user_properties.append(("lab_logs_excerpt", text[-4000:]))

@@ -10,7 +10,9 @@ import base64
 import secrets
 import select
 import shlex
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Sequence
@@ -27,6 +29,9 @@ DEFAULT_STATE_DIR = "/var/lib/cnilab"
 # What the remote `timeout` wrapper exits with when it had to stop the command.
 _TIMEOUT_RCS = (124, 137)
 _TIMEOUT_GRACE = 5.0     # seconds after a timeout before the remote side gets SIGKILL
+PERSIST_SECONDS = 600    # a shared connection idle this long ends on its own
+CONTROL_SUFFIX = ".cm"   # <node>.cm in the lab's ssh dir: the shared connection's socket
+_SSH_FAILED = 255        # the system ssh's own failure (not the remote command's exit code)
 
 
 class CommandTimeout(LabError):
@@ -153,7 +158,8 @@ class SshNode:
         """The shell line sent to sshd: [sudo -n] [env K=V…] [timeout …] argv (pure; tested)."""
         return remote_command_line(argv, as_root=self.use_sudo, timeout=timeout, env=env)
 
-    def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float = 60,
+    def run(self, argv: Sequence[str], *, input: str | bytes | None = None,
+            timeout: float = 60,
             env: dict[str, str] | None = None) -> CommandResult:
         argv = tuple(argv)
         if not argv:
@@ -175,11 +181,15 @@ class SshNode:
         finally:
             chan.close()
             writer.join(timeout=1)
-        elapsed = time.monotonic() - started
+        return self._result(argv, rc, out, err, time.monotonic() - started, timeout)
+
+    def _result(self, argv: Sequence[str], rc: int | None, out: str, err: str,
+                elapsed: float, timeout: float) -> CommandResult:
+        """The command's result, or CommandTimeout when the node's `timeout` had to stop it."""
         if rc is None or (rc in _TIMEOUT_RCS and elapsed >= timeout):
             raise CommandTimeout(f"timed out after {timeout:g}s: {shlex.join(argv)}",
                                  where=self.where, output=(err or out))
-        return CommandResult(argv=argv, rc=rc, stdout=out, stderr=err)
+        return CommandResult(argv=tuple(argv), rc=rc, stdout=out, stderr=err)
 
     def put_file(self, local: Path, remote: str, mode: int = 0o755) -> None:
         """Copies local to remote (parents created), replacing it atomically, with mode."""
@@ -206,6 +216,47 @@ class SshNode:
             raise LabError(f"upload of {local} to {remote} failed: {e}", where=self.where) from None
         self.run(["install", "-D", "-m", f"{mode:o}", staging, str(remote_path)]).check(self.where)
         self.run(["rm", "-f", staging]).check(self.where)
+
+    # --- a connection shared across `lab` processes (OpenSSH ControlMaster) ------------------
+
+    @property
+    def control_path(self) -> Path:
+        return self.files_dir / f"{self.name}{CONTROL_SUFFIX}"
+
+    def run_shared(self, argv: Sequence[str], *, input: str | bytes | None = None,
+                   timeout: float = 60) -> CommandResult:
+        """run, through the system ssh over a connection that outlives this process.
+
+        Each `lab deploy` is a new process; a fresh SSH handshake costs it 0.6-1.2 s with a
+        busy TCG guest. The first call makes an OpenSSH master connection (pinned host key,
+        lab key), later calls, from any process, open a session on it at once, the way
+        Ansible reuses its connections. It ends after PERSIST_SECONDS idle, or at `lab down`.
+        Without an ssh binary, or a socket path too long for AF_UNIX, it is plain run; so it
+        is when ssh itself fails (the command then runs once more, over paramiko).
+        """
+        if shutil.which("ssh") is None or len(str(self.control_path)) > 100:
+            return self.run(argv, input=input, timeout=timeout)
+        config = self.write_ssh_files()
+        line = self.remote_command(argv, timeout=timeout)
+        data = input.encode() if isinstance(input, str) else (input or b"")
+        started = time.monotonic()
+        try:
+            done = subprocess.run(
+                ["ssh", "-F", str(config), "-o", "BatchMode=yes", "-o", "ControlMaster=auto",
+                 "-o", f"ControlPath={self.control_path}",
+                 "-o", f"ControlPersist={PERSIST_SECONDS}",
+                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
+                 self.name, "--", line],
+                input=data, capture_output=True,
+                timeout=timeout + _TIMEOUT_GRACE + self.connect_timeout + 5, check=False)
+        except subprocess.TimeoutExpired:
+            raise CommandTimeout(f"timed out after {timeout:g}s: {shlex.join(argv)}",
+                                 where=self.where) from None
+        if done.returncode == _SSH_FAILED:
+            return self.run(argv, input=input, timeout=timeout)
+        return self._result(argv, done.returncode, done.stdout.decode(errors="replace"),
+                            done.stderr.decode(errors="replace"),
+                            time.monotonic() - started, timeout)
 
     # --- files for other SSH clients (testinfra, system ssh) --------------------------------
 
@@ -242,6 +293,24 @@ class SshNode:
         else:
             argv += ["-t", self.name]
         return argv
+
+
+def close_shared_connections(ssh_dir: Path, timeout: float = 10) -> list[str]:
+    """Ends every shared connection whose socket is in a lab's ssh dir (at `lab down`);
+    returns the nodes whose connection was still open."""
+    closed = []
+    for socket_path in sorted(ssh_dir.glob(f"*{CONTROL_SUFFIX}")) if ssh_dir.is_dir() else []:
+        if shutil.which("ssh") is not None:
+            try:
+                done = subprocess.run(["ssh", "-F", "/dev/null", "-o",
+                                       f"ControlPath={socket_path}", "-O", "exit", "cnilab-node"],
+                                      capture_output=True, timeout=timeout, check=False)
+                if done.returncode == 0:
+                    closed.append(socket_path.name[:-len(CONTROL_SUFFIX)])
+            except subprocess.TimeoutExpired:
+                pass
+        socket_path.unlink(missing_ok=True)
+    return closed
 
 
 class HostKeyMismatch(LabError):
@@ -322,12 +391,12 @@ def _fingerprint(key: Any) -> str:
     return f"{key.get_name()} {key.fingerprint}"
 
 
-def _feed_stdin(chan: paramiko.Channel, data: str | None) -> threading.Thread:
+def _feed_stdin(chan: paramiko.Channel, data: str | bytes | None) -> threading.Thread:
     """Writes stdin in a thread: a large input must not block reading the output."""
     def feed() -> None:
         try:
             if data:
-                chan.sendall(data.encode())
+                chan.sendall(data.encode() if isinstance(data, str) else data)
             chan.shutdown_write()
         except (OSError, EOFError):
             pass     # the command exited without reading all of its input

@@ -6,7 +6,7 @@ import sys
 
 
 def main() -> int:
-    from plugin.skel import dispatch
+    from plugin.cni.skel import dispatch
 
     outcome = dispatch(os.environ, sys.stdin.buffer.read())
     sys.stdout.write(outcome.stdout)

@@ -1,50 +1,65 @@
-"""Pods on different nodes reach each other: what a multi-node CNI plugin is for."""
+"""Pods on different nodes reach each other: what a multi-node CNI plugin is for. Every
+scenario runs in each family the lab has (`[v4]`, `[v6]` in the test id)."""
 from __future__ import annotations
 
 import itertools
 
 import pytest
-from conftest import iperf3_gbits
+
+from .support import address, iperf3_gbits
 
 
-def test_cross_node_pod_to_pod_icmp_both_directions(probe, two_nodes, pod_per_node):
+def test_cross_node_pod_to_pod_icmp_both_directions(probe, cluster, two_nodes, pod_per_node,
+                                                    family):
     a, b = (pod_per_node[n.name] for n in two_nodes)
-    assert probe.ping(a, b.ip).ok, f"{a.name}@{a.node} -> {b.name}@{b.node} ({b.ip}): no reply"
-    assert probe.ping(b, a.ip).ok, f"{b.name}@{b.node} -> {a.name}@{a.node} ({a.ip}): no reply"
+    for src, dst in ((a, b), (b, a)):
+        ip = address(dst, family)
+        assert probe.ping(src, ip).ok, probe.unreachable(
+            cluster, src, ip, f"{src.name}@{src.node} -> {dst.name}@{dst.node} ({ip}): "
+                              "no ICMP reply")
 
 
-def test_cross_node_pod_to_pod_tcp_both_directions(probe, two_nodes, pod_per_node):
+def test_cross_node_pod_to_pod_tcp_both_directions(probe, cluster, two_nodes, pod_per_node,
+                                                   family):
     a, b = (pod_per_node[n.name] for n in two_nodes)
-    assert probe.tcp_echo(a, b) == f"pong from-{a.name}", f"TCP {a.node} -> {b.node} failed"
-    assert probe.tcp_echo(b, a) == f"pong from-{b.name}", f"TCP {b.node} -> {a.node} failed"
+    for src, dst in ((a, b), (b, a)):
+        assert probe.tcp_echo(src, dst, family=family) == f"pong from-{src.name}", \
+            probe.unreachable(cluster, src, address(dst, family),
+                              f"TCP {src.name}@{src.node} -> {dst.name}@{dst.node} failed")
 
 
-def test_cross_node_node_reaches_pods_on_other_nodes(probe, cluster, pod_per_node):
-    failures = [f"{node.name} -> {pod.name}@{pod.node} ({pod.ip})"
+def test_cross_node_node_reaches_pods_on_other_nodes(probe, cluster, pod_per_node, family):
+    failures = [f"{node.name} -> {pod.name}@{pod.node} ({address(pod, family)})"
                 for node in cluster.nodes() for pod in pod_per_node.values()
-                if pod.node != node.name and not probe.node_ping(node, pod.ip).succeeded]
+                if pod.node != node.name
+                and not probe.node_ping(node, address(pod, family)).succeeded]
     assert not failures, "no reply: " + ", ".join(failures)
 
 
-def test_cross_node_full_mesh_icmp(probe, cluster, pod_per_node):
+def test_cross_node_full_mesh_icmp(probe, cluster, pod_per_node, family):
     if len(pod_per_node) < 3:
         pytest.skip("the full mesh needs 3 nodes")
-    failures = [f"{a.node} -> {b.node}"
-                for a, b in itertools.permutations(pod_per_node.values(), 2)
-                if not probe.ping(a, b.ip).ok]
-    assert not failures, "pod pairs without ICMP: " + ", ".join(failures)
+    failures = [(a, b) for a, b in itertools.permutations(pod_per_node.values(), 2)
+                if not probe.ping(a, address(b, family)).ok]
+    assert not failures, probe.unreachable(
+        cluster, failures[0][0], address(failures[0][1], family),
+        "pod pairs without ICMP: " + ", ".join(f"{a.node} -> {b.node}" for a, b in failures))
 
 
-def test_cross_node_full_size_packets_pass(probe, cluster, two_nodes, pod_per_node):
+def test_cross_node_full_size_packets_pass(probe, cluster, two_nodes, pod_per_node, family):
     """The pod MTU is honest: a full-size, don't-fragment packet crosses the overlay."""
     a, b = (pod_per_node[n.name] for n in two_nodes)
-    mtu = cluster.mtu or 1500
-    assert probe.ping(a, b.ip, size=mtu - 28).ok, (
-        f"a {mtu}-byte DF packet from {a.node} to {b.node} was lost: "
+    mtu, ip = cluster.mtu or 1500, address(b, family)
+    assert probe.ping(a, ip).ok, probe.unreachable(
+        cluster, a, ip, f"{a.node} -> {b.node}: no reply even to small packets, so this is "
+                        "not about the MTU")
+    assert probe.ping(a, ip, mtu=mtu).ok, (
+        f"a {mtu}-byte DF packet from {a.node} to {b.node} ({ip}) was lost: "
         f"the pod MTU is larger than the path")
 
 
-def test_cross_node_throughput_pod_to_pod_vs_node_to_node(two_nodes, pod_per_node, request):
+def test_cross_node_throughput_pod_to_pod_vs_node_to_node(probe, cluster, two_nodes, pod_per_node,
+                                                          family, request):
     """Recorded, not asserted beyond "traffic flowed": see the report's properties."""
     # user_properties reach --junitxml in every junit_family (record_property warns on xunit2)
     def record_property(name, value):
@@ -52,13 +67,17 @@ def test_cross_node_throughput_pod_to_pod_vs_node_to_node(two_nodes, pod_per_nod
 
     n1, n2 = two_nodes
     a, b = pod_per_node[n1.name], pod_per_node[n2.name]
-    pods = iperf3_gbits(a.exec, b.exec, b.ip)
+    ip = address(b, family)
+    assert probe.ping(a, ip).ok, probe.unreachable(
+        cluster, a, ip, f"{a.name}@{n1.name} -> {b.name}@{n2.name}: no reachability, so no "
+                        "throughput to measure (iperf3 not run)")
+    pods = iperf3_gbits(a.exec, b.exec, ip)
     nodes = iperf3_gbits(n1.run, n2.run, n2.address)
-    record_property("pod_to_pod_gbits", round(pods, 2))
+    record_property(f"pod_to_pod_gbits_v{family}", round(pods, 2))
     record_property("node_to_node_gbits", round(nodes, 2))
     ratio = pods / nodes if nodes else 0.0
-    record_property("pod_over_node_ratio", round(ratio, 3))
-    print(f"\n  iperf3 1 stream {n1.name} -> {n2.name}\n"
+    record_property(f"pod_over_node_ratio_v{family}", round(ratio, 3))
+    print(f"\n  iperf3 1 stream {n1.name} -> {n2.name} (pods over IPv{family})\n"
           f"  pod -> pod   {pods:7.2f} Gbit/s\n  node -> node {nodes:7.2f} Gbit/s\n"
           f"  ratio        {ratio:7.3f}")
     assert nodes > 0, f"iperf3 between the nodes {n1.name} -> {n2.name} moved nothing"

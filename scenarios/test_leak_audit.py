@@ -1,17 +1,19 @@
-"""After every other scenario (this module runs last): nothing the suite made is left."""
+"""After every other scenario (this module runs last): nothing the suite made is left: no host
+interface, lease, pod namespace, or host route to a pod address (v4 or v6)."""
 from __future__ import annotations
 
-from conftest import snapshot
+from .support import snapshot
 
 
-def test_no_stray_pod_host_interface_lease_or_namespace(cluster, node_host, leak_baseline):
-    now = snapshot(cluster, node_host)
+def test_no_stray_pod_host_interface_lease_or_namespace(cluster, leak_baseline):
+    now = snapshot(cluster)
     leftovers = []
     for node, before in leak_baseline.items():
         after = now[node]
         for what, extra in (("host interfaces", after.host_interfaces - before.host_interfaces),
                             ("IPAM leases", after.leases - before.leases),
-                            ("network namespaces", after.namespaces - before.namespaces)):
+                            ("network namespaces", after.namespaces - before.namespaces),
+                            ("host routes to pods", after.pod_routes - before.pod_routes)):
             if extra:
                 leftovers.append(f"{node}: {what} {sorted(extra)}")
     assert not leftovers, "the suite leaked:\n" + "\n".join(leftovers)

@@ -1,26 +1,36 @@
-"""Pods on one node reach each other, and the node reaches its pods."""
+"""Pods on one node reach each other, and the node reaches its pods, in every family the lab
+runs (`[v4]`, `[v6]` in the test id)."""
 from __future__ import annotations
 
+from .support import address
 
-def test_same_node_pod_to_pod_icmp_both_directions(probe, neighbours):
+
+def test_same_node_pod_to_pod_icmp_both_directions(probe, cluster, neighbours, family):
     a, b = neighbours
-    assert probe.ping(a, b.ip).ok, f"{a.name} -> {b.name} ({b.ip}) on {a.node}: no ICMP reply"
-    assert probe.ping(b, a.ip).ok, f"{b.name} -> {a.name} ({a.ip}) on {a.node}: no ICMP reply"
+    for src, dst in ((a, b), (b, a)):
+        ip = address(dst, family)
+        assert probe.ping(src, ip).ok, probe.unreachable(
+            cluster, src, ip, f"{src.name} -> {dst.name} ({ip}) on {src.node}: no ICMP reply")
 
 
-def test_same_node_pod_to_pod_tcp_both_directions(probe, neighbours):
+def test_same_node_pod_to_pod_tcp_both_directions(probe, cluster, neighbours, family):
     a, b = neighbours
-    assert probe.tcp_echo(a, b) == f"pong from-{a.name}", f"TCP {a.name} -> {b.name} failed"
-    assert probe.tcp_echo(b, a) == f"pong from-{b.name}", f"TCP {b.name} -> {a.name} failed"
+    for src, dst in ((a, b), (b, a)):
+        assert probe.tcp_echo(src, dst, family=family) == f"pong from-{src.name}", \
+            probe.unreachable(cluster, src, address(dst, family),
+                              f"TCP {src.name} -> {dst.name} on {src.node} failed")
 
 
-def test_same_node_node_reaches_its_pods(probe, cluster, pod_per_node):
+def test_same_node_node_reaches_its_pods(probe, cluster, pod_per_node, family):
     for node in cluster.nodes():
-        pod = pod_per_node[node.name]
-        assert probe.node_ping(node, pod.ip).succeeded, f"{node.name} -> its pod {pod.ip}"
+        ip = address(pod_per_node[node.name], family)
+        assert probe.node_ping(node, ip).succeeded, f"{node.name} -> its pod {ip}: no reply"
 
 
-def test_same_node_full_size_packets_pass(probe, cluster, neighbours):
+def test_same_node_full_size_packets_pass(probe, cluster, neighbours, family):
     a, b = neighbours
-    mtu = cluster.mtu or 1500
-    assert probe.ping(a, b.ip, size=mtu - 28).ok, f"{mtu}-byte packet {a.name} -> {b.name}"
+    mtu, ip = cluster.mtu or 1500, address(b, family)
+    assert probe.ping(a, ip).ok, probe.unreachable(
+        cluster, a, ip, f"{a.name} -> {b.name}: no reply even to small packets, so this is "
+                        "not about the MTU")
+    assert probe.ping(a, ip, mtu=mtu).ok, f"{mtu}-byte packet {a.name} -> {b.name} ({ip})"

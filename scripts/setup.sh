@@ -4,16 +4,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(
-  iproute2 iputils-ping iperf3 procps kmod strace     # netns lab, scenarios; strace: tests
+# `setup.sh netns`: only what a netns lab and the scenarios need (make demo); no argument:
+# everything the tests and benchmarks use (make test).
+NETNS_PACKAGES=(
+  iproute2 iputils-ping iperf3 procps kmod            # netns lab, scenarios
   containernetworking-plugins                         # host-local IPAM + reference ptp/bridge baselines
+)
+ALL_PACKAGES=(
+  "${NETNS_PACKAGES[@]}" strace jq                    # strace: tests; jq: the shell-plugin example
   openssh-server openssh-client                       # a real sshd for the SSH tests
   sudo                                                # SshNode's sudo path, tested for real
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
   dnsmasq-base iptables mmdebstrap e2fsprogs xorriso  # VMs: libvirt, image build
+  podman                                              # lab image pod: pod images for K3s
+  xdelta3                                             # lab deploy: a changed plugin as a delta
   vagrant vagrant-libvirt                             # `vagrant validate` of the Vagrantfile
   hyperfine                                           # bench/
 )
+case "${1:-all}" in
+  netns) APT_PACKAGES=("${NETNS_PACKAGES[@]}"); EXTRAS="" ;;
+  all) APT_PACKAGES=("${ALL_PACKAGES[@]}"); EXTRAS="[dev]" ;;
+  *) echo "usage: $0 [netns|all]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -30,7 +42,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "• venv: .venv ($($PY --version))"
   "$PY" -m venv .venv
 fi
-echo "• pip: cnilab[dev]"
+echo "• pip: cnilab$EXTRAS"
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/python -m pip install -q -e ".$EXTRAS"
 echo "✓ set up: activate with 'source .venv/bin/activate'"

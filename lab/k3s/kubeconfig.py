@@ -14,7 +14,7 @@ from typing import Any
 import yaml  # PyYAML: comes with the kubernetes client (the k8s extra)
 
 from lab.api import LabError, Node
-from lab.k3s.commands import NODE_KUBECONFIG, server_url
+from lab.k3s.cmdlines import NODE_KUBECONFIG, server_url
 
 KUBECONFIG_NAME = "kubeconfig"
 

@@ -73,10 +73,11 @@ def primary_conflist_name(spec: NetworkSpec) -> str:
     return f"05-{spec.name}.conflist"
 
 
-def attachment_ip(network_status: str | None, spec: NetworkSpec, namespace: str) -> str | None:
-    """The IPv4 Multus reports for this network in a pod's network-status annotation."""
+def attachment_ips(network_status: str | None, spec: NetworkSpec,
+                   namespace: str) -> dict[int, str]:
+    """family -> the address Multus reports for this network in a pod's network-status."""
     if not network_status:
-        return None
+        return {}
     try:
         entries = json.loads(network_status)
     except json.JSONDecodeError:
@@ -86,7 +87,20 @@ def attachment_ip(network_status: str | None, spec: NetworkSpec, namespace: str)
         if not isinstance(entry, dict):
             continue
         if entry.get("name") in wanted and entry.get("interface", spec.ifname) == spec.ifname:
-            for ip in entry.get("ips") or []:
-                if ":" not in ip:
-                    return str(ip).split("/")[0]
-    return None
+            return by_family(entry.get("ips") or [])
+    return {}
+
+
+def by_family(addresses: list[Any]) -> dict[int, str]:
+    """family -> the first address of it, prefix dropped, v4 first."""
+    found: dict[int, str] = {}
+    for address in addresses:
+        text = str(address).split("/")[0]
+        found.setdefault(6 if ":" in text else 4, text)
+    return dict(sorted(found.items()))
+
+
+def attachment_ip(network_status: str | None, spec: NetworkSpec, namespace: str) -> str | None:
+    """The primary address (v4 when it has one) Multus reports for this network."""
+    found = attachment_ips(network_status, spec, namespace)
+    return next(iter(found.values()), None)

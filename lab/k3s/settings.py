@@ -52,8 +52,11 @@ class K3sSettings(BaseModel):
     arch: Literal["amd64", "arm64"] = "amd64"
     # connected: checksum of the release binary, required for versions we have no pin for.
     sha256: str | None = None
-    # airgap: the k3s binary on the harness side (copied to /usr/local/bin/k3s on each node) and
-    # image tarballs (copied to /var/lib/rancher/k3s/agent/images/ before K3s starts).
+    # airgap: one folder holding what the nodes need (lab.k3s.airgap says what it looks for);
+    # default $CNILAB_AIRGAP_DIR, else ./airgap. `binary` and `images` name files explicitly:
+    # the k3s binary (copied to /usr/local/bin/k3s on each node) and image tarballs (copied to
+    # /var/lib/rancher/k3s/agent/images/ before K3s starts).
+    airgap_dir: Path | None = None
     binary: Path | None = None
     images: list[Path] = Field(default_factory=list)
     # Optional: the upstream install.sh; run with INSTALL_K3S_SKIP_DOWNLOAD=true. Without it the
@@ -66,9 +69,16 @@ class K3sSettings(BaseModel):
     cni_bin_dir: str | None = None      # override what the node's containerd config says
     cni_conf_dir: str | None = None
     primary: bool = False               # the plugin is the cluster network; flannel disabled
-    ready_timeout: float = 300          # seconds for all nodes to turn Ready
-    pod_image: str = "docker.io/nicolaka/netshoot:v0.13"
-    pod_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    # seconds for the API, the nodes, each pod: a last resort (a crash-looping unit or a pod
+    # that will not start is reported at once), so it is sized for a starved TCG host
+    ready_timeout: float = 600
+    # Scenario pods need ip, ping, iperf3 and python3 (the TCP echo). Default: netshoot when
+    # connected; air-gapped, the image `lab image pod` builds (its tarball in the airgap dir).
+    pod_image: str | None = None
+    pod_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    # The sandbox image (`--pause-image`). Default: K3s's own; air-gapped with the tarball
+    # `lab image pod` writes, that image.
+    pause_image: str | None = None
     namespace: str = "cnilab"           # scenario pods and the NetworkAttachmentDefinition
 
     @field_validator("version")
@@ -100,19 +110,11 @@ class K3sSettings(BaseModel):
 
     @model_validator(mode="after")
     def _inputs_for_mode(self) -> K3sSettings:
-        if self.mode == "airgap":
-            if self.binary is None:
-                raise ValueError("mode = \"airgap\" needs binary = \"/path/to/k3s\" (the release "
-                                 "binary for the nodes' architecture)")
-        elif self.expected_sha256 is None:
+        if self.mode == "connected" and self.expected_sha256 is None:
             raise ValueError(f"no pinned checksum for K3s {self.version} ({self.arch}): set "
                              "sha256 from the release's sha256sum-" + self.arch + ".txt, or "
                              f"use version = \"{K3S_DEFAULT_VERSION}\"")
         return self
-
-    def local_inputs(self) -> list[Path]:
-        """Harness-side files to copy (checked when used: relative to the config's folder)."""
-        return [p for p in (self.binary, *self.images, self.install_script) if p is not None]
 
     @property
     def expected_sha256(self) -> str | None:
@@ -132,8 +134,10 @@ class MultusSettings(BaseModel):
     mode: Literal["daemonset", "host"] = "daemonset"
     flavor: Literal["thick", "thin"] = "thick"     # daemonset mode only
     image: str | None = None        # default: upstream ghcr.io image of `version` (+ -thick)
-    binary: Path | None = None      # host mode: the thin `multus` binary copied to each node
-    ready_timeout: float = 180
+    # host mode: the thin `multus` binary copied to each node (default: `multus` in the
+    # k3s airgap dir)
+    binary: Path | None = None
+    ready_timeout: float = 300
 
     @field_validator("version")
     @classmethod
@@ -143,14 +147,20 @@ class MultusSettings(BaseModel):
                              f"{MULTUS_DEFAULT_VERSION}")
         return version
 
-    @model_validator(mode="after")
-    def _inputs_for_mode(self) -> MultusSettings:
-        if self.mode == "host" and self.binary is None:
-            raise ValueError("mode = \"host\" needs binary = \"/path/to/multus\" (the thin "
-                             "plugin from the multus-cni release tarball)")
-        return self
-
     @property
     def image_ref(self) -> str:
         suffix = "-thick" if self.flavor == "thick" else ""
         return self.image or f"ghcr.io/k8snetworkplumbingwg/multus-cni:{self.version}{suffix}"
+
+    @property
+    def max_cni_version(self) -> str:
+        """The newest CNI spec this Multus hands to delegates: v4.0.x vendor libcni 1.1
+        (spec 1.0.0), v4.1.0 on libcni 1.2 (spec 1.1.0)."""
+        major, minor = (int(p) for p in self.version[1:].split(".")[:2])
+        return "1.1.0" if (major, minor) >= (4, 1) else "1.0.0"
+
+
+def runtime_max_cni_version(k3s_minor_version: int) -> str:
+    """The newest CNI spec K3s's containerd reads in the conf dir: releases up to v1.23 ship
+    containerd 1.4/1.5 with libcni 0.8 (spec 0.4.0); later ones libcni 1.x (1.0.0)."""
+    return "0.4.0" if k3s_minor_version <= 23 else "1.0.0"

@@ -111,17 +111,22 @@ class NetnsNode:
     state_dir: str
     netns: str
 
-    def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float = 60,
+    # Commands are local subprocesses: with no input given they read our own stdin.
+    inherits_stdin = True
+
+    def run(self, argv: Sequence[str], *, input: str | bytes | None = None,
+            timeout: float = 60,
             env: dict[str, str] | None = None) -> CommandResult:
         full = ("nsenter", f"--net={NETNS_DIR / self.netns}", "--", *argv)
         proc_env = {**os.environ, **env} if env is not None else None
+        data = input.encode() if isinstance(input, str) else input   # bytes pass unchanged
         try:
-            done = subprocess.run(full, input=input, capture_output=True, text=True,
-                                  errors="replace", timeout=timeout, env=proc_env, check=False)
+            done = subprocess.run(full, input=data, capture_output=True, timeout=timeout,
+                                  env=proc_env, check=False)
         except subprocess.TimeoutExpired as e:
             return CommandResult(tuple(argv), 124, _text(e.stdout),
                                  _text(e.stderr) + f"\ntimed out after {timeout}s on {self.name}")
-        return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
+        return CommandResult(tuple(argv), done.returncode, _text(done.stdout), _text(done.stderr))
 
     def put_file(self, local: Path, remote: str, mode: int = 0o755) -> None:
         """Copies onto the host filesystem (shared by every netns node); atomic, so a plugin
@@ -189,19 +194,24 @@ class NetnsProvider:
             switch_cmds.append(f"link set {port} master {BRIDGE} up")
         _wait_all({SWITCH: _ip_batch(switch_cmds, sw)}, "wiring the lab switch")
 
-        prefix = self.config.network.underlay_net.prefixlen
-        addresses = self.config.underlay_addresses()
+        underlays = self.config.network.underlay_nets
+        by_family = self.config.underlay_addresses_by_family()
         batches = {}
         for node, ns in wanted.items():
             (self.host_root / node).mkdir(parents=True, exist_ok=True)
-            batches[node] = _ip_batch([
-                "link set lo up",
-                f"addr replace {addresses[node]}/{prefix} dev {NODE_IF}",
-                f"link set {NODE_IF} up",
-                # a node routes for its pods, like any CNI node
-                f"netns exec {ns} sysctl -qw net.ipv4.ip_forward=1",
-            ], ns)
+            cmds = ["link set lo up"]
+            for version, net in underlays.items():
+                # v6: no DAD, the address is usable at once (the lab chose it: no clash)
+                flags = " nodad" if version == 6 else ""
+                cmds.append(f"addr replace {by_family[version][node]}/{net.prefixlen} "
+                            f"dev {NODE_IF}{flags}")
+            cmds.append(f"link set {NODE_IF} up")
+            # a node routes for its pods, like any CNI node (v6 forwarding only where the
+            # lab has v6: the plugin under test turns it on itself when it needs it)
+            cmds.append(f"netns exec {ns} sysctl -qw net.ipv4.ip_forward=1")
+            batches[node] = _ip_batch(cmds, ns)
         _wait_all(batches, "configuring nodes")
+        addresses = self.config.underlay_addresses()
         return [self._node(n.name, str(addresses[n.name])) for n in self.config.nodes]
 
     def _switch_ports(self, sw: str) -> set[str]:
@@ -218,8 +228,10 @@ class NetnsProvider:
         return found
 
     def _addresses(self, namespaces: dict[str, str]) -> dict[str, str]:
-        """Each node's underlay IPv4 address, read from its eth0 ("" when it has none)."""
-        procs = {name: _ip(["-j", "-4", "addr", "show", "dev", NODE_IF], ns)
+        """Each node's primary underlay address, read from its eth0 ("" when it has none)."""
+        family = f"-{self.config.network.underlay_net.version}"
+        procs = {name: _ip(["-j", family, "addr", "show", "dev", NODE_IF, "scope", "global"],
+                           ns)
                  for name, ns in namespaces.items()}
         result = {}
         for name, proc in procs.items():

@@ -12,8 +12,20 @@ import pytest
 from lab.cli import main
 from lab.providers.netns import lab_namespaces
 
+# A plugin stand-in that answers VERSION (lab up asks it) and nothing else.
+STAND_IN = ('#!/bin/sh\necho \'{"cniVersion": "1.1.0", "supportedVersions": '
+            '["0.4.0", "1.0.0", "1.1.0"]}\'\n')
 
-def write_config(tmp_path: Path, name: str, plugin: str = "/bin/true") -> Path:
+
+def stand_in(tmp_path: Path) -> str:
+    plugin = tmp_path / "stand-in-plugin"
+    plugin.write_text(STAND_IN)
+    plugin.chmod(0o755)
+    return str(plugin)
+
+
+def write_config(tmp_path: Path, name: str, plugin: str | None = None) -> Path:
+    plugin = plugin or stand_in(tmp_path)
     path = tmp_path / "lab.toml"
     path.write_text(textwrap.dedent(f"""
         [lab]
@@ -115,8 +127,12 @@ def test_up_status_exec_logs_down(lab_toml, tmp_path, capsys):
 
     assert main(["-c", str(path), "down"]) == 0
     assert lab_namespaces(name) == []
-    assert main(["-c", str(path), "status", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["-c", str(path), "status", "--json"]) == 1     # nodes missing: not "ok"
     assert {n["state"] for n in json.loads(capsys.readouterr().out)["nodes"]} == {"missing"}
+    assert main(["-c", str(path), "logs", "-o", str(tmp_path / "none.tar.gz")]) == 1
+    assert "has no nodes: no logs to collect" in capsys.readouterr().err
+    assert not (tmp_path / "none.tar.gz").exists()
 
 
 @pytest.mark.root
@@ -132,12 +148,167 @@ def test_name_override_makes_a_second_lab(lab_toml, capsys):
 
 
 @pytest.mark.root
-def test_failed_up_reports_and_cleans_up(tmp_path, capsys):
+def test_a_missing_plugin_is_reported_before_anything_is_made(tmp_path, capsys):
     name = "t3" + secrets.token_hex(3)
     path = write_config(tmp_path, name, plugin=str(tmp_path / "nope"))
     assert main(["-c", str(path), "up"]) == 1
     err = capsys.readouterr().err
-    assert "✗ install the plugin under test" in err
+    assert "• provision" not in err           # found out before anything was made
     assert "plugin.path: no plugin executable at" in err and "python -m plugin.build" in err
     assert "Traceback" not in err
     assert lab_namespaces(name) == []
+
+
+@pytest.mark.root
+def test_deploy_puts_a_changed_plugin_on_every_netns_node(tmp_path, capsys):
+    """`lab deploy` is the inner loop on every kind of lab, not only on K3s."""
+    plugin = tmp_path / "myplugin"
+    answer = STAND_IN.split("\n")[1]
+    plugin.write_text(f'#!/bin/sh\n[ "$CNI_COMMAND" = VERSION ] && {answer} && exit 0\necho one\n')
+    plugin.chmod(0o755)
+    name = "t3" + secrets.token_hex(3)
+    path = write_config(tmp_path, name, plugin=str(plugin))
+    try:
+        assert main(["-c", str(path), "up"]) == 0
+        plugin.write_text(plugin.read_text().replace("echo one", "echo two"))
+        capsys.readouterr()
+        assert main(["-c", str(path), "deploy"]) == 0
+        assert "myplugin -> 2 nodes as cnilab" in capsys.readouterr().err
+        from lab.session import open_lab
+
+        with open_lab(path) as lab:
+            for node in lab.nodes():
+                ran = node.run([f"{node.state_dir}/bin/cnilab"])
+                assert ran.stdout == "two\n", (node.name, ran)
+    finally:
+        main(["-c", str(path), "down"])
+    assert lab_namespaces(name) == []
+
+
+@pytest.mark.root
+def test_exec_passes_piped_stdin_on(lab_toml):
+    """`lab exec NODE -- sh -c 'cat > f' < file` as a user types it: binary-safe."""
+    import hashlib
+    import subprocess
+    import sys
+
+    path, _ = lab_toml
+    assert main(["-c", str(path), "up"]) == 0
+    data = bytes(range(256)) * 64
+    lab = Path(sys.executable).parent / "lab"
+    done = subprocess.run([str(lab), "-c", str(path), "exec", "node1", "--", "sha256sum"],
+                          input=data, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.root
+def test_up_refuses_a_cni_version_the_plugin_does_not_serve(tmp_path, capsys):
+    """The reference ptp serves up to 1.0.0: with the default 1.1.0 every ADD would fail."""
+    name = "t3" + secrets.token_hex(3)
+    path = tmp_path / "lab.toml"
+    ptp = ('[plugin]\npath = "/usr/lib/cni/ptp"\n[plugin.config.ipam]\ntype = "host-local"\n'
+           'subnet = "${NODE_POD_SUBNET}"\n')
+    path.write_text(f'[lab]\nname = "{name}"\nstate_dir = "{tmp_path}/st"\n'
+                    f'[[nodes]]\nname = "node1"\n{ptp}')
+    try:
+        assert main(["-c", str(path), "up"]) == 1
+        err = capsys.readouterr().err
+        assert "ptp does not serve cniVersion 1.1.0" in err
+        assert 'set cniVersion = "1.0.0"' in err
+        assert lab_namespaces(name) == []          # the failed lab was cleaned up
+        path.write_text(path.read_text().replace("[plugin.config.ipam]",
+                                                 '[plugin.config]\ncniVersion = "1.0.0"\n'
+                                                 "[plugin.config.ipam]"))
+        assert main(["-c", str(path), "up"]) == 0
+        assert "ptp serves cniVersion 1.0.0" in capsys.readouterr().err
+    finally:
+        main(["-c", str(path), "down"])
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"lab (cnilab) {version('cnilab')}"
+
+
+@pytest.mark.root
+def test_ls_lists_this_hosts_labs_from_their_resources(lab_toml, capsys):
+    path, name = lab_toml
+    assert main(["-c", str(path), "up"]) == 0
+    capsys.readouterr()
+    assert main(["ls", "--json"]) == 0
+    rows = {row["lab"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows[name]["provider"] == "netns"
+    assert rows[name]["nodes"] == ["node1", "node2"]     # not the switch, not pods
+    assert main(["ls"]) == 0
+    assert any(line.split()[:2] == [name, "netns"] for line in
+               capsys.readouterr().out.splitlines())
+    assert main(["-c", str(path), "down"]) == 0
+    capsys.readouterr()
+    assert main(["ls", "--json"]) == 0
+    assert name not in {row["lab"] for row in json.loads(capsys.readouterr().out)}
+
+
+def test_global_options_after_nested_actions_and_before_the_command(tmp_path, capsys):
+    """`lab image list -c X` and `lab exec NODE -c CFG -- cmd`: -c belongs to lab."""
+    from lab.cli import build_parser, split_command
+
+    own, command = split_command(["exec", "node1", "-c", "x.toml", "--", "ip", "-c", "addr"])
+    args = build_parser().parse_args(own)
+    assert (str(args.config), args.node, command) == ("x.toml", "node1", ["ip", "-c", "addr"])
+    args = build_parser().parse_args(["image", "list", "-c", "y.toml", "--name", "n"])
+    assert (str(args.config), args.name, args.image_command) == ("y.toml", "n", "list")
+    # without --, the node's command is everything after NODE, as before
+    assert build_parser().parse_args(["exec", "node1", "ip", "addr"]).argv == ["ip", "addr"]
+    assert main(["status", "--", "ip"]) == 2
+    assert "unexpected arguments after --" in capsys.readouterr().err
+    assert main(["exec", "node1", "ip", "-br", "addr"]) == 2
+    assert "goes after --: lab exec NODE -- ip -br addr" in capsys.readouterr().err
+
+
+@pytest.mark.root
+def test_exec_with_the_config_after_the_node(lab_toml, capsys):
+    path, _ = lab_toml
+    assert main(["up", "-c", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["exec", "node2", "-c", str(path), "--", "sh", "-c", "echo -c works"]) == 0
+    assert capsys.readouterr().out == "-c works\n"
+
+
+@pytest.mark.root
+def test_a_lab_name_taken_by_another_config_is_refused(lab_toml, tmp_path, capsys):
+    """Before: a second address on eth0 and a second plugin beside the first."""
+    path, name = lab_toml
+    assert main(["-c", str(path), "up"]) == 0
+    other = tmp_path / "other.toml"
+    other.write_text(path.read_text() + '\n[network]\nunderlay = "10.77.0.0/24"\n')
+    capsys.readouterr()
+    assert main(["-c", str(other), "up"]) == 1
+    err = capsys.readouterr().err
+    assert f"lab {name} is already up from another config ({path})" in err
+    assert "underlay: up '10.99.0.0/24', this config '10.77.0.0/24'" in err
+    assert "• provision" not in err                    # nothing was touched
+    from lab.session import open_lab
+
+    with open_lab(path) as lab:
+        addrs = lab.node("node1").run(["ip", "-o", "-4", "addr", "show", "dev", "eth0"]).stdout
+    assert addrs.count(" inet ") == 1 and "10.99.0.11/" in addrs
+    assert main(["-c", str(path), "up"]) == 0               # its own config still converges
+
+
+def test_shell_completion_code_and_answers(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    lab = Path(sys.executable).parent / "lab"
+    code = subprocess.run([str(lab), "completion", "bash"], capture_output=True, text=True,
+                          timeout=30, check=True).stdout
+    assert "complete" in code and "lab" in code
+    out = tmp_path / "completions"
+    env = {**os.environ, "_ARGCOMPLETE": "1", "COMP_LINE": "lab image p", "COMP_POINT": "11",
+           "_ARGCOMPLETE_STDOUT_FILENAME": str(out)}
+    subprocess.run([str(lab)], env=env, capture_output=True, timeout=30, check=False)
+    assert sorted(out.read_text().split()) == ["path", "pod"]

@@ -47,7 +47,7 @@ def test_good_config_has_defaults_and_derived_facts(tmp_path):
     assert config.name == "demo"
     assert config.lab.provider == "netns"
     assert config.plugin.plugin_type == "cnilab"       # the file name
-    assert config.plugin.backend == "host-gw"
+    assert config.plugin.backend is None           # ours defaults to host-gw when rendered
     assert config.plugin.ifname == "eth0"
     assert config.k3s is None
     assert config.pod_subnets() == {"node1": ipaddress.IPv4Network("10.244.0.0/24"),
@@ -199,7 +199,85 @@ def test_bad_name_override():
 @pytest.mark.parametrize("example", sorted(Path(__file__).parents[2].glob("examples/*.toml")))
 def test_examples_load(example):
     config = load_config(example)
-    # netns and K3s examples show a 3-node mesh; VM examples stay at 2 (TCG boots are slow)
-    expected = 2 if config.lab.provider == "libvirt" and config.k3s is None else 3
-    assert len(config.nodes) == expected
+    # netns examples show a 3-node mesh; VM examples stay at 2 (TCG boots are slow) but for
+    # the K3s ones that show a 3-node cluster (the connected one, the primary-mode one)
+    three = ("netns-", "k3s-libvirt.toml", "k3s-libvirt-primary.toml", "k3s-libvirt-dualstack.toml",
+             "k3s-existing")
+    expected = 3 if example.name.startswith(three) else 2
+    assert len(config.nodes) == expected, example.name
     assert config.plugin_path.name in ("cnilab", "ptp")
+
+
+def _libvirt_k3s(**libvirt):
+    from lab.config import parse_config
+
+    return parse_config({"lab": {"name": "kube", "provider": "libvirt"},
+                         "nodes": [{"name": "n1"}], "plugin": {"path": "/bin/true"},
+                         "libvirt": libvirt, "k3s": {"mode": "airgap",
+                                                     "version": "v1.21.2+k3s1"}})
+
+
+def test_k3s_nodes_are_sized_for_k3s_and_too_small_is_refused():
+    from lab.api import LabError
+
+    sized = _libvirt_k3s()
+    assert sized.libvirt is not None
+    assert (sized.libvirt.vcpus, sized.libvirt.memory_mib, sized.libvirt.disk_gib) == (
+        2, 2048, 10)
+    bigger = _libvirt_k3s(vcpus=4, memory_mib=4096)
+    assert bigger.libvirt is not None
+    assert (bigger.libvirt.vcpus, bigger.libvirt.memory_mib) == (4, 4096)
+    with pytest.raises(LabError) as e:
+        _libvirt_k3s(vcpus=1)
+    assert "libvirt.vcpus = 1 (K3s needs at least 2)" in e.value.describe()
+    assert "crash-loops" in e.value.describe()
+
+
+def test_our_plugin_is_known_by_its_build_mark_whatever_its_type(tmp_path):
+    """Installed under another type, our plugin used to lose its node list and MTU."""
+    from lab.network import base_config
+
+    ours = tmp_path / "renamed"
+    ours.write_bytes(b"#!/bin/sh\n# cnilab build 0123abcd sha256 ff\nexit 0\n")
+    theirs = tmp_path / "theirs"
+    theirs.write_bytes(b"#!/bin/sh\nexit 0\n")
+    data = {"nodes": [{"name": "a"}], "plugin": {"path": str(ours), "type": "mycni"}}
+    config = parse_config(data)
+    assert config.plugin_is_cnilab
+    assert base_config(config)["backend"] == "host-gw"
+    other = parse_config({**data, "plugin": {"path": str(theirs), "type": "mycni"}})
+    assert not other.plugin_is_cnilab and "backend" not in base_config(other)
+    with pytest.raises(LabError, match=r"plugin\.backend is a setting of cnilab, not of mycni"):
+        parse_config({**data, "plugin": {"path": str(theirs), "type": "mycni",
+                                         "backend": "vxlan"}})
+
+
+@pytest.mark.parametrize("network, error", [
+    ({"underlay": ["10.99.0.0/24", "10.98.0.0/24"]}, "both IPv4: give at most one network"),
+    ({"pod_cidr": ["fd00:244::/56", "fd00:245::/56"]}, "both IPv6"),
+    ({"pod_cidr": "fd00:244::/80"}, "smaller than one /64"),
+    ({"pod_cidr": ["10.244.0.0/16", "fd00:244::/56"]}, "IPv6 pods over host-gw need an IPv6"),
+    ({"underlay": "fd00:99::/64", "pod_cidr": "fd00:99::/56"}, "overlaps network.underlay"),
+    ({"underlay": "10.99.0.0/24 "}, "is not a network in CIDR form"),
+])
+def test_mixed_family_nonsense_is_refused_with_the_fix(network, error):
+    data = {"nodes": [{"name": "a"}, {"name": "b"}],
+            "plugin": {"path": "/bin/true", "type": "cnilab"}, "network": network}
+    with pytest.raises(LabError) as e:
+        parse_config(data)
+    assert error in e.value.describe(), e.value.describe()
+
+
+def test_dual_stack_and_v6_only_labs_split_both_families():
+    dual = parse_config({"nodes": [{"name": "a"}, {"name": "b"}],
+                         "plugin": {"path": "/bin/true"},
+                         "network": {"underlay": ["10.99.0.0/24", "fd00:99::/64"],
+                                     "pod_cidr": ["10.244.0.0/16", "fd00:244::/56"]}})
+    assert dual.network.families == (4, 6)
+    by = dual.pod_subnets_by_family()
+    assert (str(by[4]["b"]), str(by[6]["b"])) == ("10.244.1.0/24", "fd00:244:0:1::/64")
+    addresses = dual.underlay_addresses_by_family()
+    assert (str(addresses[4]["a"]), str(addresses[6]["a"])) == ("10.99.0.11", "fd00:99::11")
+    v6 = parse_config({"nodes": [{"name": "a"}], "plugin": {"path": "/bin/true"},
+                       "network": {"underlay": "fd00:99::/64", "pod_cidr": "fd00:244::/56"}})
+    assert v6.network.families == (6,) and str(v6.underlay_addresses()["a"]) == "fd00:99::11"

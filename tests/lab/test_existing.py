@@ -186,6 +186,24 @@ def test_lab_ssh_runs_a_command_and_returns_its_rc(tmp_path, harness, sshd, capf
     assert "no node 'node9'" in capfd.readouterr().err
 
 
+def test_lab_exec_over_ssh_passes_piped_stdin_on(tmp_path, harness, sshd):
+    """`lab exec NODE -- sh -c 'cat > f' < file` on an SSH node wrote an empty file before."""
+    import hashlib
+    import subprocess
+    import sys
+
+    toml = write_lab_toml(tmp_path, harness, sshd)
+    data = bytes(range(256)) * 256                       # 64 KiB of every byte value
+    target = tmp_path / "received.bin"
+    lab = Path(sys.executable).parent / "lab"
+    done = subprocess.run([str(lab), "-c", str(toml), "exec", "node1", "--", "sh", "-c",
+                           f"cat > {target}; sha256sum {target}"],
+                          input=data, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert target.read_bytes() == data
+    assert done.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+
+
 def run_in_pty(argv, typed: bytes, env=None, timeout=30.0) -> tuple[int, bytes]:
     """Runs argv with a pseudo-terminal as stdin/stdout (as a user's shell would)."""
     import select

@@ -219,8 +219,9 @@ def test_logs_tarball_has_each_nodes_state(make_lab, tmp_path):
 
 
 def test_up_action_installs_plugin_and_is_idempotent(make_lab, tmp_path):
-    plugin = tmp_path / "myplugin"
-    plugin.write_text("#!/bin/sh\necho '{\"cniVersion\":\"1.0.0\"}'\n")
+    plugin = tmp_path / "myplugin"      # answers VERSION (lab up asks), whatever it is asked
+    plugin.write_text("#!/bin/sh\necho '{\"cniVersion\":\"1.0.0\", "
+                      "\"supportedVersions\":[\"1.0.0\",\"1.1.0\"]}'\n")
     plugin.chmod(0o755)
     config, provider = make_lab(nodes=("node1", "node2"), plugin=str(plugin))
     nodes = actions.up(config, provider=provider)
@@ -233,10 +234,13 @@ def test_up_action_installs_plugin_and_is_idempotent(make_lab, tmp_path):
 
 
 def test_failed_up_collects_logs_then_cleans_up_unless_retained(make_lab, tmp_path):
-    config, provider = make_lab(nodes=("node1",), plugin=str(tmp_path / "missing"))
+    broken = tmp_path / "broken"      # installs fine, then answers VERSION with nothing
+    broken.write_text("#!/bin/sh\nexit 3\n")
+    broken.chmod(0o755)
+    config, provider = make_lab(nodes=("node1",), plugin=str(broken))
     with pytest.raises(LabError) as info:
         actions.up(config, provider=provider)
-    assert "plugin.path: no plugin executable at" in info.value.describe()
+    assert "the plugin gave no VERSION answer (rc=3)" in info.value.describe()
     assert lab_namespaces(config.name) == []
     assert list((config.harness_dir / "logs").glob("up-failed-*.tar.gz"))
     with pytest.raises(LabError):

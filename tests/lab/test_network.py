@@ -7,7 +7,7 @@ import pytest
 
 from lab.api import LabError
 from lab.config import load_config, parse_config
-from lab.network import network_spec
+from lab.network import base_config, network_spec
 from lab.providers.netns import NetnsNode
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -104,3 +104,62 @@ def test_no_nodes_says_run_up():
     with pytest.raises(LabError) as info:
         network_spec(config, [])
     assert "lab up" in info.value.describe()
+
+
+def _k3s_config(**sections):
+    data = {"lab": {"name": "kube", "provider": "existing"},
+            "nodes": [{"name": "node1"}, {"name": "node2"}],
+            "plugin": {"path": "/bin/true", "type": "cnilab", "backend": "vxlan"},
+            "k3s": {"version": "v1.21.2+k3s1", "mode": "airgap"}, **sections}
+    return parse_config(data)
+
+
+def test_a_secondary_network_routes_the_pod_cidr_at_a_version_multus_accepts():
+    """Beside eth0's default route, net1 must not take 0.0.0.0/0 (EEXIST on every ADD), and
+    Multus v4.0.x hands delegates CNI 1.0.0 at most."""
+    config = _k3s_config(multus={"version": "v4.0.2", "mode": "host"})
+    raw = base_config(config)
+    assert raw["cniVersion"] == "1.0.0"
+    assert raw["ipam"]["routes"] == [{"dst": "10.244.0.0/16"}]
+    newer = _k3s_config(multus={"version": "v4.2.4"})
+    assert base_config(newer)["cniVersion"] == "1.1.0"
+
+
+def test_the_primary_network_gets_the_default_route_at_the_runtimes_version():
+    config = _k3s_config(k3s={"version": "v1.21.2+k3s1", "mode": "airgap", "primary": True})
+    raw = base_config(config)
+    assert raw["cniVersion"] == "0.4.0"                # containerd 1.4/1.5: libcni 0.8
+    assert raw["ipam"]["routes"] == [{"dst": "0.0.0.0/0"}]
+    assert base_config(load_config(EXAMPLES / "netns-hostgw.toml"))["cniVersion"] == "1.1.0"
+
+
+def test_configs_the_runtime_cannot_serve_are_refused_with_the_fix():
+    too_new = _k3s_config(multus={"version": "v4.0.2", "mode": "host"},
+                          plugin={"path": "/bin/true", "type": "cnilab",
+                                  "config": {"cniVersion": "1.1.0"}})
+    with pytest.raises(LabError, match=r"1\.1\.0 is newer than Multus v4\.0\.2 accepts") as e:
+        base_config(too_new)
+    assert 'cniVersion = "1.0.0"' in e.value.hint
+    default_route = _k3s_config(multus={"version": "v4.0.2", "mode": "host"},
+                                plugin={"path": "/bin/true", "type": "cnilab", "config": {
+                                    "ipam": {"type": "host-local",
+                                             "routes": [{"dst": "0.0.0.0/0"}]}}})
+    with pytest.raises(LabError, match="collides with the default route") as e:
+        base_config(default_route)
+    assert "pod CIDR" in e.value.hint
+
+
+def test_any_plugin_gets_the_nodes_values_and_the_peer_list():
+    config = parse_config({
+        "lab": {"name": "x"}, "nodes": [{"name": "node1"}, {"name": "node2"}],
+        "plugin": {"path": "/bin/true", "type": "theirs", "config": {
+            "me": "${NODE_NAME}@${NODE_IP}", "cidr": "${POD_CIDR}", "peers": "${PEERS}",
+            "all": "${NODES}", "ipam": {"type": "host-local", "subnet": "${NODE_POD_SUBNET}"}}}})
+    spec = network_spec(config, nodes_for(config))
+    node2 = spec.configs["node2"]
+    assert node2["me"] == "node2@10.99.0.12" and node2["cidr"] == "10.244.0.0/16"
+    assert node2["ipam"]["subnet"] == "10.244.1.0/24"
+    assert node2["peers"] == [{"name": "node1", "ip": "10.99.0.11", "podSubnet": "10.244.0.0/24"}]
+    assert [n["name"] for n in node2["all"]] == ["node1", "node2"]
+    assert spec.pod_subnets == {"node1": {4: "10.244.0.0/24"}, "node2": {4: "10.244.1.0/24"}}
+    assert spec.ipam_type == "host-local"

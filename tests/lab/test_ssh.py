@@ -265,3 +265,65 @@ def test_system_ssh_uses_the_lab_key_and_pinned_host_key(node):
 def test_scan_host_key_reads_the_offered_key(sshd):
     sshd.start()
     assert scan_host_key(sshd.address, sshd.port) == sshd.host_keys.public_line
+
+
+@needs_sshd
+@pytest.mark.root
+def test_a_shared_connection_serves_later_processes_and_ends_at_lab_down(sshd, lab_dir):
+    """`lab deploy` is a new process each time: its commands go over one OpenSSH master
+    connection that outlives the process. Proof that a later process reuses it: the listener
+    is gone by then (only the established connection is left), and it still answers."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    from lab.ssh import close_shared_connections
+
+    short = Path(tempfile.mkdtemp(prefix="cm", dir="/tmp"))   # AF_UNIX paths are short
+    try:
+        sshd.start()
+        node = make_node(sshd, short)
+        first = node.run_shared(["sh", "-c", "cat; echo err >&2; exit 4"], input=b"payload")
+        assert (first.rc, first.stdout, first.stderr) == (4, "payload", "err\n")
+        assert node.control_path.is_socket()
+        assert sshd.proc is not None
+        os.kill(sshd.proc.pid, signal.SIGTERM)       # no new connection is possible now
+        sshd.proc.wait(timeout=10)
+        with pytest.raises(LabError, match="cannot connect"):
+            node.run(["true"])                       # paramiko needs a new connection
+        later = subprocess.run(
+            [sys.executable, "-c",
+             "import sys; from lab.ssh import SshNode; from lab import keys; "
+             "from pathlib import Path; "
+             f"n = SshNode('node1', {sshd.address!r}, port={sshd.port}, "
+             f"host_key=keys.host_keys(Path({str(lab_dir)!r}), 'node1'), "
+             f"key_path=Path({str(sshd.key_path)!r}), files_dir=Path({str(short / 'ssh')!r}), "
+             "connect_timeout=5); r = n.run_shared(['echo', 'reused']); "
+             "sys.exit(0 if r.stdout == 'reused\\n' else 1)"],
+            capture_output=True, text=True, timeout=60, check=False)
+        assert later.returncode == 0, later.stderr
+        assert close_shared_connections(short / "ssh") == ["node1"]
+        assert not node.control_path.exists()
+        assert close_shared_connections(short / "ssh") == []
+    finally:
+        close_shared_connections(short / "ssh")
+        shutil.rmtree(short, ignore_errors=True)
+
+
+@needs_sshd
+@pytest.mark.root
+def test_a_shared_connection_refuses_a_host_key_other_than_the_pinned_one(sshd, lab_dir):
+    import tempfile
+
+    short = Path(tempfile.mkdtemp(prefix="cm", dir="/tmp"))
+    try:
+        sshd.start()
+        wrong = keys.host_keys(lab_dir, "someone-else")
+        node = SshNode("node1", sshd.address, port=sshd.port, host_key=wrong,
+                       key_path=sshd.key_path, files_dir=short / "ssh", connect_timeout=5)
+        with pytest.raises(HostKeyMismatch):
+            node.run_shared(["true"])
+        assert not node.control_path.exists()
+    finally:
+        shutil.rmtree(short, ignore_errors=True)

@@ -19,7 +19,8 @@ BIN = Path(sys.executable).parent
 
 
 def _lab(*args: str, config: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "lab"), *args, "-c", str(config)], capture_output=True,
+    # -c first: after `exec NODE --` everything is the node's command line
+    return subprocess.run([str(BIN / "lab"), "-c", str(config), *args], capture_output=True,
                           text=True, timeout=timeout, cwd=REPO, check=False)
 
 
@@ -80,3 +81,47 @@ def test_scenarios_pass_across_two_vms_and_down_leaves_nothing(tmp_path):
     networks = subprocess.run(["virsh", "-c", "qemu:///system", "net-list", "--all",
                                "--name"], capture_output=True, text=True, check=False).stdout
     assert f"cnilab-{name}" not in domains + networks
+
+
+def test_a_dual_stack_vm_lab_is_judged_per_family(tmp_path):
+    """Two VMs with a v4 and a v6 underlay (v6 static, kept by networkd), the reference ptp
+    dual-stack: same-node scenarios pass and cross-node ones fail in both families."""
+    require_vm_host()
+    from lab.providers.libvirt.image_build import build_image
+
+    build_image(report=print)
+    config, _ = _vm_config(tmp_path, "host-gw")
+    text = config.read_text()
+    subnet = re.search(r'(?m)^underlay = "([^"]+)"', text).group(1)  # type: ignore[union-attr]
+    v6 = f"fd00:{subnet.split('.')[2]}::/64"
+    text = text.replace(f'underlay = "{subnet}"', f'underlay = ["{subnet}", "{v6}"]')
+    text = text.replace('pod_cidr = "10.244.0.0/16"',
+                        'pod_cidr = ["10.244.0.0/16", "fd00:244::/56"]')
+    plugin = text[text.index("[plugin]"):]
+    text = text.replace(plugin, (
+        '[plugin]\npath = "/usr/lib/cni/ptp"\n\n[plugin.config]\ncniVersion = "1.0.0"\n'
+        'name = "ptp"\nmtu = 1500\n\n[plugin.config.ipam]\ntype = "host-local"\n'
+        'ranges = [[{ subnet = "${NODE_POD_SUBNET4}" }], [{ subnet = "${NODE_POD_SUBNET6}" }]]\n'
+        'routes = [{ dst = "0.0.0.0/0" }, { dst = "::/0" }]\n'))
+    config.write_text(text)
+    try:
+        up = _lab("up", config=config, timeout=900)
+        assert up.returncode == 0, up.stdout + up.stderr
+        addrs = _lab("exec", "n2", "--", "ip", "-o", "-6", "addr", "show", "scope", "global",
+                     config=config, timeout=120)
+        assert v6.replace("::/64", "::12/64") in addrs.stdout, addrs.stdout
+        junit = tmp_path / "junit.xml"
+        subprocess.run([str(BIN / "pytest"), "scenarios/", "--lab-config", str(config),
+                        "-p", "no:cacheprovider", f"--junitxml={junit}", "-q"],
+                       cwd=REPO, capture_output=True, text=True, timeout=1500, check=False)
+        outcomes = _outcomes(junit)
+        for family in ("v4", "v6"):
+            same = {t: o for t, o in outcomes.items() if "same_node" in t and f"[{family}]" in t}
+            cross = {t: o for t, o in outcomes.items()
+                     if "cross_node" in t and f"[{family}]" in t and "full_mesh" not in t}
+            assert len(same) >= 4 and len(cross) >= 4, sorted(outcomes)
+            assert set(same.values()) == {"passed"}, same
+            assert set(cross.values()) == {"failed"}, cross
+    finally:
+        down = _lab("down", config=config, timeout=300)
+    assert down.returncode == 0, down.stdout + down.stderr

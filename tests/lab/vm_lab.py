@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 import pytest
@@ -57,6 +57,19 @@ def free_subnet() -> IPv4Network:
         if not any(candidate.overlaps(u) for u in used):
             return candidate
     raise RuntimeError("no free 192.168.x.0/24 for a test lab")
+
+
+def free_subnet6() -> IPv6Network:
+    """An fd00:NNNN::/64 no route on this host uses yet."""
+    routes = subprocess.run(["ip", "-6", "route", "show", "table", "all"], capture_output=True,
+                            text=True, check=False).stdout
+    used = [IPv6Network(w, strict=False) for w in routes.split() if ":" in w and "/" in w
+            and w[:1] in "0123456789abcdef"]
+    for _ in range(200):
+        candidate = IPv6Network(f"fd00:{secrets.randbelow(0xffff) + 1:x}::/64")
+        if not any(candidate.overlaps(u) for u in used):
+            return candidate
+    raise RuntimeError("no free fd00:x::/64 for a test lab")
 
 
 def vm_config(state_dir: Path, nodes: tuple[str, ...], *, lab: str | None = None,

@@ -21,6 +21,7 @@ PYTHON = str(REPO / ".venv" / "bin" / "python")
 CNI_PATH = "/usr/lib/cni"
 NETNS_DIR = "/run/netns"
 PLUGIN_ARGV: tuple[str, ...] = (PYTHON, "-m", "plugin")
+BARE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # what a runtime hands a plugin, roughly
 
 
 def ns_exists(name: str) -> bool:
@@ -55,11 +56,19 @@ def links(ns: str) -> list[str]:
     return sorted(item["ifname"] for item in json.loads(out or "[]"))
 
 
-def routes(ns: str) -> list[str]:
-    """IPv4 main-table routes of `ns` as `ip route` prints them."""
-    out = subprocess.run(["ip", "-n", ns, "-4", "route", "show"], capture_output=True,
+def routes(ns: str, family: int = 4) -> list[str]:
+    """Main-table routes of `ns` of `family` (4 or 6) as `ip route` prints them."""
+    out = subprocess.run(["ip", "-n", ns, f"-{family}", "route", "show"], capture_output=True,
                          text=True, check=True).stdout
     return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def addresses(ns: str, dev: str, family: int = 6) -> dict[str, dict[str, Any]]:
+    """"address/prefixlen" -> `ip -j addr` entry of each `family` address on `dev` in `ns`."""
+    out = subprocess.run(["ip", "-n", ns, "-j", f"-{family}", "addr", "show", "dev", dev],
+                         capture_output=True, text=True, check=True).stdout
+    return {f"{a['local']}/{a['prefixlen']}": a
+            for link in json.loads(out or "[]") for a in link.get("addr_info", [])}
 
 
 @dataclass
@@ -80,7 +89,8 @@ def run_plugin(node: str, command: str, conf: Optional[Mapping[str, Any]] = None
                container_id: str = "ctr1", netns: Optional[str] = None, ifname: str = "eth0",
                args: str = "", path: str = CNI_PATH, extra_env: Optional[Mapping[str, str]] = None,
                stdin: Optional[bytes] = None, drop_env: Sequence[str] = (),
-               plugin_argv: Sequence[str] = PLUGIN_ARGV, timeout: float = 60) -> PluginRun:
+               plugin_argv: Sequence[str] = PLUGIN_ARGV, timeout: float = 60,
+               cwd: Optional[Path] = None) -> PluginRun:
     """Runs the plugin inside namespace `node` as a runtime would; `netns` is a namespace name
     (turned into /run/netns/<name>), a path, or "" for an empty CNI_NETNS."""
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command,
@@ -93,18 +103,25 @@ def run_plugin(node: str, command: str, conf: Optional[Mapping[str, Any]] = None
         env.pop(name, None)
     data = stdin if stdin is not None else json.dumps(conf or {}).encode()
     p = subprocess.run(["ip", "netns", "exec", node, *plugin_argv], input=data,
-                       capture_output=True, env=env, cwd=str(REPO), timeout=timeout)
+                       capture_output=True, env=env, cwd=str(cwd or REPO), timeout=timeout)
     return PluginRun(p.returncode, p.stdout.decode(errors="replace"),
                      p.stderr.decode(errors="replace"))
 
 
 def host_local_conf(data_dir: Path, subnet: str = "10.250.0.0/24", *, version: str = "1.1.0",
                     name: str = "cnp1net", **extra: Any) -> dict[str, Any]:
-    """A cnilab network config (backend none) with host-local IPAM keeping leases in data_dir."""
+    """A cnilab network config (backend none) with host-local IPAM keeping leases in data_dir.
+
+    `subnet` may name several, comma-separated ("10.250.1.0/24,fd00:250:1::/64"): a range
+    set and a default route for each (a dual-stack network).
+    """
+    subnets = subnet.split(",")
+    defaults = {4: "0.0.0.0/0", 6: "::/0"}
     conf: dict[str, Any] = {
         "cniVersion": version, "name": name, "type": "cnilab",
         "ipam": {"type": "host-local", "dataDir": str(data_dir),
-                 "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}]},
+                 "ranges": [[{"subnet": s}] for s in subnets],
+                 "routes": [{"dst": defaults[6 if ":" in s else 4]} for s in subnets]},
     }
     conf.update(extra)
     return conf
@@ -127,3 +144,9 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def stop_helper(plugin: Path, run_dir: Path) -> None:
+    """Stops the resident helper of `plugin` in `run_dir` (and waits for it)."""
+    subprocess.run([str(plugin), "--resident-stop"], capture_output=True, timeout=60,
+                   env={"PATH": BARE_PATH, "CNILAB_RUN_DIR": str(run_dir)})

@@ -36,6 +36,15 @@ from cnitest import (  # noqa: F401  (re-exported for modules that import from h
 )
 
 
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """dist/cnilab built once from this checkout: (its path, its build id)."""
+    from plugin.delivery import build
+
+    out = tmp_path_factory.mktemp("dist") / "cnilab"
+    return out, build.build(out)
+
+
 @pytest.fixture
 def netns_prefix() -> str:
     """Prefix of every namespace these fixtures make; override per module for your own."""
@@ -67,6 +76,19 @@ def node_ns(make_netns: Callable[..., str]) -> str:
 @pytest.fixture
 def pod_ns(make_netns: Callable[..., str]) -> str:
     return make_netns("pod")
+
+
+@pytest.fixture
+def crossnode_lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Cross-node locks in a per-test directory (nothing is left in /run/cnilab), for
+    crossnode_lab.program; and no CNILAB_NODE_NAME from the caller's environment."""
+    import crossnode_lab
+
+    monkeypatch.delenv("CNILAB_NODE_NAME", raising=False)
+    d = tmp_path / "run"
+    d.mkdir(mode=0o700)
+    crossnode_lab.LOCK_DIR[:] = [str(d)]
+    return str(d)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import zipfile
 import pytest
 from cnitest import create_ns, delete_ns, host_local_conf, leases, links, run_plugin, unique_ns_name
 
-from plugin import build
+from plugin.delivery import build
 
 RUNTIME_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -46,10 +46,11 @@ def test_file_is_a_shell_prologue_then_a_zip_with_the_pinned_pyroute2(built):
     assert data.startswith(b"#!/bin/sh\n") and path.stat().st_mode & 0o111
     with zipfile.ZipFile(path) as outer:
         names = set(outer.namelist())
-        assert {"__main__.py", "plugin/fastpath.py", "plugin/skel.py", "plugin/crossnode.py",
-                "plugin/_build.py", "pyroute2.zip"} <= names
-        assert "plugin/build.py" not in names
-        assert outer.read("plugin/_build.py").decode() == f'BUILD_ID = "{ident}"\n'
+        assert {"__main__.py", "plugin/delivery/fastpath.py", "plugin/cni/skel.py",
+                "plugin/crossnode/__init__.py", "plugin/delivery/_build.py",
+                "pyroute2.zip"} <= names
+        assert "plugin/delivery/build.py" not in names
+        assert outer.read("plugin/delivery/_build.py").decode() == f'BUILD_ID = "{ident}"\n'
         inner = zipfile.ZipFile(io.BytesIO(outer.read("pyroute2.zip")))
     version = inner.read("pyroute2/config/version.py").decode()
     assert build.pinned_pyroute2_version() in version
@@ -114,7 +115,7 @@ def test_prune_removes_only_stale_copies_of_other_builds(tmp_path, monkeypatch):
     import os
     import time
 
-    from plugin import vendor
+    from plugin.delivery import vendor
 
     monkeypatch.setenv("CNILAB_RUN_DIR", str(tmp_path))
     lib = tmp_path / "lib"

@@ -12,21 +12,33 @@ import threading
 import time
 
 import pytest
-from crossnode_lab import add_endpoint, cluster, ip_json, pings, run_in_netns, sh
+from crossnode_lab import (
+    add_endpoint,
+    cluster,
+    ip_json,
+    our_routes,
+    pings,
+    problems,
+    program,
+    program_all,
+    run_in_netns,
+    sh,
+    topology,
+)
 from pyroute2 import IPRoute
 
-from plugin import crossnode, localaddr, locking, netconf, vxlan
-from plugin.errors import CniError
-from plugin.peer_routes import PROTO_HOST_GW, PROTO_VXLAN
+from plugin import crossnode
+from plugin.cni import netconf
+from plugin.crossnode import localaddr, locking, vxlan
+from plugin.crossnode.errors import Misconfigured, ProgrammingFailed
+from plugin.crossnode.peer_routes import PROTO_HOST_GW, PROTO_VXLAN
 
 pytestmark = pytest.mark.root
 
 
 @pytest.fixture(autouse=True)
-def private_run_dir(tmp_path, monkeypatch):
-    # Locks go to a per-test directory: nothing is left in /run/cnilab.
-    monkeypatch.setenv("CNILAB_RUN_DIR", str(tmp_path / "run"))
-    monkeypatch.delenv("CNILAB_NODE_NAME", raising=False)
+def lock_dir(crossnode_lock_dir):
+    return crossnode_lock_dir
 
 
 @pytest.fixture
@@ -41,40 +53,17 @@ def lab2():
         yield lab
 
 
-def program(lab, node_name, raw):
-    conf = netconf.parse(raw)
-    node = lab.node(node_name)
-
-    def body():
-        me = crossnode.find_self(conf)
-        crossnode.ensure_peers(conf, me)
-        return crossnode.missing_peers(conf, me)
-
-    return run_in_netns(node.ns, body)
-
-
-def problems(lab, node_name, raw):
-    conf = netconf.parse(raw)
-    return run_in_netns(lab.node(node_name).ns,
-                        lambda: crossnode.missing_peers(conf, crossnode.find_self(conf)))
-
-
-def our_routes(ns, proto):
-    return sorted((r["dst"], r.get("gateway"), r.get("dev"))
-                  for r in ip_json(ns, "route", "show", "proto", str(proto)))
-
-
 # --- finding ourselves --------------------------------------------------------------------------
 
 def test_find_self_prefers_node_name_then_env_then_local_ip(lab2, monkeypatch):
     raw = lab2.conf("host-gw")
     conf = netconf.parse(raw)
     # In node2's namespace, by its address:
-    assert run_in_netns(lab2.node("node2").ns, crossnode.find_self, conf).name == "node2"
+    assert run_in_netns(lab2.node("node2").ns, crossnode.find_self, conf.topology).name == "node2"
     monkeypatch.setenv("CNILAB_NODE_NAME", "node1")
-    assert run_in_netns(lab2.node("node2").ns, crossnode.find_self, conf).name == "node1"
+    assert run_in_netns(lab2.node("node2").ns, crossnode.find_self, conf.topology).name == "node1"
     conf = netconf.parse({**raw, "nodeName": "node2"})
-    assert run_in_netns(lab2.node("node1").ns, crossnode.find_self, conf).name == "node2"
+    assert run_in_netns(lab2.node("node1").ns, crossnode.find_self, conf.topology).name == "node2"
 
 
 def test_find_self_by_hostname_and_clear_error_when_unknown(lab2):
@@ -83,14 +72,14 @@ def test_find_self_by_hostname_and_clear_error_when_unknown(lab2):
     me_by_host = {**raw, "nodes": [*raw["nodes"], {"name": socket.gethostname(),
                                                    "ip": "10.123.0.99",
                                                    "podSubnet": "10.124.99.0/24"}]}
-    found = run_in_netns(ns, crossnode.find_self, netconf.parse(me_by_host))
+    found = run_in_netns(ns, crossnode.find_self, topology(me_by_host))
     assert found.name == socket.gethostname()
-    with pytest.raises(CniError) as e:
-        run_in_netns(ns, crossnode.find_self, netconf.parse(raw))
-    assert e.value.code == 7 and "nodeName" in e.value.details
-    with pytest.raises(CniError) as e:
-        crossnode.find_self(netconf.parse({**raw, "nodeName": "nope"}))
-    assert e.value.code == 7 and "'nope'" in e.value.msg and "node1" in e.value.details
+    with pytest.raises(Misconfigured) as e:
+        run_in_netns(ns, crossnode.find_self, topology(raw))
+    assert e.value.field == "nodes" and "nodeName" in e.value.details
+    with pytest.raises(Misconfigured) as e:
+        crossnode.find_self(topology({**raw, "nodeName": "nope"}))
+    assert "'nope'" in e.value.msg and "node1" in e.value.details
 
 
 def test_find_self_by_hostname_only_when_no_node_has_a_local_ip(lab2):
@@ -100,12 +89,12 @@ def test_find_self_by_hostname_only_when_no_node_has_a_local_ip(lab2):
     named_after_host = {"name": socket.gethostname(), "ip": "10.123.0.99",
                         "podSubnet": "10.124.99.0/24"}
     conf = netconf.parse({**raw, "nodes": [named_after_host, *raw["nodes"]]})
-    assert run_in_netns(lab2.node("node2").ns, crossnode.find_self, conf).name == "node2"
+    assert run_in_netns(lab2.node("node2").ns, crossnode.find_self, conf.topology).name == "node2"
     # ...and when the host's namesake holds a local IP it wins without an address dump.
     renamed = [{**n, "name": socket.gethostname()} if n["name"] == "node1" else n
                for n in raw["nodes"]]
     conf = netconf.parse({**raw, "nodes": renamed})
-    assert run_in_netns(lab2.node("node1").ns, crossnode.find_self, conf).name == \
+    assert run_in_netns(lab2.node("node1").ns, crossnode.find_self, conf.topology).name == \
         socket.gethostname()
 
 
@@ -146,8 +135,7 @@ def test_interface_holding_finds_the_device_among_many_addresses(lab2):
 
 def test_host_gw_routes_each_peer_subnet_via_its_node_ip_and_pods_reach_each_other(lab3):
     raw = lab3.conf("host-gw")
-    for node in lab3.nodes:
-        assert program(lab3, node.name, raw) == []
+    assert program_all(lab3, raw) == {}
     n1 = lab3.node("node1")
     assert our_routes(n1.ns, PROTO_HOST_GW) == [
         ("10.124.2.0/24", "10.123.0.12", "eth0"), ("10.124.3.0/24", "10.123.0.13", "eth0")]
@@ -195,9 +183,9 @@ def test_host_gw_reports_missing_and_wrong_routes_for_status(lab2):
 def test_host_gw_needs_one_segment_and_says_so(lab2):
     raw = lab2.conf("host-gw")
     raw["nodes"][1]["ip"] = "10.77.0.12"  # not on node1's segment
-    with pytest.raises(CniError) as e:
+    with pytest.raises(ProgrammingFailed) as e:
         program(lab2, "node1", raw)
-    assert e.value.code == 104 and "vxlan" in e.value.details
+    assert "vxlan" in e.value.details
     assert our_routes(lab2.node("node1").ns, PROTO_HOST_GW) == []
 
 
@@ -215,8 +203,7 @@ def vx_state(lab, node, raw):
 
 def test_vxlan_device_peers_and_traffic(lab3):
     raw = lab3.conf("vxlan", mtu=1500)
-    for node in lab3.nodes:
-        assert program(lab3, node.name, raw) == []
+    assert program_all(lab3, raw) == {}
     n1 = lab3.node("node1")
     link, fdb, neigh, routes = vx_state(lab3, n1, raw)
     info = link["linkinfo"]["info_data"]
@@ -297,9 +284,9 @@ def test_vxlan_refuses_to_take_over_a_foreign_device(lab2):
     raw = lab2.conf("vxlan")
     ns, dev = lab2.node("node1").ns, raw["vxlan"]["device"]
     sh("ip", "-n", ns, "link", "add", dev, "type", "bridge")
-    with pytest.raises(CniError) as e:
+    with pytest.raises(ProgrammingFailed) as e:
         program(lab2, "node1", raw)
-    assert e.value.code == 104 and "not ours" in e.value.msg
+    assert "not ours" in e.value.msg
     assert ip_json(ns, "-d", "link", "show", dev)[0]["linkinfo"]["info_kind"] == "bridge"
 
 
@@ -327,12 +314,15 @@ def test_parallel_programming_on_a_fresh_node_succeeds_once(lab3, backend):
 
 
 @pytest.mark.parametrize("backend", ["host-gw", "vxlan"])
-def test_a_programmed_node_takes_no_lock_and_a_change_waits_for_it(lab2, backend):
+def test_a_programmed_node_takes_no_lock_and_a_change_waits_for_it(lab2, backend, lock_dir):
     raw = lab2.conf(backend)
     node = lab2.node("node1")
     assert program(lab2, "node1", raw) == []
     proto = PROTO_HOST_GW if backend == "host-gw" else PROTO_VXLAN
-    with locking.exclusive("crossnode-node1"):  # another call programming this node
+    topo = topology(raw)
+    node1 = next(n for n in topo.nodes if n.name == "node1")
+    # another call programming this node:
+    with locking.exclusive(lock_dir, crossnode.lock_name(topo, node1)):
         started = time.monotonic()
         assert program(lab2, "node1", raw) == []
         assert time.monotonic() - started < 5, "an ADD with nothing to change waited"
@@ -349,45 +339,72 @@ def test_a_programmed_node_takes_no_lock_and_a_change_waits_for_it(lab2, backend
 
 # --- pods on two nodes, the real plugin -----------------------------------------------------------
 
-@pytest.mark.parametrize("backend", ["host-gw", "vxlan"])
-def test_pods_on_different_nodes_reach_each_other(lab2, backend, tmp_path):
-    """ADD a pod on each node with the plugin itself (host-local IPAM), ping across, DEL."""
-    from cnitest import run_plugin
+V4, V6, DUAL = (4,), (6,), (4, 6)
 
-    pods = {"node1": lab2.new_ns("pod1"), "node2": lab2.new_ns("pod2")}
+
+@pytest.mark.parametrize("backend,underlay,pods", [
+    ("host-gw", V4, V4), ("vxlan", V4, V4), ("host-gw", DUAL, DUAL), ("host-gw", V6, V6),
+    ("vxlan", V4, DUAL), ("vxlan", V6, DUAL), ("vxlan", V6, V6)],
+    ids=["host-gw v4", "vxlan v4", "host-gw dual", "host-gw v6", "vxlan dual over v4",
+         "vxlan dual over v6", "vxlan v6 over v6"])
+def test_pods_on_different_nodes_reach_each_other(backend, underlay, pods, tmp_path):
+    """ADD a pod on each node with the plugin itself (host-local IPAM), ping across in each
+    family, CHECK and STATUS; break a route: STATUS and CHECK name it; DEL leaves nothing."""
+    from cnitest import leases, links, run_plugin
+
     env = {"CNILAB_RUN_DIR": str(tmp_path / "run")}
+    with cluster(2, underlay=underlay, pods=pods) as lab:
+        pod_ns = {"node1": lab.new_ns("pod1"), "node2": lab.new_ns("pod2")}
+        routes = [{"dst": "10.124.0.0/16"}, {"dst": "fd00:124::/48"}]
 
-    def conf_for(node_name):
-        # One cluster-wide config; only host-local's dataDir is per node, as on real nodes.
-        return lab2.conf(backend, ipam={"type": "host-local",
-                                        "dataDir": str(tmp_path / f"ipam-{node_name}"),
-                                        "routes": [{"dst": "10.124.0.0/16"}]})
+        def conf_for(node_name):
+            # One cluster-wide config; only host-local's dataDir is per node, as on real nodes.
+            return lab.conf(backend, ipam={
+                "type": "host-local", "dataDir": str(tmp_path / f"ipam-{node_name}"),
+                "routes": [r for r in routes if (6 if ":" in r["dst"] else 4) in pods]})
 
-    results = {}
-    try:
-        for node_name, pod in pods.items():
-            added = run_plugin(lab2.node(node_name).ns, "ADD", conf_for(node_name), netns=pod,
-                               container_id=f"c-{node_name}", extra_env=env)
-            assert added.returncode == 0, added
-            results[node_name] = added.json
-        ip1 = results["node1"]["ips"][0]["address"].split("/")[0]
-        ip2 = results["node2"]["ips"][0]["address"].split("/")[0]
-        assert ip1.startswith("10.124.1.") and ip2.startswith("10.124.2.")
-        assert sh("ip", "netns", "exec", pods["node1"], "ping", "-c", "2", "-W", "2",
-                  ip2, check=False).returncode == 0
-        assert sh("ip", "netns", "exec", pods["node2"], "ping", "-c", "1", "-W", "2",
-                  ip1, check=False).returncode == 0
-        status = run_plugin(lab2.node("node1").ns, "STATUS", conf_for("node1"), extra_env=env)
-        assert status.returncode == 0, status
-        # Break node1's way to node2: STATUS says existing pods are affected (51).
-        proto = PROTO_HOST_GW if backend == "host-gw" else PROTO_VXLAN
-        sh("ip", "-n", lab2.node("node1").ns, "route", "del", "10.124.2.0/24",
-           "proto", str(proto))
-        status = run_plugin(lab2.node("node1").ns, "STATUS", conf_for("node1"), extra_env=env)
-        assert status.returncode == 1 and status.json["code"] == 51, status
-        assert "node2" in status.json["msg"] + status.json["details"]
-    finally:
-        for node_name, pod in pods.items():
-            deleted = run_plugin(lab2.node(node_name).ns, "DEL", conf_for(node_name),
-                                 netns=pod, container_id=f"c-{node_name}", extra_env=env)
-            assert deleted.returncode == 0, deleted
+        results = {}
+        try:
+            for name, pod in pod_ns.items():
+                added = run_plugin(lab.node(name).ns, "ADD", conf_for(name), netns=pod,
+                                   container_id=f"c-{name}", extra_env=env)
+                assert added.returncode == 0, added
+                results[name] = added.json
+                mtu = 1500 - (0 if backend == "host-gw" else 50 if 4 in underlay else 70)
+                assert added.json["interfaces"][1]["mtu"] == mtu
+            for family in pods:
+                ip = {}
+                for name, res in results.items():
+                    (address,) = [i["address"] for i in res["ips"]
+                                  if ipaddress.ip_interface(i["address"]).version == family]
+                    subnet = ipaddress.ip_network(lab.node(name).pod_subnet_of(family))
+                    assert ipaddress.ip_interface(address).ip in subnet  # this node's subnet
+                    ip[name] = address.split("/")[0]
+                for src, dst in (("node1", "node2"), ("node2", "node1")):
+                    ping = sh("ip", "netns", "exec", pod_ns[src], "ping", f"-{family}", "-c1",
+                              "-W2", ip[dst], check=False)
+                    assert ping.returncode == 0, (family, src, dst, ping.stdout)
+            n1 = lab.node("node1").ns
+            checked = dict(conf_for("node1"), prevResult=results["node1"])
+            for command, conf in (("CHECK", checked), ("STATUS", conf_for("node1"))):
+                done = run_plugin(n1, command, conf, netns=pod_ns["node1"],
+                                  container_id="c-node1", extra_env=env)
+                assert done.returncode == 0, done
+            # node1's way to node2's pods (IPv6 ones, if any) breaks: STATUS and CHECK say so
+            proto = PROTO_HOST_GW if backend == "host-gw" else PROTO_VXLAN
+            lost = "fd00:124:0:2::/64" if 6 in pods else "10.124.2.0/24"
+            sh("ip", "-n", n1, "-6" if 6 in pods else "-4", "route", "del", lost,
+               "proto", str(proto))
+            status = run_plugin(n1, "STATUS", conf_for("node1"), extra_env=env)
+            assert status.returncode == 1 and status.json["code"] == 51, status
+            assert lost in status.json["msg"] and "node2" in status.json["msg"]
+            check = run_plugin(n1, "CHECK", checked, netns=pod_ns["node1"],
+                               container_id="c-node1", extra_env=env)
+            assert check.json["code"] == 103 and lost in check.json["details"], check
+        finally:
+            for name, pod in pod_ns.items():
+                gone = run_plugin(lab.node(name).ns, "DEL", conf_for(name), netns=pod,
+                                  container_id=f"c-{name}", extra_env=env)
+                assert gone.returncode == 0, gone
+                assert links(pod) == ["lo"]
+                assert leases(tmp_path / f"ipam-{name}", lab.conf(backend)["name"]) == []

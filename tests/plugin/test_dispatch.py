@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from plugin import commands, result, wiring
-from plugin.log import CallLog
-from plugin.skel import Outcome, dispatch
-from plugin.undo import UndoStack
+from plugin.cni import commands, result, wiring
+from plugin.cni.log import CallLog
+from plugin.cni.skel import Outcome, dispatch
+from plugin.cni.undo import UndoStack
 
 VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 
@@ -45,7 +45,7 @@ def test_version_does_not_import_pyroute2():
     import subprocess
     import sys
 
-    code = ("import sys; from plugin.skel import dispatch; "
+    code = ("import sys; from plugin.cni.skel import dispatch; "
             "dispatch({'CNI_COMMAND': 'VERSION'}, b''); "
             "dispatch({'CNI_COMMAND': 'ADD'}, b'{}'); "
             "print(any(m.startswith('pyroute2') for m in sys.modules))")
@@ -264,3 +264,41 @@ def test_committed_undo_stack_undoes_nothing():
         undo.push("a", lambda: done.append("a"))
         undo.commit()
     assert done == []
+
+
+@pytest.mark.parametrize("ranges,want", [
+    ([[{"subnet": "fd00:250::/64"}]], 50),
+    ([[{"subnet": "10.250.0.0/24"}], [{"subnet": "fd00:250::/64"}]], 50),
+    ([[{"subnet": "10.250.0.0/24"}]], 0),
+])
+def test_status_50_for_ipv6_ranges_on_a_kernel_without_ipv6(ranges, want, monkeypatch):
+    monkeypatch.setattr(wiring, "has_ipv6", lambda: False)
+    out = dispatch(env("STATUS"), conf(ipam={"type": "host-local", "ranges": ranges}))
+    if want:
+        body = error_of(out)
+        assert body["code"] == 50 and "no IPv6" in body["msg"], body
+    else:
+        assert out.exit_code == 0, out
+
+
+def test_the_cross_node_config_knows_every_family_of_every_node():
+    from plugin.cni import netconf
+
+    parsed = netconf.parse(json.loads(conf(backend="vxlan", nodes=[
+        {"name": "a", "ip": "10.1.0.1", "ips": ["10.1.0.1", "fd00::1"],
+         "podSubnet": "10.2.0.0/24", "podSubnets": ["10.2.0.0/24", "fd00:2::/64"]},
+        {"name": "b", "ips": ["fd00::2", "10.1.0.2"],
+         "podSubnets": ["fd00:2:0:1::/64", "10.2.1.0/24"]}])))
+    a, b = parsed.nodes
+    assert [str(ip) for ip in a.ips] == ["10.1.0.1", "fd00::1"]
+    assert (str(b.ip), str(b.pod_subnet)) == ("fd00::2", "fd00:2:0:1::/64")  # the first
+    assert str(b.ip_of(4)) == "10.1.0.2" and str(b.pod_subnet_of(6)) == "fd00:2:0:1::/64"
+    assert parsed.pod_families == (4, 6) and parsed.topology.underlay_family == 4
+    assert parsed.pod_mtu == 1450
+    v6_only = netconf.parse(json.loads(conf(backend="vxlan", nodes=[
+        {"name": "a", "ip": "fd00::1", "podSubnet": "fd00:2::/64"}])))
+    assert v6_only.topology.underlay_family == 6 and v6_only.pod_mtu == 1430
+    # an old config (no lists) is read as before
+    old = netconf.parse(json.loads(conf(backend="host-gw", nodes=[
+        {"name": "a", "ip": "10.1.0.1", "podSubnet": "10.2.0.0/24"}])))
+    assert old.nodes[0].ips == (old.nodes[0].ip,) and old.pod_families == (4,)

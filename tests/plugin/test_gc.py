@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
 from cnitest import host_local_conf, leases, links, run_plugin
 
-from plugin.wiring import host_veth_name
+from plugin.cni.wiring import host_veth_name
 
 pytestmark = pytest.mark.root
 
@@ -91,3 +92,47 @@ def test_gc_keeps_going_and_reports_failures(node_ns, pod_ns, ipam_dir, tmp_path
     assert "broken" in gc.json["msg"] and "lease store busy" in gc.json["details"]
     assert links(node_ns) == ["lo"] and links(pod_ns) == ["lo"]
     assert leases(ipam_dir, "cnp1net") == [broken_ip]
+
+
+def test_gc_touches_only_real_lease_files(node_ns, pod_ns, ipam_dir):
+    """Whatever else sits in the network's directory stays, and no IPAM DEL runs for it."""
+    conf = host_local_conf(ipam_dir, "10.250.44.0/24")
+    add = run_plugin(node_ns, "ADD", conf, netns=pod_ns, container_id="stale")
+    assert add.returncode == 0, add
+    d = ipam_dir / "cnp1net"
+    others = {
+        "notes.txt": "line1",                       # one line, like a pre-1.0 lease
+        "README": "line1\r\nline2\r\nline3",        # three lines: was DEL for "line1"
+        "10.250.44.200": "line1\r\nline2\r\nline3",  # an IP's name, not a lease's content
+        "10.250.44.201": "bad id!\r\neth0",          # not a container ID
+        "10.250.044.202": "c9",                      # not the name host-local writes
+        "10.250.44.203": "x" * 2000,                 # too big for a lease
+    }
+    for name, text in others.items():
+        (d / name).write_text(text)
+    (d / "10.250.44.204").symlink_to(d / "notes.txt")  # never followed
+    gc = run_plugin(node_ns, "GC", dict(conf, **{"cni.dev/valid-attachments": []}),
+                    timeout=30)
+    assert gc.returncode == 0, gc
+    assert "line1" not in gc.stderr, gc.stderr
+    assert sorted(p.name for p in d.iterdir()) == sorted(
+        [*others, "10.250.44.204", "lock", "last_reserved_ip.0"])
+    assert all((d / name).read_bytes() == text.encode() for name, text in others.items())
+    assert links(node_ns) == ["lo"] and links(pod_ns) == ["lo"]
+    # A FIFO is never opened to block on (host-local itself would: nothing is stale now,
+    # so no IPAM DEL runs).
+    os.mkfifo(d / "10.250.44.205")
+    again = run_plugin(node_ns, "GC", dict(conf, **{"cni.dev/valid-attachments": []}),
+                       timeout=30)
+    assert again.returncode == 0, again
+
+
+def test_gc_leaves_a_directory_host_local_never_made(node_ns, tmp_path):
+    """A wrong dataDir: a directory of one-line files, but no host-local lock file."""
+    data = tmp_path / "wrong"
+    (data / "cnp1net").mkdir(parents=True)
+    (data / "cnp1net" / "10.250.45.9").write_text("somebody")
+    conf = host_local_conf(data, "10.250.45.0/24")
+    gc = run_plugin(node_ns, "GC", dict(conf, **{"cni.dev/valid-attachments": []}))
+    assert gc.returncode == 0, gc
+    assert (data / "cnp1net" / "10.250.45.9").read_text() == "somebody"

@@ -1,10 +1,11 @@
-"""The shell hand-off (plugin/handoff.py + plugin/prologue.py): with the helper up, a call
+"""The shell hand-off (plugin/delivery/handoff.py + prologue.py): with the helper up, a call
 runs without a Python process per call, and every way the hand-off can go wrong ends with the
 call run in-process or a clear error, never a caller left waiting.
 
 Two kinds of test. With the real helper (root, namespaces): calls traced with strace start
-no python3. With this test process as the helper's side of the FIFOs (it calls the real
-handoff functions; dist/cnilab's real prologue is the caller): each answer the protocol has.
+no python3. With this test process as the helper's parent (it holds the real handoff.Slots
+and plays the worker with the real handoff.serve; dist/cnilab's real prologue is the caller):
+each answer the protocol has, and each way a helper, worker or record can be lost.
 """
 from __future__ import annotations
 
@@ -19,30 +20,22 @@ from pathlib import Path
 
 import pytest
 from cnitest import (
+    BARE_PATH,
     create_ns,
     delete_ns,
     host_local_conf,
     leases,
     links,
     run_plugin,
+    stop_helper,
     unique_ns_name,
     wait_for,
 )
 
-from plugin import build, handoff
+from plugin.delivery import handoff
 
-BARE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+INF = float("inf")
 
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist") / "cnilab"
-    return out, build.build(out)
-
-
-def _stop(path: Path, run_dir: Path) -> None:
-    subprocess.run([str(path), "--resident-stop"], capture_output=True, timeout=30,
-                   env={"PATH": BARE_PATH, "CNILAB_RUN_DIR": str(run_dir)})
 
 
 def _execs(trace: Path) -> list[str]:
@@ -58,13 +51,12 @@ def live_helper(built, tmp_path):
     run_dir = tmp_path / "run"
     subprocess.run([str(path)], input=b"", env={"PATH": BARE_PATH, "CNI_COMMAND": "VERSION",
                    "CNILAB_RUN_DIR": str(run_dir)}, capture_output=True, timeout=60, check=True)
-    request_fifo = Path(handoff.request_fifo(handoff.directory_for(
-        str(run_dir / f"resident-{ident}"))))
+    pid_file = Path(handoff.base_name(str(run_dir), ident, path.stat()) + ".pid")
     try:
-        assert wait_for(request_fifo.exists), "the helper did not open its request FIFO"
+        assert wait_for(pid_file.exists), "the helper did not start"
         yield path, run_dir
     finally:
-        _stop(path, run_dir)
+        stop_helper(path, run_dir)
         assert not list(run_dir.glob("resident-*")), "the helper left files behind"
 
 
@@ -92,8 +84,8 @@ def test_calls_through_the_shell_handoff_start_no_python(live_helper, node_and_p
     assert added.returncode == 0, added
     assert added.json["ips"][0]["address"].startswith("10.250.0."), added
     assert "eth0" in links(pod) and added.json["interfaces"][0]["name"] in links(node)
-    execs = _execs(trace)
-    assert len(execs) == 1 and str(path) in execs[0], execs  # the file itself, nothing else
+    execs = [line for line in _execs(trace) if "sleep" not in line]  # the caller's timer
+    assert len(execs) == 1 and str(path) in execs[0], execs  # the file itself, no python
     checked = run_plugin(node, "CHECK", {**conf, "prevResult": added.json}, netns=pod,
                          extra_env=env, plugin_argv=(str(path),))
     assert checked.returncode == 0, checked
@@ -132,43 +124,57 @@ def test_resident_false_runs_the_call_in_process_with_its_config(
 
 
 @pytest.mark.root
-def test_output_into_a_regular_file_is_appended_like_the_shell_would(live_helper, tmp_path):
+def test_output_into_a_regular_file_is_written_as_the_caller_would(live_helper, tmp_path):
     path, run_dir = live_helper
     out = tmp_path / "out.txt"
-    out.write_text("earlier line\n")
-    subprocess.run(["sh", "-c", f'"{path}" </dev/null >>"{out}"'], check=True, timeout=30,
+    # The worker writes through the caller's own descriptor: same offset, same file.
+    subprocess.run(["sh", "-c", f'echo before; "{path}" </dev/null; echo after'], check=True,
+                   timeout=30, stdout=out.open("w"),
                    env={"PATH": BARE_PATH, "CNI_COMMAND": "VERSION",
                         "CNILAB_RUN_DIR": str(run_dir)})
-    first, second = out.read_text().splitlines()
-    assert first == "earlier line"
+    first, second, third = out.read_text().splitlines()
+    assert (first, third) == ("before", "after")
     assert json.loads(second)["supportedVersions"][-1] == "1.1.0"
 
 
-# -- this process as the helper's side ---------------------------------------------------------
+# -- this process as the helper's parent -------------------------------------------------------
 
 class FakeHelperSide:
-    """The FIFOs, pid file and lock of a helper, held by this test process (the lock makes
-    a helper that an in-process call starts exit at once: "one is up already")."""
+    """The lock, pid file and hand-off directory of a helper for `plugin`, held by this test
+    process (the lock and pid file make in-process fallbacks start no real helper)."""
 
-    def __init__(self, run_dir: Path, ident: str) -> None:
+    def __init__(self, run_dir: Path, plugin: Path, ident: str) -> None:
         run_dir.mkdir(mode=0o700)
-        base = str(run_dir / f"resident-{ident}")
-        self.lock = os.open(base + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self.run_dir, self.plugin = run_dir, plugin
+        self.base = handoff.base_name(str(run_dir), ident, plugin.stat())
+        self.lock = os.open(self.base + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self.lock, fcntl.LOCK_EX)
-        self.run_dir = run_dir
-        self.directory = handoff.directory_for(base)
-        self.reader, self.writer = handoff.open_requests(self.directory)
-        Path(base + ".pid").write_text(f"{os.getpid()}\n")
+        self.file_fd = os.open(plugin, os.O_RDONLY)
+        os.dup2(self.file_fd, handoff.FILE_FD)
+        self.slots = handoff.Slots(handoff.directory_for(self.base, os.getpid()))
+        self.directory = self.slots.directory
+        self.pid_file = Path(self.base + ".pid")
+        self.pid_file.write_text(f"{os.getpid()}\n")
+        self.alive = True
 
     def next_record(self, timeout: float = 10.0) -> bytes:
-        ready, _, _ = select.select([self.reader], [], [], timeout)
+        ready, _, _ = select.select([self.slots.requests], [], [], timeout)
         assert ready, "no request record arrived"
-        return os.read(self.reader, handoff.RECORD_SIZE)
+        return os.read(self.slots.requests, handoff.RECORD_SIZE)
+
+    def killed(self) -> None:
+        """What SIGKILL leaves: every descriptor of the helper closed, the files in place."""
+        for fd in (handoff.LIVENESS_FD, self.slots.requests, *self.slots.descriptors()):
+            os.close(fd)
+        self.alive = False
 
     def close(self) -> None:
-        handoff.close_requests(self.directory, self.reader, self.writer)
-        # In-process fallbacks start a real helper, detached; it finds the build's lock
-        # held and exits. Hold the lock until every one has, or it would take over.
+        if self.alive:
+            self.slots.close()
+        handoff.remove(self.directory)
+        os.close(handoff.FILE_FD)
+        os.close(self.file_fd)
+        # In-process fallbacks would start a real helper unless this one looks alive.
         assert wait_for(lambda: not _processes_using(self.run_dir), 30), \
             f"processes still using {self.run_dir}: {_processes_using(self.run_dir)}"
         os.close(self.lock)
@@ -189,7 +195,7 @@ def _processes_using(run_dir: Path) -> list[int]:
 
 @pytest.fixture
 def helper_side(built, tmp_path):
-    side = FakeHelperSide(tmp_path / "run", built[1])
+    side = FakeHelperSide(tmp_path / "run", built[0], built[1])
     try:
         yield side
     finally:
@@ -217,35 +223,52 @@ def _finish(proc: subprocess.Popen, timeout: float = 60) -> tuple[int, str, str]
     return proc.returncode, out.decode(), err.decode()
 
 
+def _dead_pid() -> int:
+    done = subprocess.Popen(["true"])
+    done.wait()
+    return done.pid
+
+
+def _waiting_on_its_slot(side: FakeHelperSide, slot: int, pid: int) -> bool:
+    fifo = handoff.slot_fifo(side.directory, slot)
+    return wait_for(lambda: os.path.samestat(os.stat(f"/proc/{pid}/fd/0"), os.stat(fifo)), 10)
+
+
+def _version_answer(result) -> dict:
+    code, out, err = result
+    assert code == 0, (out, err)
+    body = json.loads(out)
+    assert body["supportedVersions"][-1] == "1.1.0"
+    return body
+
+
 def test_a_served_call_gets_its_output_and_exit_code_and_frees_its_slot(built, helper_side):
     path, _ = built
     caller = _caller(path, helper_side.run_dir, b'{"the": "config"}', CNI_COMMAND="ADD")
     record = helper_side.next_record()
     slot, pid = handoff.parse_record(record)
     assert pid == caller.pid
-    fifo = Path(handoff.slot_fifo(helper_side.directory, slot))
-    before = fifo.stat().st_ino
     seen = {}
 
     def run(env, stdin):
         seen.update(env=dict(env), stdin=stdin)
         return 3, "the result\n", "a log line\n"
 
-    assert handoff.serve(record, helper_side.directory, lambda fds: None, run) is True
+    handoff.serve(record, helper_side.directory, lambda where: None, run,
+                  lambda s, p: seen.update(taken=(s, p)))
     assert _finish(caller) == (3, "the result\n", "a log line\n")
     assert seen["stdin"] == b'{"the": "config"}' and seen["env"]["CNI_COMMAND"] == "ADD"
-    assert fifo.stat().st_ino != before, "the slot was not renewed"
+    assert seen["taken"] == (slot, pid)
     assert not Path(handoff.slot_lock(helper_side.directory, slot)).exists()
+    assert not Path(handoff.slot_taken(helper_side.directory, slot)).exists()
 
 
-def test_a_caller_the_helper_cannot_serve_runs_the_call_itself(built, helper_side):
+def test_f_makes_the_caller_run_the_call_itself(built, helper_side):
     path, _ = built
     caller = _caller(path, helper_side.run_dir, b"", CNI_COMMAND="VERSION")
-    helper_side.next_record()
-    # What a stopping helper does for records no worker took.
-    assert handoff.answer_waiting_callers(helper_side.directory) == 1
-    code, out, _ = _finish(caller)
-    assert code == 0 and json.loads(out)["cniVersion"] == "1.1.0"
+    slot, pid = handoff.parse_record(helper_side.next_record())
+    helper_side.slots.answer(slot, pid, "F")
+    _version_answer(_finish(caller))
 
 
 def test_resident_false_sends_the_config_back_to_run_in_process(built, helper_side):
@@ -257,102 +280,170 @@ def test_resident_false_sends_the_config_back_to_run_in_process(built, helper_si
     def run(env, stdin):
         raise AssertionError("a resident: false call ran in the helper")
 
-    assert handoff.serve(record, helper_side.directory, lambda fds: None, run) is False
-    code, out, _ = _finish(caller)
-    assert code == 0 and json.loads(out)["supportedVersions"][0] == "0.3.0"
+    handoff.serve(record, helper_side.directory, lambda where: None, run, lambda s, p: None)
+    assert _version_answer(_finish(caller))["supportedVersions"][0] == "0.3.0"
+
+
+def _worker_dies(side: FakeHelperSide, record: bytes, *, started: bool) -> None:
+    """A worker that claimed the call (and maybe started it), then died."""
+    slot, pid = handoff.parse_record(record)
+    assert _waiting_on_its_slot(side, slot, pid)
+    assert handoff.claim(side.directory, slot, _dead_pid())
+    if started:
+        fd = os.open(handoff.slot_fifo(side.directory, slot), os.O_WRONLY | os.O_NONBLOCK)
+        os.write(fd, handoff.line(pid, "S"))
+        os.close(fd)
 
 
 def test_a_worker_dying_mid_call_gives_a_try_again_error(built, helper_side):
     path, _ = built
     caller = _caller(path, helper_side.run_dir, b"{}", CNI_COMMAND="ADD")
-    slot, pid = handoff.parse_record(helper_side.next_record())
-    reply = handoff._handshake(helper_side.directory, slot, pid, 5.0)
-    assert reply is not None
-    os.close(reply)  # what the kernel does for a worker killed with SIGKILL
+    _worker_dies(helper_side, helper_side.next_record(), started=True)
+    assert caller.poll() is None
+    helper_side.slots.watch({})  # the parent sees no live worker holding the claim
     code, out, _ = _finish(caller)
     assert code == 1 and json.loads(out)["code"] == 11
 
 
-def _helper_killed(side: FakeHelperSide) -> None:
-    """What SIGKILL leaves: no reader or writer on any FIFO, the files all in place."""
-    for fd in (side.reader, side.writer, handoff.LIVENESS_FD):
-        os.close(fd)
-
-
-def _helper_restarted(side: FakeHelperSide) -> int:
-    """The next helper of the build (it holds the build's lock, as the fake side does)."""
-    before = time.monotonic()
-    side.reader, side.writer = handoff.open_requests(side.directory)
-    return int((time.monotonic() - before) * 1000)
-
-
-def test_a_killed_helper_strands_no_caller_waiting_on_its_slot(built, helper_side):
+def test_a_worker_dying_before_the_call_started_lets_the_caller_run_it(built, helper_side):
     path, _ = built
     caller = _caller(path, helper_side.run_dir, b"", CNI_COMMAND="VERSION")
-    helper_side.next_record()  # a worker took the record, then everything was killed
-    _helper_killed(helper_side)
-    time.sleep(0.2)
-    assert caller.poll() is None, "the caller should be waiting on its slot"
-    _helper_restarted(helper_side)
-    code, out, _ = _finish(caller)
-    assert code == 0 and json.loads(out)["cniVersion"] == "1.1.0"
+    _worker_dies(helper_side, helper_side.next_record(), started=False)
+    helper_side.slots.watch({})
+    _version_answer(_finish(caller))
 
 
-def test_a_killed_helper_strands_no_caller_waiting_to_send_its_record(helper_side):
-    # The prologue's steps after the liveness check, in a caller that passed it just before
-    # the helper died: opening q for writing blocks, no reader is left.
-    directory = helper_side.directory
-    _helper_killed(helper_side)
-    script = ('set -C; echo $$ > "$1/5.lock"; printf "%-31s\\n" "5 $$" > "$1/q"; '
-              'read -r c < "$1/5"; echo "answer $c"')
-    caller = subprocess.Popen(["sh", "-c", script, "sh", directory], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
-    assert wait_for(lambda: Path(handoff.slot_lock(directory, 5)).exists(), 10)
-    time.sleep(0.2)
-    assert caller.poll() is None, "the caller should be blocked opening q"
-    took_ms = _helper_restarted(helper_side)
-    code, out, _ = _finish(caller, timeout=10)
-    assert code == 0
-    assert out == "answer F\n"
-    assert took_ms < 2000
-    # ...and the new helper's directory is fresh: no lock left behind.
-    assert not Path(handoff.slot_lock(directory, 5)).exists()
-
-
-def test_a_stale_pid_file_or_full_slots_mean_in_process(built, helper_side):
+def test_a_record_no_worker_took_is_answered_and_cannot_be_taken_later(built, helper_side):
     path, _ = built
-    pid_file = helper_side.run_dir / f"resident-{built[1]}.pid"
+    caller = _caller(path, helper_side.run_dir, b"", CNI_COMMAND="VERSION")
+    record = helper_side.next_record()  # read by a worker that died at once
+    slot, pid = handoff.parse_record(record)
+    assert _waiting_on_its_slot(helper_side, slot, pid)
+    helper_side.slots.watch({12345: INF})  # an idle worker, but too early: not lost yet
+    assert caller.poll() is None
+    helper_side.slots.watch({12345: INF}, now=time.time() + handoff.LOST_AFTER + 1)
+    _version_answer(_finish(caller))
+    ran = []
+    handoff.serve(record, helper_side.directory, lambda where: None,
+                  lambda env, stdin: ran.append(1) or (0, "", ""), lambda s, p: None)
+    assert ran == [], "a call answered as lost ran after all"
+
+
+def test_a_worker_stuck_past_its_deadline_is_named_for_killing(built, helper_side):
+    path, _ = built
+    caller = _caller(path, helper_side.run_dir, b"", CNI_COMMAND="VERSION")
+    slot, pid = handoff.parse_record(helper_side.next_record())
+    assert _waiting_on_its_slot(helper_side, slot, pid)
+    assert handoff.claim(helper_side.directory, slot, 4242)
+    assert helper_side.slots.watch({4242: time.monotonic() + 60}) == []
+    assert helper_side.slots.watch({4242: time.monotonic() - 1}) == [4242]
+    helper_side.slots.watch({})  # ...killed: now its claim has no live owner
+    _version_answer(_finish(caller))  # it never wrote S: the caller ran the call
+
+
+@pytest.mark.parametrize("record_read", [True, False])
+def test_a_killed_helper_strands_no_caller(built, helper_side, record_read):
+    path, _ = built
+    caller = _caller(path, helper_side.run_dir, b"", CNI_COMMAND="VERSION")
+    slot, pid = handoff.parse_record(helper_side.next_record()) if record_read else (None, None)
+    if record_read:
+        assert _waiting_on_its_slot(helper_side, slot, pid)
+    else:
+        assert wait_for(lambda: list(Path(helper_side.directory).glob("*.lock")), 10)
+    helper_side.killed()
+    started = time.monotonic()
+    _version_answer(_finish(caller, timeout=30))
+    assert time.monotonic() - started < 10, "the caller waited for its timer"
+
+
+def test_a_caller_reading_end_of_file_defers_to_a_worker_that_claimed_first(built,
+                                                                            helper_side):
+    path, _ = built
+    caller = _caller(path, helper_side.run_dir, b"{}", CNI_COMMAND="ADD")
+    record = helper_side.next_record()
+    slot, pid = handoff.parse_record(record)
+    assert _waiting_on_its_slot(helper_side, slot, pid)
+    worker_end = os.open(handoff.slot_fifo(helper_side.directory, slot), os.O_WRONLY)
+    assert handoff.claim(helper_side.directory, slot, os.getpid())
+    helper_side.killed()  # the parent is gone; this "worker" holds its writer
+    time.sleep(0.3)
+    assert caller.poll() is None, "the caller ran a call a worker had claimed"
+    os.write(worker_end, handoff.line(pid, "S") + handoff.line(pid, "7"))
+    os.close(worker_end)
+    assert _finish(caller)[0] == 7
+
+
+@pytest.mark.slow
+def test_the_ticker_ends_a_wait_nothing_else_would(built, helper_side):
+    """A frozen helper (SIGSTOP): alive, holding the FIFOs, answering nothing; only its
+    ticker (a process of its own) still counts the caller's seconds."""
+    path, _ = built
+    handoff.start_ticker(helper_side.directory, os.getpid())
+    caller = _caller(path, helper_side.run_dir, b"", CNI_COMMAND="VERSION",
+                     CNILAB_CALL_TIMEOUT="1")
+    helper_side.next_record()
+    started = time.monotonic()
+    _version_answer(_finish(caller, timeout=60))  # not started: it ran the call itself
+    took = time.monotonic() - started
+    assert 1 + handoff.HANDOFF_MARGIN - 2 < took < 1 + handoff.HANDOFF_MARGIN + 10, took
+
+
+def test_ticks_do_not_end_a_call_that_is_within_its_time(built, helper_side):
+    path, _ = built
+    caller = _caller(path, helper_side.run_dir, b"", CNI_COMMAND="ADD", CNILAB_CALL_TIMEOUT="5")
+    slot, pid = handoff.parse_record(helper_side.next_record())
+    assert _waiting_on_its_slot(helper_side, slot, pid)
+    fifo = os.open(handoff.slot_fifo(helper_side.directory, slot), os.O_WRONLY)
+    os.write(fifo, b"T\n" * (5 + handoff.HANDOFF_MARGIN - 1) + handoff.line(pid, "4"))
+    os.close(fifo)
+    assert _finish(caller)[0] == 4
+    caller = _caller(path, helper_side.run_dir, b"", CNI_COMMAND="VERSION",
+                     CNILAB_CALL_TIMEOUT="5")
+    slot, pid = handoff.parse_record(helper_side.next_record())
+    assert _waiting_on_its_slot(helper_side, slot, pid)
+    fifo = os.open(handoff.slot_fifo(helper_side.directory, slot), os.O_WRONLY)
+    os.write(fifo, b"T\n" * (5 + handoff.HANDOFF_MARGIN))  # out of time, not started
+    os.close(fifo)
+    _version_answer(_finish(caller))
+
+
+def test_a_stale_pid_file_full_slots_or_a_foreign_owner_mean_in_process(built, helper_side):
+    path, _ = built
+    real_pid = helper_side.pid_file.read_text()
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
-        pid_file.write_text(f"{sleeper.pid}\n")  # alive, but not holding the request FIFO
-        code, out, _ = _finish(_caller(path, helper_side.run_dir, b"", CNI_COMMAND="VERSION"))
-        assert code == 0 and "supportedVersions" in out
+        helper_side.pid_file.write_text(f"{sleeper.pid}\n")  # alive, but not the helper
+        _version_answer(_finish(_caller(path, helper_side.run_dir, b"",
+                                        CNI_COMMAND="VERSION")))
     finally:
         sleeper.kill()
         sleeper.wait()
-    pid_file.write_text(f"{os.getpid()}\n")
+    helper_side.pid_file.write_text(real_pid)
+    os.chown(helper_side.pid_file, 65534, 65534)  # made by someone else: never trusted
+    _version_answer(_finish(_caller(path, helper_side.run_dir, b"", CNI_COMMAND="VERSION")))
+    os.chown(helper_side.pid_file, 0, 0)
     for slot in range(handoff.SLOTS):
         Path(handoff.slot_lock(helper_side.directory, slot)).write_text(f"{os.getpid()}\n")
-    code, out, _ = _finish(_caller(path, helper_side.run_dir, b"", CNI_COMMAND="VERSION"))
-    assert code == 0 and "supportedVersions" in out
-    assert not select.select([helper_side.reader], [], [], 0)[0], "a record was sent anyway"
+    _version_answer(_finish(_caller(path, helper_side.run_dir, b"", CNI_COMMAND="VERSION")))
+    assert not select.select([helper_side.slots.requests], [], [], 0)[0], "a record was sent"
 
 
-def test_sweep_frees_slots_of_callers_that_died(helper_side):
+def test_watch_frees_the_slots_of_callers_that_died_with_a_fresh_fifo(helper_side):
     directory = helper_side.directory
-    dead = subprocess.Popen(["true"])
-    dead.wait()
     locks = {slot: Path(handoff.slot_lock(directory, slot)) for slot in range(4)}
-    locks[0].write_text(f"{dead.pid}\n")  # died holding it
+    locks[0].write_text(f"{_dead_pid()}\n")  # died holding it
     locks[1].write_text(f"{os.getpid()}\n")  # alive: a call in progress
     locks[2].write_text("")  # created, pid not written yet
-    locks[3].write_text(f"{dead.pid}\n")
+    locks[3].write_text(f"{_dead_pid()}\n")  # died, but only just
+    fifo = Path(handoff.slot_fifo(directory, 0))
+    before = fifo.stat().st_ino
     later = time.time() + handoff.STALE_LOCK_AGE + 1
     for slot in (0, 1, 2):
         os.utime(locks[slot], (later - handoff.STALE_LOCK_AGE - 1.5,) * 2)
-    os.utime(locks[3], (later - 0.5,) * 2)  # died, but only just
-    assert handoff.sweep(directory, now=later) == [0, 2]
-    assert [slot for slot, lock in locks.items() if lock.exists()] == [1, 3]
+    os.utime(locks[3], (later - 0.5,) * 2)
+    helper_side.slots.watch({}, now=later)
+    assert [slot for slot, lock in locks.items() if lock.exists()] == [1, 2, 3]
+    assert fifo.stat().st_ino != before, "a dead caller's FIFO was not renewed"
 
 
 @pytest.mark.parametrize("record", [b"", b"1 2\n", b"x y".ljust(31) + b"\n",

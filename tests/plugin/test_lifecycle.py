@@ -10,7 +10,7 @@ import json
 import pytest
 from cnitest import host_local_conf, leases, links, ns_run, routes, run_plugin
 
-from plugin.wiring import host_veth_name
+from plugin.cni.wiring import host_veth_name
 
 pytestmark = pytest.mark.root
 VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
@@ -218,3 +218,35 @@ def test_ipam_gets_this_nodes_subnet_when_it_names_none(node_ns, pod_ns, ipam_di
     assert check.returncode == 0, check
     assert run_plugin(node_ns, "DEL", conf, netns=pod_ns, extra_env=run_dir).returncode == 0
     assert leases(ipam_dir, "cnp1net") == [] and links(node_ns) == ["lo"]
+
+
+@pytest.mark.parametrize("prev", ["not an object", {"ips": [{"address": "nonsense"}]},
+                                  {"interfaces": "x"}, {"ips": [{"address": "10.250.9.2/24",
+                                                                 "interface": 99}]}])
+def test_del_with_an_unreadable_prev_result_releases_what_it_can_and_succeeds(
+        prev, node_ns, pod_ns, ipam_dir):
+    conf = host_local_conf(ipam_dir, "10.250.9.0/24")
+    add = run_plugin(node_ns, "ADD", conf, netns=pod_ns)
+    assert add.returncode == 0, add
+    for _ in range(2):  # and again: a runtime retries DEL until it succeeds
+        gone = run_plugin(node_ns, "DEL", with_prev(conf, prev), netns=pod_ns)
+        assert gone.returncode == 0 and gone.stdout == "", gone
+        assert "ignores the prevResult" in gone.stderr
+    assert links(pod_ns) == ["lo"] and links(node_ns) == ["lo"]
+    assert leases(ipam_dir, "cnp1net") == []
+
+
+@pytest.mark.parametrize("command", ["ADD", "CHECK"])
+@pytest.mark.parametrize("which", ["node", "self"])
+def test_the_nodes_own_namespace_is_never_taken_for_a_pod(command, which, node_ns, ipam_dir):
+    netns = {"node": f"/run/netns/{node_ns}", "self": "/proc/self/ns/net"}[which]
+    conf = host_local_conf(ipam_dir, "10.250.8.0/24")
+    if command == "CHECK":
+        conf = with_prev(conf, {"cniVersion": "1.1.0", "interfaces": [
+            {"name": "eth0", "sandbox": netns}], "ips": [], "routes": []})
+    before = routes(node_ns)
+    run = run_plugin(node_ns, command, conf, netns=netns)
+    assert run.returncode == 1 and run.json["code"] == 4, run
+    assert "node's own network namespace" in run.json["msg"]
+    assert links(node_ns) == ["lo"] and routes(node_ns) == before
+    assert leases(ipam_dir, "cnp1net") == []

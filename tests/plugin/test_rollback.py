@@ -6,7 +6,7 @@ import subprocess
 import pytest
 from cnitest import host_local_conf, leases, links, ns_run, routes, run_plugin
 
-from plugin.wiring import host_veth_name
+from plugin.cni.wiring import host_veth_name
 
 pytestmark = pytest.mark.root
 
@@ -60,3 +60,46 @@ def test_route_conflict_in_the_pod_rolls_back(node_ns, pod_ns, ipam_dir):
     assert links(pod_ns) == ["lo", "x0", "x1"]
     assert links(node_ns) == ["lo"]
     assert leases(ipam_dir, "cnp1net") == []
+
+
+def test_a_secondary_network_routing_default_over_net1_names_the_collision(
+        node_ns, pod_ns, make_netns, ipam_dir):
+    """What Multus does: eth0 (the cluster network) holds the pod's default route, then a
+    secondary network's ADD for net1 whose IPAM routes include 0.0.0.0/0."""
+    primary = make_netns("prim")
+    ns_run(pod_ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "p0",
+           "netns", primary, check=True)
+    ns_run(pod_ns, "ip", "addr", "add", "10.42.0.7/24", "dev", "eth0", check=True)
+    ns_run(pod_ns, "ip", "link", "set", "eth0", "up", check=True)
+    ns_run(pod_ns, "ip", "route", "add", "default", "via", "10.42.0.1", "dev", "eth0",
+           check=True)
+    before = routes(pod_ns)
+    conf = host_local_conf(ipam_dir, "10.250.20.0/24")
+    add = run_plugin(node_ns, "ADD", conf, netns=pod_ns, ifname="net1")
+    assert add.returncode == 1 and add.json["code"] == 102, add
+    msg, details = add.json["msg"], add.json["details"]
+    assert "configuring net1 in the pod: route 0.0.0.0/0 via 10.250.20.1 dev net1" in msg, msg
+    assert "already has a route to 0.0.0.0/0 (0.0.0.0/0 via 10.42.0.1 dev eth0)" in msg, msg
+    assert "eth0's default route" in msg and "secondary network" in msg, msg
+    assert 'ipam.routes to [{"dst": "10.250.20.0/24"}] instead of 0.0.0.0/0' in details, details
+    assert "(17," not in msg and "Traceback" not in add.stdout + add.stderr
+    # ...and nothing of ours is left: the pod is as it was, the lease released
+    assert links(pod_ns) == ["eth0", "lo"] and routes(pod_ns) == before
+    assert links(node_ns) == ["lo"] and leases(ipam_dir, "cnp1net") == []
+    # the fix the hint names works
+    fixed = dict(conf, ipam=dict(conf["ipam"], routes=[{"dst": "10.250.20.0/24"}]))
+    ok = run_plugin(node_ns, "ADD", fixed, netns=pod_ns, ifname="net1")
+    assert ok.returncode == 0, ok
+    assert "default via 10.42.0.1 dev eth0" in " ".join(routes(pod_ns))
+
+
+def test_del_removes_a_host_veth_an_add_killed_before_naming_it(node_ns, pod_ns, ipam_dir):
+    """What SIGKILL between creating the pair and setting the alias leaves: our name, no
+    alias, the peer in the pod. DEL takes it (and the lease) away."""
+    conf = host_local_conf(ipam_dir, "10.250.20.0/24")
+    add = run_plugin(node_ns, "ADD", conf, netns=pod_ns)
+    assert add.returncode == 0, add
+    host = host_veth_name("cnp1net", "ctr1", "eth0")
+    subprocess.run(["ip", "-n", node_ns, "link", "set", host, "alias", ""], check=True)
+    assert run_plugin(node_ns, "DEL", conf, netns=pod_ns).returncode == 0
+    assert_nothing_left(node_ns, pod_ns, ipam_dir)

@@ -63,9 +63,21 @@ def test_reference_ptp_fails_cross_node_and_passes_same_node(tmp_path):
     assert outcomes["test_no_stray_pod_host_interface_lease_or_namespace"] == "passed", output
     assert (tmp_path / "logs").is_dir() and any((tmp_path / "logs").iterdir()), (
         "failing scenarios attached no `lab logs` tarball")
+    # each failure says why, not only what: ptp leaves no route to the other node's pods
+    assert "diagnosis: node1 has no route to 10.244.1." in output, output[-3000:]
+    assert "no reply even to small packets, so this is not about the MTU" in output
+    assert "no reachability, so no throughput to measure" in output
+    import tarfile
+
+    tarball = next((tmp_path / "logs").glob("*cross_node_pod_to_pod_icmp*.tar.gz"))
+    with tarfile.open(tarball) as tar:
+        calls = next(m for m in tar.getmembers() if m.name.endswith("/plugin-calls.txt"))
+        text = tar.extractfile(calls).read().decode()  # type: ignore[union-attr]
+    assert " ADD " in text and "rc=0" in text, text[:500]
 
 
-@pytest.mark.parametrize("example", ["netns-hostgw.toml", "netns-vxlan.toml"])
+@pytest.mark.parametrize("example", ["netns-hostgw.toml", "netns-vxlan.toml",
+                                     "netns-dualstack.toml", "netns-vxlan-v6.toml"])
 def test_cnilab_passes_every_scenario(example, tmp_path):
     plugin = ROOT / "dist" / "cnilab"
     if not plugin.exists():
@@ -77,3 +89,21 @@ def test_cnilab_passes_every_scenario(example, tmp_path):
     bad = {n: o for n, o in outcomes.items() if o not in ("passed",)}
     assert len(outcomes) >= 15, f"suite shape changed: {sorted(outcomes)}"
     assert not bad, f"cnilab ({example}) did not pass: {bad}\n{output[-4000:]}"
+    from lab.config import load_config
+
+    for family in load_config(ROOT / "examples" / example).network.families:
+        ran = [n for n in outcomes if f"[v{family}]" in n and "cross_node" in n]
+        assert len(ran) >= 5, f"no cross-node [v{family}] scenarios ran: {sorted(outcomes)}"
+
+
+def test_reference_ptp_on_a_dual_stack_lab_is_judged_per_family(tmp_path):
+    """Same-node passes and cross-node fails in both families, each reported as [v4]/[v6]."""
+    outcomes, output = _run_suite(ROOT / "examples" / "netns-ptp-dualstack.toml", tmp_path)
+    for family in ("v4", "v6"):
+        same = {n: o for n, o in outcomes.items() if "same_node" in n and f"[{family}]" in n}
+        cross = {n: o for n, o in outcomes.items() if "cross_node" in n and f"[{family}]" in n}
+        assert len(same) >= 4 and len(cross) >= 5, f"no [{family}] ids: {sorted(outcomes)}"
+        assert all(o == "passed" for o in same.values()), f"ptp failed same-node: {same}"
+        assert all(o == "failure" for o in cross.values()), f"ptp passed cross-node: {cross}"
+    assert "diagnosis: node1 has no route to fd00:244:0:1::" in output, output[-3000:]
+    assert outcomes["test_no_stray_pod_host_interface_lease_or_namespace"] == "passed", output

@@ -124,3 +124,24 @@ def test_bad_names_are_clear_errors(ns_cluster):
         ns_cluster.create_pod("Bad_Name", "node1")
     with pytest.raises(LabError, match="no node named 'node9'"):
         ns_cluster.create_pod("a", "node9")
+
+
+def test_pod_namespaces_are_this_labs_only(ns_cluster):
+    """The leak audit judges these: another lab's pod, or anyone's namespace on the host,
+    must never count as this suite's leak (three false failures in six runs before)."""
+    node = ns_cluster.nodes()[0].name
+    foreign = [f"cnilab-t4other{secrets.token_hex(2)}-pod-other1",
+               f"someone-{secrets.token_hex(3)}"]
+    for ns in foreign:
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        before = ns_cluster.pod_namespaces(node)
+        assert not set(foreign) & set(before)
+        pod = ns_cluster.create_pod("audited", node)
+        made = f"{ns_cluster.pod_prefix}audited"
+        assert ns_cluster.pod_namespaces(node) == sorted([*before, made])
+        ns_cluster.delete_pod(pod)
+        assert ns_cluster.pod_namespaces(node) == before
+    finally:
+        for ns in foreign:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)

@@ -13,7 +13,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -22,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.api import LabError
+from lab.debian_build import apt_mirror, apt_sources, run_step
 
 # Bump when the steps below change in a way the package list does not show.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 6
 SUITE = "bookworm"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 BUILT_IMAGE_NAME = "cnilab-debian-12"
 SYSTEM_CACHE = Path("/var/cache/cnilab/images")
 
@@ -38,6 +37,11 @@ PACKAGES = (
     "python3", "iproute2", "iputils-ping", "procps",
     "containernetworking-plugins",  # host-local IPAM + reference plugins in /usr/lib/cni
     "iperf3",                       # the scenarios' pod/node throughput figures
+    # K3s on the node: containerd refuses to start containers where the kernel has AppArmor
+    # but apparmor_parser is missing; kube-proxy and flannel program iptables; K3s's unit
+    # modprobes br_netfilter and overlay.
+    "apparmor", "iptables", "kmod",
+    "xdelta3",                      # lab deploy sends a changed plugin as a delta
 )
 
 # Run by mmdebstrap with $1 = the new root. Each line is a shell command.
@@ -54,6 +58,11 @@ CUSTOMIZE_HOOKS = (
     # Only the seed ISO counts: probing cloud metadata services would wait on timeouts.
     'printf "datasource_list: [NoCloud, None]\\n" > "$1/etc/cloud/cloud.cfg.d/90-cnilab.cfg"',
     'printf "PasswordAuthentication no\\n" > "$1/etc/ssh/sshd_config.d/50-cnilab.conf"',
+    # Every command the harness runs is an SSH session; the login parts of sshd's PAM stack
+    # (pam_systemd registering a logind session, pam_motd running update-motd.d) cost half a
+    # second per session on a TCG guest. Sessions get the non-interactive stack, as cron's.
+    'sed -i -e "s/^@include common-session$/@include common-session-noninteractive/" '
+    '-e "/pam_motd.so/d" -e "/pam_mail.so/d" "$1/etc/pam.d/sshd"',
     # Every VM gets its own host keys from its seed; none may be shared through the image.
     'rm -f "$1"/etc/ssh/ssh_host_*',
     'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin',
@@ -97,20 +106,6 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "cnilab" / "images"
 
 
-def apt_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
-    """The Debian mirror apt on this machine already uses (it is reachable), or deb.debian.org."""
-    files = [sources_dir / "sources.list", *sorted((sources_dir / "sources.list.d").glob("*"))]
-    for f in files:
-        try:
-            text = f.read_text()
-        except OSError:
-            continue
-        for url in re.findall(r"(?:URIs:|^deb)\s+(\S+)", text, flags=re.MULTILINE):
-            if url.rstrip("/").endswith("/debian"):
-                return url.rstrip("/")
-    return DEFAULT_MIRROR
-
-
 def recipe(mirror: str) -> dict[str, object]:
     return {"version": RECIPE_VERSION, "suite": SUITE, "mirror": mirror,
             "packages": list(PACKAGES), "hooks": list(CUSTOMIZE_HOOKS)}
@@ -138,12 +133,7 @@ def mmdebstrap_argv(rootdir: Path, mirror: str) -> list[str]:
     argv = ["mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
             "--include=" + ",".join(PACKAGES)]
     argv += [f"--customize-hook={hook}" for hook in CUSTOMIZE_HOOKS]
-    security = mirror.rsplit("/", 1)[0] + "/debian-security"
-    argv += [SUITE, str(rootdir),
-             f"deb {mirror} {SUITE} main",
-             f"deb {mirror} {SUITE}-updates main",
-             f"deb {security} {SUITE}-security main"]
-    return argv
+    return [*argv, SUITE, str(rootdir), *apt_sources(mirror, SUITE)]
 
 
 @contextlib.contextmanager
@@ -159,18 +149,8 @@ def _build_lock(cache_dir: Path) -> Iterator[None]:
 
 
 def _run(argv: list[str], log: Path, step: str) -> None:
-    with log.open("a") as out:
-        out.write(f"$ {' '.join(argv)}\n")
-        out.flush()
-        try:
-            proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)
-        except FileNotFoundError:
-            raise LabError(f"image build: {argv[0]} is not installed",
-                           hint="apt-get install mmdebstrap e2fsprogs qemu-utils") from None
-    if proc.returncode != 0:
-        tail = log.read_text(errors="replace").splitlines()[-30:]
-        raise LabError(f"image build failed while {step} (rc={proc.returncode})",
-                       output="\n".join(tail), hint=f"full log: {log}")
+    run_step(argv, log, step, what="image build",
+             install_hint="apt-get install mmdebstrap e2fsprogs qemu-utils")
 
 
 def _single(pattern: str, boot: Path) -> Path:

@@ -18,7 +18,7 @@ import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -88,8 +88,18 @@ class LibvirtProvider:
         self.settings: LibvirtSettings = config.libvirt or LibvirtSettings()
         self.lab = names.check_lab_name(config.name)
         self.node_names = [names.check_node_name(n.name) for n in config.nodes]
-        self.subnet = config.network.underlay_net
-        self.addresses: dict[str, IPv4Address] = config.underlay_addresses()
+        subnet = config.network.underlay_nets.get(4)
+        if not isinstance(subnet, IPv4Network):
+            raise LabError("libvirt labs need an IPv4 underlay (the nodes get it by DHCP; a v6 "
+                           "one can come beside it)",
+                           hint='underlay = ["192.168.213.0/24", "fd00:213::/64"]')
+        self.subnet: IPv4Network = subnet
+        v6 = config.network.underlay_nets.get(6)
+        self.subnet6: IPv6Network | None = v6 if isinstance(v6, IPv6Network) else None
+        self.addresses6 = {name: str(ip) for name, ip in
+                           config.underlay_addresses_by_family().get(6, {}).items()}
+        self.addresses: dict[str, IPv4Address] = {
+            name: IPv4Address(ip) for name, ip in config.underlay_addresses_by_family()[4].items()}
         self.harness_dir = config.harness_dir
         self.report = report or _stderr_report
         self.accel: AccelChoice | None = None
@@ -244,7 +254,25 @@ class LibvirtProvider:
         if not self.is_test_driver:
             self._wait_for_ssh(nodes)
             self.report(f"all nodes answer SSH after {time.monotonic() - started:.1f} s")
+            if self.subnet6 is not None:
+                _parallel(nodes, self._address_v6)
         return list(nodes)
+
+    def _address_v6(self, node: Node) -> None:
+        """The node's v6 underlay address, static, on the interface holding its v4 one; kept
+        by networkd across reboots. nodad: the lab chose it, nothing else holds it."""
+        assert self.subnet6 is not None
+        address = f"{self.addresses6[node.name]}/{self.subnet6.prefixlen}"
+        script = (
+            'set -e; dev=$(ip -o -4 addr show to "$1" | awk \'{print $2; exit}\'); '
+            '[ -n "$dev" ] || { echo "no interface holds $1" >&2; exit 1; }; '
+            'ip -6 addr replace "$2" dev "$dev" nodad; '
+            "d=/etc/systemd/network/90-cnilab-dhcp.network.d; mkdir -p $d; "
+            'printf "[Network]\\nAddress=%s\\n" "$2" > $d/cnilab-v6.conf')
+        res = node.run(["sh", "-c", script, "sh", node.address, address], timeout=60)
+        if not res.ok:
+            raise LabError(f"cannot give {node.name} its IPv6 underlay address {address}",
+                           where=node.name, output=res.stderr or res.stdout)
 
     def _domain_type(self, image: BaseImage) -> str:
         if self.is_test_driver:
@@ -272,6 +300,7 @@ class LibvirtProvider:
             reservations=[(n, names.mac_address(self.lab, n), self.addresses[n])
                           for n in self.node_names],
             forward=self.settings.forward,
+            subnet6=self.subnet6,
         )
 
     def _ensure_network(self) -> libvirt.virNetwork:

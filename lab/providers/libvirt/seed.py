@@ -54,6 +54,9 @@ def user_data(spec: SeedSpec) -> str:
         # The built image has no `locales` package: cc_locale would fail and mark cloud-init
         # as errored. A string, as the schema wants; cloud-init reads it as false.
         "locale": "false",
+        # A user manager that stays: without it every new SSH connection's first command
+        # waits for logind to start user@.service (2 s under TCG: most of a `lab deploy`).
+        "runcmd": [["loginctl", "enable-linger", spec.user]],
     }
     return "#cloud-config\n" + json.dumps(config, indent=2) + "\n"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from pathlib import Path
 
 METADATA_NS = "https://cnilab.dev/xmlns/libvirt/1"
@@ -56,6 +56,9 @@ class NetworkSpec:
     dhcp_range: tuple[IPv4Address, IPv4Address]
     reservations: list[tuple[str, str, IPv4Address]] = field(default_factory=list)  # name, mac, ip
     forward: str = "nat"   # "nat": guests reach out through the host; "isolated": host only
+    # Dual-stack labs: the v6 underlay, the host's address on it (nodes are addressed
+    # statically over SSH: dnsmasq's DHCPv6 keys reservations by DUID, not by MAC)
+    subnet6: IPv6Network | None = None
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -167,6 +170,9 @@ def network_xml(spec: NetworkSpec) -> str:
     _sub(dhcp, "range", start=str(spec.dhcp_range[0]), end=str(spec.dhcp_range[1]))
     for name, mac, address in spec.reservations:
         _sub(dhcp, "host", mac=mac, name=name, ip=str(address))
+    if spec.subnet6 is not None:
+        _sub(root, "ip", family="ipv6", address=str(spec.subnet6.network_address + 1),
+             prefix=str(spec.subnet6.prefixlen))
     return _to_string(root)
 
 

@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,15 @@ import pytest
 from lab.api import CommandResult
 
 OVERLAID = ("/etc", "/opt", "/usr/local", "/var/lib")
+
+
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _node_lock(key: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.Lock())
 
 
 @dataclass
@@ -45,11 +55,15 @@ class OverlayNode:
         return ["unshare", "--mount", "--net", "--propagation", "private",
                 "sh", "-c", script, "sh", *argv]
 
-    def run(self, argv: Sequence[str], *, input: str | None = None, timeout: float = 60,
-            env: dict[str, str] | None = None) -> CommandResult:
-        p = subprocess.run(self._wrap(argv), input=input, capture_output=True, text=True,
-                           timeout=timeout, env={**os.environ, **(env or {})})
-        return CommandResult(tuple(argv), p.returncode, p.stdout, p.stderr)
+    def run(self, argv: Sequence[str], *, input: str | bytes | None = None,
+            timeout: float = 60, env: dict[str, str] | None = None) -> CommandResult:
+        data = input.encode() if isinstance(input, str) else input
+        # one command at a time per node: two overlay mounts cannot share a workdir
+        with _node_lock(self.name + str(self.root)):
+            p = subprocess.run(self._wrap(argv), input=data, capture_output=True,
+                               timeout=timeout, env={**os.environ, **(env or {})})
+        return CommandResult(tuple(argv), p.returncode, p.stdout.decode(errors="replace"),
+                             p.stderr.decode(errors="replace"))
 
     def put_file(self, local: Path, remote: str, mode: int = 0o755) -> None:
         script = ('set -e; mkdir -p "$(dirname "$2")"; cp "$1" "$2.tmp"; chmod "$3" "$2.tmp"; '
@@ -82,3 +96,9 @@ def make_node(tmp_path):
     for root in made:  # overlay work dirs hold root-owned 000 dirs: make them removable
         subprocess.run(["chmod", "-R", "u+rwx", str(root)], check=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The live K3s labs run last: everything else is judged first, and what is left of the
+    test budget then says whether a lab still fits (live_k3s.require_budget)."""
+    items.sort(key=lambda item: item.path.name.startswith("test_live_k3s"))

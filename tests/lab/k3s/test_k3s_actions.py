@@ -13,8 +13,9 @@ import pytest
 
 from lab.api import ActionContext, LabError
 from lab.config import parse_config
-from lab.k3s import actions, commands
+from lab.k3s import actions, cmdlines
 from lab.k3s.actions import InstallK3sAgents, InstallK3sServer, WaitNodesReady, not_ready
+from lab.ssh import CommandTimeout
 from plugin import netconf
 
 pytestmark = pytest.mark.root
@@ -34,6 +35,7 @@ case "$*" in
   apply*) cat >> /var/lib/rancher/applied.jsonl; echo >> /var/lib/rancher/applied.jsonl ;;
   "get nodes"*) cat /var/lib/rancher/nodes.json ;;
   *"get secret"*) cat /var/lib/rancher/secret.json ;;
+  *"get crd/"*) echo True ;;
 esac
 exit 0
 """
@@ -46,7 +48,11 @@ def _config(tmp_path: Path, **k3s):
     data = {"lab": {"name": "k3stest", "provider": "existing", "state_dir": str(tmp_path / "st")},
             "nodes": [{"name": "node1", "role": "server"}, {"name": "node2"}, {"name": "node3"}],
             "plugin": {"path": str(plugin), "type": "cnilab", "backend": "vxlan"},
-            "k3s": k3s, "multus": {"flavor": "thick"}}
+            # hermetic: the airgap folder is the test's own, the pod image and the lab
+            # interface are named (the overlay nodes' netns is empty)
+            "k3s": {"airgap_dir": str(tmp_path), "pod_image": "registry.local/pod:1",
+                    "flannel_iface": "eth1", **k3s},
+            "multus": {"flavor": "thick"}}
     return parse_config(data)
 
 
@@ -92,17 +98,18 @@ def test_airgap_server_install_runs_up_to_systemd(tmp_path, make_node):
     # binary and images placed byte for byte where K3s expects them
     assert server.file("/usr/local/bin/k3s").read_bytes() == binary.read_bytes()
     assert stat.S_IMODE(server.file("/usr/local/bin/k3s").stat().st_mode) == 0o755
-    placed = server.file(f"{commands.IMAGES_DIR}/{images.name}")
+    placed = server.file(f"{cmdlines.IMAGES_DIR}/{images.name}")
     assert placed.read_bytes() == images.read_bytes()
     # the token: 0600 on both sides, same secret, never in the unit
     local_token = tmp_path / "st" / "k3s-token"
-    node_token = server.file(commands.NODE_TOKEN_PATH)
+    node_token = server.file(cmdlines.NODE_TOKEN_PATH)
     assert stat.S_IMODE(local_token.stat().st_mode) == 0o600
     assert stat.S_IMODE(node_token.stat().st_mode) == 0o600
     assert node_token.read_text() == local_token.read_text() and len(local_token.read_text()) > 32
     unit = server.file("/etc/systemd/system/k3s.service").read_text()
     assert ("ExecStart=/usr/local/bin/k3s server --node-name node1 --node-ip 10.99.0.11 "
-            "--token-file /etc/rancher/k3s/cnilab-token --tls-san 10.99.0.11 "
+            "--token-file /etc/rancher/k3s/cnilab-token --flannel-iface eth1 "
+            "--tls-san 10.99.0.11 "
             "--write-kubeconfig-mode 0600 --disable=traefik\n") in unit
     assert local_token.read_text().strip() not in unit
     assert "cnilab-token" not in str(e.value.output)  # the failure is systemd's, not ours
@@ -121,10 +128,10 @@ def test_rerun_copies_nothing_twice(tmp_path, make_node):
     node.put_file = lambda local, remote, mode=0o755: (copies.append(remote),
                                                        real_put(local, remote, mode))
     actions.install_k3s_files(ctx, node)
-    assert copies == [commands.NODE_TOKEN_PATH]  # only the small token; no binary, no images
+    assert copies == [cmdlines.NODE_TOKEN_PATH]  # only the small token; no binary, no images
     binary.write_bytes(b"a newer k3s\n")
     actions.install_k3s_files(ctx, node)
-    assert commands.K3S_BIN in copies
+    assert cmdlines.K3S_BIN in copies
 
 
 def test_connected_install_keeps_a_verified_binary(tmp_path, make_node):
@@ -133,7 +140,7 @@ def test_connected_install_keeps_a_verified_binary(tmp_path, make_node):
     config = _config(tmp_path, version="v1.30.4+k3s1",
                      sha256=hashlib.sha256(content).hexdigest())
     node = make_node("node1", "10.99.0.11")
-    target = node.file(commands.K3S_BIN)
+    target = node.file(cmdlines.K3S_BIN)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(content)
     actions.install_k3s_files(_ctx(config, [node], tmp_path), node)
@@ -150,7 +157,7 @@ def test_agents_join_in_parallel_and_failures_name_nodes(tmp_path, make_node):
         unit = agent.file("/etc/systemd/system/k3s-agent.service").read_text()
         assert (f"ExecStart=/usr/local/bin/k3s agent --server https://10.99.0.11:6443 "
                 f"--node-name {agent.name} --node-ip {agent.address} --token-file "
-                "/etc/rancher/k3s/cnilab-token --node-label=x=y\n") in unit
+                "/etc/rancher/k3s/cnilab-token --flannel-iface eth1 --node-label=x=y\n") in unit
     assert not nodes[0].file("/etc/systemd/system/k3s-agent.service").exists()
 
 
@@ -172,7 +179,7 @@ def test_not_ready_explains_each_node():
 
 
 def _with_fake_k3s(node, nodes_doc=None):
-    k3s = node.file(commands.K3S_BIN)
+    k3s = node.file(cmdlines.K3S_BIN)
     k3s.parent.mkdir(parents=True, exist_ok=True)
     k3s.write_text(FAKE_K3S)
     k3s.chmod(0o755)
@@ -195,6 +202,44 @@ def test_wait_ready_passes_when_all_ready(tmp_path, make_node):
     nodes = _nodes(make_node)
     _with_fake_k3s(nodes[0], {"items": [_node_item(n.name, True) for n in nodes]})
     WaitNodesReady(poll=0.1).run(_ctx(_config(tmp_path, ready_timeout=5), nodes, tmp_path))
+
+
+class _SlowProbes:
+    """A server node whose first `kubectl get nodes` (or every one) outlives its timeout, as
+    over SSH on a starved TCG server (the CI failure of 2026-12-01)."""
+
+    def __init__(self, node, always=False):
+        self._node = node
+        self.always = always
+        self.timeouts = 0
+
+    def __getattr__(self, name):
+        return getattr(self._node, name)
+
+    def run(self, argv, **kw):
+        if list(argv) == cmdlines.nodes_json() and (self.always or not self.timeouts):
+            self.timeouts += 1
+            raise CommandTimeout(f"timed out after {kw.get('timeout')}s: k3s kubectl get nodes")
+        return self._node.run(argv, **kw)
+
+
+def test_wait_ready_takes_a_slow_probe_as_not_yet(tmp_path, make_node):
+    nodes = _nodes(make_node)
+    _with_fake_k3s(nodes[0], {"items": [_node_item(n.name, True) for n in nodes]})
+    slow = _SlowProbes(nodes[0])
+    WaitNodesReady(poll=0.1).run(_ctx(_config(tmp_path, ready_timeout=5), [slow, *nodes[1:]],
+                                      tmp_path))
+    assert slow.timeouts == 1
+
+
+def test_wait_ready_deadline_names_the_slow_probe(tmp_path, make_node):
+    nodes = _nodes(make_node)
+    _with_fake_k3s(nodes[0], {"items": [_node_item(n.name, True) for n in nodes]})
+    slow = _SlowProbes(nodes[0], always=True)
+    with pytest.raises(LabError, match=r"node\(s\) node1 not Ready after 0s") as e:
+        WaitNodesReady(poll=0.1).run(_ctx(_config(tmp_path, ready_timeout=0.3),
+                                          [slow, *nodes[1:]], tmp_path))
+    assert e.value.where == "node1" and "the API did not answer: timed out" in e.value.output
 
 
 def _with_containerd_config(node, text=NEW_CONTAINERD):
@@ -249,7 +294,7 @@ def test_rerun_adopts_the_running_servers_token(tmp_path, make_node):
     be refused with."""
     config = _config(tmp_path)
     server = make_node("node1", "10.99.0.11")
-    token = server.file(commands.NODE_TOKEN_PATH)
+    token = server.file(cmdlines.NODE_TOKEN_PATH)
     token.parent.mkdir(parents=True)
     token.write_text("K10existing::server:secret\n")
     ctx = _ctx(config, [server], tmp_path)
@@ -264,11 +309,11 @@ def test_remove_k3s_cleans_what_install_left(tmp_path, make_node):
     config = _config(tmp_path, mode="airgap", binary=str(binary), images=[str(images)])
     node = make_node("node1", "10.99.0.11")
     actions.install_k3s_files(_ctx(config, [node], tmp_path), node)
-    assert node.file(commands.K3S_BIN).exists()
+    assert node.file(cmdlines.K3S_BIN).exists()
     actions.remove_k3s([node])
-    assert not node.file(commands.K3S_BIN).exists()
-    assert not node.file(commands.NODE_TOKEN_PATH).exists()
-    assert not node.file(f"{commands.IMAGES_DIR}/{images.name}").exists()
+    assert not node.file(cmdlines.K3S_BIN).exists()
+    assert not node.file(cmdlines.NODE_TOKEN_PATH).exists()
+    assert not node.file(f"{cmdlines.IMAGES_DIR}/{images.name}").exists()
 
 
 FLANNEL_CONFLIST = {"name": "cbr0", "cniVersion": "1.0.0", "plugins": [
@@ -276,15 +321,16 @@ FLANNEL_CONFLIST = {"name": "cbr0", "cniVersion": "1.0.0", "plugins": [
     {"type": "portmap", "capabilities": {"portMappings": True}}]}
 
 
-def test_multus_host_mode_writes_what_the_thin_entrypoint_would(tmp_path, make_node):
+def _multus_host_lab(tmp_path, make_node, ready_timeout):
+    """Two nodes with flannel's conflist, a stand-in k3s and its service-account secret, and a
+    config for Multus in host mode."""
     import base64
 
-    import yaml
     multus_bin = tmp_path / "multus"
     multus_bin.write_bytes(b"pretend thin multus\n")
     config = _config(tmp_path)
     config = config.model_copy(update={"multus": type(config.multus)(
-        mode="host", binary=multus_bin, ready_timeout=3)})
+        mode="host", binary=multus_bin, ready_timeout=ready_timeout)})
     nodes = _nodes(make_node)[:2]
     _with_fake_k3s(nodes[0])
     nodes[0].file("/var/lib/rancher/secret.json").write_text(json.dumps({"data": {
@@ -294,6 +340,12 @@ def test_multus_host_mode_writes_what_the_thin_entrypoint_would(tmp_path, make_n
         conf = node.file("/var/lib/rancher/k3s/agent/etc/cni/net.d/10-flannel.conflist")
         conf.parent.mkdir(parents=True, exist_ok=True)
         conf.write_text(json.dumps(FLANNEL_CONFLIST))
+    return config, nodes
+
+
+def test_multus_host_mode_writes_what_the_thin_entrypoint_would(tmp_path, make_node):
+    import yaml
+    config, nodes = _multus_host_lab(tmp_path, make_node, ready_timeout=3)
     actions.InstallMultus(poll=0.1).run(_ctx(config, nodes, tmp_path))
     applied = json.loads(nodes[0].file("/var/lib/rancher/applied.jsonl").read_text().split("\n")[0])
     kinds = [item["kind"] for item in applied["items"]]
@@ -302,7 +354,7 @@ def test_multus_host_mode_writes_what_the_thin_entrypoint_would(tmp_path, make_n
     net_d = "/var/lib/rancher/k3s/agent/etc/cni/net.d"
     for node in nodes:
         assert node.file("/var/lib/rancher/k3s/data/cni/multus").read_bytes() == \
-            multus_bin.read_bytes()
+            (tmp_path / "multus").read_bytes()
         kube = node.file(f"{net_d}/multus.d/multus.kubeconfig")
         assert stat.S_IMODE(kube.stat().st_mode) == 0o600
         doc = yaml.safe_load(kube.read_text())
@@ -361,3 +413,112 @@ def test_multus_refuses_nodes_that_disagree(tmp_path, make_node):
         actions.InstallMultus(poll=0.1).run(_ctx(config, nodes, tmp_path))
     assert "node1: bin /var/lib/rancher/k3s/data/current/bin" in e.value.output
     assert "node2: bin /var/lib/rancher/k3s/data/cni" in e.value.output
+
+
+def _with_restarting_unit(node, restarts: int) -> None:
+    """systemctl and journalctl stand-ins (systemd is not PID 1 here): the unit has been
+    restarted `restarts` times and its journal ends with the crash."""
+    for name, body in (
+            ("systemctl", f'case "$*" in *NRestarts*) echo {restarts};; esac\n'),
+            ("journalctl", 'echo "level=fatal msg=\\"failed to wait for apiserver being '
+                           'healthy\\""\n')):
+        tool = node.file(f"/usr/local/bin/{name}")
+        tool.parent.mkdir(parents=True, exist_ok=True)
+        tool.write_text(f"#!/bin/sh\n{body}")
+        tool.chmod(0o755)
+
+
+def test_a_crash_looping_server_is_reported_at_once_with_its_journal(tmp_path, make_node,
+                                                                      monkeypatch):
+    """Waiting on a unit systemd keeps restarting is waiting forever: the API wait stops at
+    the second restart and shows why (seen: 1 vCPU under TCG)."""
+    import time
+
+    binary, _ = _airgap_inputs(tmp_path)
+    binary.write_text("#!/bin/sh\nexit 1\n")         # as kubectl: the API never answers
+    config = _config(tmp_path, mode="airgap", binary=str(binary), ready_timeout=120)
+    node = make_node("node1", "10.99.0.11")
+    ctx = _ctx(config, [node], tmp_path)
+    _with_restarting_unit(node, 3)
+    started = time.monotonic()
+    monkeypatch.setattr(actions, "start_k3s", lambda *_a, **_k: None)  # no systemd here
+    with pytest.raises(LabError, match=r"K3s server keeps restarting \(3 restarts\)") as e:
+        InstallK3sServer(poll=0.1).run(ctx)
+    assert time.monotonic() - started < 30, "it waited instead of reporting"
+    assert "failed to wait for apiserver being healthy" in e.value.output
+    assert "2 vCPUs" in e.value.hint
+    _with_restarting_unit(node, 1)            # one restart is not a pattern yet
+    assert actions.crash_loop(node, "server") is None
+
+
+def test_a_redeploy_sends_a_delta_and_one_session_per_node(tmp_path, make_node, monkeypatch):
+    """The inner loop: after the first deploy the harness keeps the copy it put on the nodes
+    and the CNI dirs it found; a changed plugin then goes as an xdelta3 delta (a few KiB, not
+    1.3 MB) in one session per node, and lands byte for byte."""
+    import shutil
+
+    if shutil.which("xdelta3") is None:
+        pytest.skip("xdelta3 is not installed (scripts/setup.sh installs it)")
+    config = _config(tmp_path)
+    nodes = _nodes(make_node)[:2]
+    for node in nodes:
+        _with_containerd_config(node)
+    _with_fake_k3s(nodes[0])
+    plugin = config.plugin_path
+    import os
+
+    plugin.write_bytes(b"#!/bin/sh\n" + os.urandom(1 << 20))   # 1 MiB that gzip cannot shrink
+    actions.deploy_plugin(config, nodes, poll=0.1)
+    plugin.write_bytes(plugin.read_bytes()[:5000] + b"# an edit\n" + plugin.read_bytes()[5000:])
+    calls = []
+    real_sh = actions.sh
+    monkeypatch.setattr(actions, "sh", lambda node, script, **kw: (
+        calls.append((node.name, len(kw.get("input") or b""))), real_sh(node, script, **kw))[1])
+    actions.deploy_plugin(config, nodes, poll=0.1)
+    for node in nodes:
+        placed = node.file("/var/lib/rancher/k3s/data/cni/cnilab")
+        assert placed.read_bytes() == plugin.read_bytes()
+        sent = [size for name, size in calls if name == node.name]
+        assert len(sent) == 1 and sent[0] < 2000, sent      # one session, a delta's bytes
+    # a node whose copy is not the delta's base still gets the whole plugin
+    nodes[1].file("/var/lib/rancher/k3s/data/cni/cnilab").write_bytes(b"someone else's")
+    plugin.write_bytes(plugin.read_bytes() + b"# another edit\n")
+    calls.clear()
+    actions.deploy_plugin(config, nodes, poll=0.1)
+    assert nodes[1].file("/var/lib/rancher/k3s/data/cni/cnilab").read_bytes() == \
+        plugin.read_bytes()
+    assert max(size for name, size in calls if name == "node2") > 10_000
+    # nothing changed: one session per node, the plugin there left alone
+    calls.clear()
+    reports: list[str] = []
+    actions.deploy_plugin(config, nodes, reports.append, poll=0.1)
+    assert "0 replaced" in reports[0], reports
+    assert sorted(name for name, _ in calls) == ["node1", "node2"], calls
+
+
+def test_wait_probes_a_slow_node_less_often():
+    """A probe that takes long is CPU the node waited for needs: at most a third of the time."""
+    import time
+
+    calls = []
+
+    def slow_check():
+        calls.append(time.monotonic())
+        time.sleep(0.2)
+        return "not yet"
+
+    with pytest.raises(LabError, match="gave up"):
+        actions.wait_until(slow_check, 1.5, lambda why: LabError(f"gave up: {why}"), poll=0.01)
+    assert 2 <= len(calls) <= 4, calls          # every ~0.6 s, not every 0.21 s
+    assert calls[-1] - calls[0] <= 1.6            # the last probe at the deadline, not after
+
+
+def test_multus_waits_for_the_crd_until_its_deadline_and_says_so(tmp_path, make_node):
+    """Polled: a CRD not yet established (or an API that answers Timeout) is a 'not yet'."""
+    config, nodes = _multus_host_lab(tmp_path, make_node, ready_timeout=1)
+    nodes[0].file(cmdlines.K3S_BIN).write_text(FAKE_K3S.replace(
+        '*"get crd/"*) echo True ;;',
+        '*"get crd/"*) echo "Error from server (Timeout)" >&2; exit 1 ;;'))
+    with pytest.raises(LabError, match="the NAD CRD is not established after 1s") as e:
+        actions.InstallMultus(poll=0.1).run(_ctx(config, nodes, tmp_path))
+    assert "Timeout" in e.value.output

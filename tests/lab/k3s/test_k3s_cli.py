@@ -30,10 +30,15 @@ def _k3s_config(tmp_path: Path) -> Path:
 
 
 def test_examples_parse_and_plan():
-    for name in ("k3s-libvirt.toml", "k3s-existing-airgap.toml"):
+    for name in ("k3s-libvirt.toml", "k3s-existing-airgap.toml", "k3s-libvirt-airgap.toml",
+                 "k3s-libvirt-primary.toml", "k3s-libvirt-dualstack.toml"):
         config = load_config(ROOT / "examples" / name)
-        assert config.k3s is not None and config.multus is not None
+        assert config.k3s is not None
+        assert config.multus is not None or config.k3s.primary
         assert next(a.name for a in cluster_actions(config)) == "install K3s server"
+        if config.lab.provider == "libvirt":   # sized for K3s whatever the config leaves out
+            assert config.libvirt is not None
+            assert (config.libvirt.vcpus, config.libvirt.memory_mib) >= (2, 2048)
 
 
 def test_kubeconfig_prints_path_and_merges(tmp_path, capsys, monkeypatch):
@@ -51,11 +56,25 @@ def test_kubeconfig_prints_path_and_merges(tmp_path, capsys, monkeypatch):
     assert merged["clusters"][0]["cluster"]["server"] == "https://192.0.2.11:6443"
 
 
-def test_commands_refuse_labs_without_k3s(tmp_path, capsys):
+def test_commands_on_labs_without_k3s(tmp_path, capsys):
     path = tmp_path / "lab.toml"
     path.write_text(NETNS)
     assert main(["-c", str(path), "kubeconfig"]) == 1
     assert "no [k3s] section, so no kubeconfig" in capsys.readouterr().err
+    # deploy works on every lab; one that is not up says so
     assert main(["-c", str(path), "deploy"]) == 1
     err = capsys.readouterr().err
-    assert "no [k3s] section" in err and "Traceback" not in err
+    assert "has no nodes" in err and "lab up" in err and "Traceback" not in err
+
+
+def test_nightly_workflow_takes_the_airgap_folder_through_sudo():
+    """sudo drops the environment: the airgap folder must be passed on explicitly."""
+    flow = yaml.safe_load((ROOT / ".github" / "workflows" / "nightly.yml").read_text())
+    job = flow["jobs"]["k3s-scenarios"]
+    assert "CNILAB_AIRGAP_DIR" in job["env"]
+    runs = [step.get("run", "") for step in job["steps"]]
+    lab_calls = [line for run in runs for line in run.splitlines()
+                 if "sudo" in line and (".venv/bin/lab" in line or ".venv/bin/pytest" in line)]
+    assert lab_calls and all("--preserve-env=CNILAB_AIRGAP_DIR" in line for line in lab_calls)
+    down = next(s for s in job["steps"] if "lab down" in s.get("name", ""))
+    assert down.get("if") == "always()"

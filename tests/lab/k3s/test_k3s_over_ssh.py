@@ -16,7 +16,7 @@ import pytest
 
 from lab.api import ActionContext, LabError
 from lab.config import parse_config
-from lab.k3s import actions, commands
+from lab.k3s import actions, cmdlines
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sshd_server import SSHD, Sshd  # tests/lab/sshd_server.py, from the SSH work
@@ -73,6 +73,9 @@ def ssh_node(tmp_path):
     finally:
         if node is not None:
             node.close()
+        from lab.ssh import close_shared_connections
+
+        close_shared_connections(lab_dir / "ssh")   # deploy's shared connection, as lab down
         server.stop()
         subprocess.run(["chmod", "-R", "u+rwx", str(tmp_path / "overlay")], check=False)
 
@@ -87,7 +90,8 @@ def _config(tmp_path: Path, **k3s):
         "lab": {"name": "overssh", "provider": "existing", "state_dir": str(tmp_path / "st")},
         "nodes": [{"name": "node1", "role": "server"}],
         "plugin": {"path": str(plugin), "type": "cnilab"},
-        "k3s": {"mode": "airgap", "binary": str(binary), **k3s}, "multus": {}})
+        "k3s": {"mode": "airgap", "binary": str(binary), "airgap_dir": str(tmp_path),
+                "pod_image": "registry.local/pod:1", **k3s}, "multus": {}})
 
 
 def test_server_install_over_ssh_up_to_systemd(tmp_path, ssh_node):
@@ -99,8 +103,8 @@ def test_server_install_over_ssh_up_to_systemd(tmp_path, ssh_node):
     with pytest.raises(LabError, match="cannot start K3s server") as e:
         actions.InstallK3sServer(poll=0.1).run(ctx)
     assert e.value.where == "node1"
-    assert server.file(commands.K3S_BIN).read_bytes() == config.k3s.binary.read_bytes()
-    token = server.file(commands.NODE_TOKEN_PATH)
+    assert server.file(cmdlines.K3S_BIN).read_bytes() == config.k3s.binary.read_bytes()
+    token = server.file(cmdlines.NODE_TOKEN_PATH)
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
     assert token.read_text() == (state / "k3s-token").read_text()
     unit = server.file("/etc/systemd/system/k3s.service").read_text()

@@ -3,7 +3,13 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from lab.k3s.settings import K3S_DEFAULT_VERSION, K3sSettings, MultusSettings, k3s_minor
+from lab.k3s.settings import (
+    K3S_DEFAULT_VERSION,
+    K3sSettings,
+    MultusSettings,
+    k3s_minor,
+    runtime_max_cni_version,
+)
 
 
 def test_defaults_pin_a_checksummed_release():
@@ -32,7 +38,6 @@ def test_unpinned_version_needs_a_checksum():
     ({"sha256": "xyz"}, "64 hex"),
     ({"server_args": ["--token=abc"]}, "--token is set by the harness"),
     ({"agent_args": ["--node-ip", "1.2.3.4"]}, "--node-ip is set by the harness"),
-    ({"mode": "airgap"}, "needs binary"),
     ({"surprise": 1}, "Extra inputs are not permitted"),
 ])
 def test_bad_input_says_what_to_fix(bad, message):
@@ -40,18 +45,24 @@ def test_bad_input_says_what_to_fix(bad, message):
         K3sSettings(**bad)
 
 
-def test_airgap_inputs(tmp_path):
-    s = K3sSettings(mode="airgap", binary=tmp_path / "k3s", images=[tmp_path / "i.tar.zst"],
-                    version="v1.22.17+k3s1")
+def test_airgap_needs_no_checksum():
+    s = K3sSettings(mode="airgap", version="v1.22.17+k3s1")
     assert s.expected_sha256 is None  # air-gapped inputs are the user's own; no download
-    assert s.local_inputs() == [tmp_path / "k3s", tmp_path / "i.tar.zst"]
+
+
+def test_cni_versions_the_runtimes_accept():
+    assert runtime_max_cni_version(21) == "0.4.0"     # containerd 1.4/1.5: libcni 0.8
+    assert runtime_max_cni_version(23) == "0.4.0"
+    assert runtime_max_cni_version(24) == "1.0.0"
+    assert MultusSettings(version="v4.0.2").max_cni_version == "1.0.0"   # libcni 1.1.2
+    assert MultusSettings(version="v4.1.0").max_cni_version == "1.1.0"   # libcni 1.2
+    assert MultusSettings(version="v5.0.0").max_cni_version == "1.1.0"
 
 
 def test_multus_modes(tmp_path):
     assert MultusSettings().image_ref == "ghcr.io/k8snetworkplumbingwg/multus-cni:v4.2.4-thick"
     assert MultusSettings(flavor="thin").image_ref.endswith(":v4.2.4")
-    with pytest.raises(ValidationError, match="needs binary"):
-        MultusSettings(mode="host")
+    assert MultusSettings(mode="host").binary is None   # the airgap folder may hold it
     with pytest.raises(ValidationError, match="not a Multus release tag"):
         MultusSettings(version="latest")
     binary = tmp_path / "multus"

@@ -14,18 +14,22 @@ import pytest
 
 from lab.api import CommandResult, LabError, NetworkSpec
 from lab.config import parse_config
-from lab.k3s import commands, kubeconfig
+from lab.k3s import cmdlines, kubeconfig
+from lab.k3s.kubeapi import exec_status
 from lab.k3s.settings import K3sSettings
 from lab.kube_cluster import (
     KubeCluster,
     cni_args_text,
+    events_text,
     find_pod_attachment,
     netns_from_inspectp,
     parse_libcni_cache,
+    pod_failure,
     pod_ip_from,
     pod_manifest,
     pod_of,
     pod_phase_problem,
+    teardown_check,
     valid_attachments,
 )
 
@@ -48,8 +52,8 @@ def _cache(container_id="c0ffee", pod="a", netns="/var/run/netns/cni-1", ifname=
 
 
 def test_pod_manifest_validates_and_pins():
-    settings = K3sSettings(pod_image="registry.local/netshoot:v1", pod_image_pull_policy="Never")
-    doc = pod_manifest("a", "node2", lab="demo", settings=settings, spec=SPEC)
+    doc = pod_manifest("a", "node2", lab="demo", settings=K3sSettings(), spec=SPEC,
+                       image="registry.local/netshoot:v1", pull_policy="Never")
     kubernetes_validate.validate(doc, "1.35.0", strict=True)
     assert doc["spec"]["nodeName"] == "node2"
     container = doc["spec"]["containers"][0]
@@ -58,7 +62,8 @@ def test_pod_manifest_validates_and_pins():
     assert json.loads(doc["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"]) == [
         {"name": "cnilab", "namespace": "cnilab", "interface": "net1"}]
     assert doc["metadata"]["labels"]["cnilab.dev/lab"] == "demo"
-    primary = pod_manifest("a", "n", lab="x", settings=K3sSettings(primary=True), spec=SPEC)
+    primary = pod_manifest("a", "n", lab="x", settings=K3sSettings(primary=True), spec=SPEC,
+                           image="i", pull_policy="Never")
     assert primary["metadata"]["annotations"] == {}
 
 
@@ -223,4 +228,89 @@ def test_host_interfaces_skips_bridged_veths(k3s_lab, monkeypatch):
            "7: veth9f8e7d6c@if3: <BROADCAST,MULTICAST,UP> mtu 1500 state UP\n")
     monkeypatch.setattr(node, "run", lambda argv, **kw: CommandResult(tuple(argv), 0, out, ""))
     assert cluster.host_interfaces("node1") == ["veth9f8e7d6c"]
-    assert commands.K3S_BIN == "/usr/local/bin/k3s"
+    assert cmdlines.K3S_BIN == "/usr/local/bin/k3s"
+
+
+def _event(reason, count, message="", kind="Warning"):
+    return {"type": kind, "reason": reason, "count": count, "message": message}
+
+
+def test_a_pod_that_will_not_start_is_told_apart_from_a_slow_one():
+    sandbox = ("Failed to create pod sandbox: plugin type=\"multus\" failed (add): "
+               "configuring net1 in the pod: route 0.0.0.0/0 exists")
+    pending = {"status": {"phase": "Pending"}}
+    assert pod_failure(pending, [_event("FailedCreatePodSandBox", 1, sandbox)]) is None
+    verdict = pod_failure(pending, [_event("Scheduled", 1, kind="Normal"),
+                                    _event("FailedCreatePodSandBox", 2, sandbox)])
+    assert verdict is not None and "FailedCreatePodSandBox (x2)" in verdict
+    assert "route 0.0.0.0/0 exists" in verdict
+    never = {"status": {"phase": "Pending", "containerStatuses": [{"state": {"waiting": {
+        "reason": "ErrImageNeverPull", "message": "image localhost/x not present"}}}]}}
+    assert pod_failure(never, []) == "ErrImageNeverPull: image localhost/x not present"
+    creating = {"status": {"phase": "Pending", "containerStatuses": [{"state": {"waiting": {
+        "reason": "ContainerCreating"}}}]}}
+    assert pod_failure(creating, [_event("Pulled", 1, kind="Normal")]) is None
+    assert events_text([_event("FailedCreatePodSandBox", 3, " x ")]) == \
+        "Warning FailedCreatePodSandBox (x3): x"
+
+
+def test_exec_status_names_a_command_missing_from_the_image():
+    missing = json.dumps({"status": "Failure", "message": (
+        "OCI runtime exec failed: exec failed: container_linux.go:380: starting container "
+        "process caused: exec: \"python3\": executable file not found in $PATH: unknown")})
+    rc, why = exec_status(missing)
+    assert rc == 127 and "python3" in why
+    exit_3 = json.dumps({"status": "Failure", "reason": "NonZeroExitCode", "details": {
+        "causes": [{"reason": "ExitCode", "message": "3"}]}})
+    assert exec_status(exit_3) == (3, "")
+    assert exec_status(json.dumps({"status": "Success"})) == (0, "")
+    assert exec_status("") == (None, "")          # no status at all: the stream timed out
+
+
+def test_teardown_check_lists_what_is_left_of_a_sandbox(tmp_path):
+    import subprocess
+
+    results = tmp_path / "results"
+    results.mkdir()
+    netns = tmp_path / "cni-1234"
+    (results / "cnilab-c0ffee-net1").write_text("{}")
+    (results / "cnilab-other-net1").write_text("{}")
+    netns.write_text("")
+
+    def left():
+        line = teardown_check("c0ffee", str(netns), [str(results), str(tmp_path / "none")])
+        return subprocess.run(["sh", "-c", line], capture_output=True, text=True,
+                              check=True).stdout.split()
+
+    assert left() == [str(results / "cnilab-c0ffee-net1"), str(netns)]
+    (results / "cnilab-c0ffee-net1").unlink()
+    netns.unlink()
+    assert left() == []
+
+
+def test_teardown_wait_takes_a_slow_node_as_not_yet(k3s_lab, monkeypatch):
+    """Over SSH a probe that outlives its timeout raises; the wait's deadline decides."""
+    import time
+
+    from lab.api import Attachment
+    from lab.ssh import CommandTimeout
+
+    lab, node = k3s_lab
+    cluster = KubeCluster(lab, api=StandInApi([]))
+    real_run, probes = node.run, []
+
+    def slow_once(argv, **kw):
+        probes.append(argv)
+        if len(probes) == 1:
+            raise CommandTimeout("timed out after 30s: sh -c ...")
+        return real_run(argv, **kw)
+
+    monkeypatch.setattr(node, "run", slow_once)
+    monkeypatch.setattr("lab.kube_cluster.POLL", 0.01)
+    gone = Attachment("c0ffee-gone", "net1", "node1", netns="/var/run/netns/cni-gone")
+    cluster._wait_torn_down("node1", gone, "a", time.monotonic() + 10)
+    assert len(probes) == 2
+    probes.clear()
+    left = Attachment("c0ffee", "net1", "node1", netns="/var/run/netns/cni-1")
+    with pytest.raises(LabError, match="has not torn down pod a's sandbox"):
+        cluster._wait_torn_down("node1", left, "a", time.monotonic() + 0.05)

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from lab import debian_build
 from lab.providers.libvirt import image_build
 
 
@@ -33,10 +34,10 @@ def test_mirror_comes_from_apt_sources(tmp_path):
         "Types: deb\nURIs: http://mirror.example.org/debian\nSuites: bookworm\n")
     (tmp_path / "sources.list.d" / "other.sources").write_text(
         "Types: deb\nURIs: https://deb.nodesource.com/node_20.x\n")
-    assert image_build.apt_mirror(tmp_path) == "http://mirror.example.org/debian"
+    assert debian_build.apt_mirror(tmp_path) == "http://mirror.example.org/debian"
     (tmp_path / "sources.list").write_text("deb http://one-line.example/debian bookworm main\n")
-    assert image_build.apt_mirror(tmp_path) == "http://one-line.example/debian"
-    assert image_build.apt_mirror(tmp_path / "none") == image_build.DEFAULT_MIRROR
+    assert debian_build.apt_mirror(tmp_path) == "http://one-line.example/debian"
+    assert debian_build.apt_mirror(tmp_path / "none") == debian_build.DEFAULT_MIRROR
 
 
 def test_incomplete_builds_are_not_found(tmp_path):

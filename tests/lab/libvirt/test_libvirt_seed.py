@@ -47,6 +47,8 @@ def test_user_data_creates_the_user_and_pins_the_host_key(spec):
     assert "BEGIN OPENSSH PRIVATE KEY" in config["ssh_keys"]["ed25519_private"]
     assert config["ssh_genkeytypes"] == ["ed25519"]
     assert config["locale"] == "false"   # no locales package in the built image
+    # the lab user's manager stays up: no 2 s logind start on each new connection's first call
+    assert ["loginctl", "enable-linger", user["name"]] in config["runcmd"]
 
 
 def test_instance_id_changes_with_the_seed(spec, tmp_path):

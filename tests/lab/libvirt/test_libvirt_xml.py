@@ -127,3 +127,15 @@ def test_seed_volume_and_pool():
     pool = ET.fromstring(xml.pool_xml("cnilab-demo", Path("/var/lib/libvirt/images/cnilab-demo")))
     assert pool.get("type") == "dir"
     assert pool.findtext("target/path") == "/var/lib/libvirt/images/cnilab-demo"
+
+
+def test_a_dual_stack_network_adds_the_v6_subnet_without_dhcp():
+    from dataclasses import replace
+    from ipaddress import IPv6Network
+
+    root = ET.fromstring(xml.network_xml(replace(_network(),
+                                                 subnet6=IPv6Network("fd00:231::/64"))))
+    ips = root.findall("ip")
+    assert [(i.get("family"), i.get("address")) for i in ips] == [
+        (None, "192.168.231.1"), ("ipv6", "fd00:231::1")]
+    assert ips[1].get("prefix") == "64" and ips[1].find("dhcp") is None

@@ -1,0 +1,275 @@
+"""What the scenarios share besides fixtures: traffic probes, pod batches, the leak snapshot.
+
+Plain functions and classes over the Cluster/Pod/Node interface; scenario modules import them
+relatively (`from .support import …`), so the suites run from this repository and, installed,
+as the package cnilab_scenarios (`pytest --pyargs cnilab_scenarios`).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from lab.api import Cluster, CommandResult, LabError, Node, Pod
+
+# A one-connection TCP echo server and a client that retries while the server starts: python3
+# is on every node (the plugin needs it) and in the pod images the lab uses; nc is not.
+TCP_SERVER = (
+    "import socket,sys\n"
+    "v6=sys.argv[2]=='6'; s=socket.socket(socket.AF_INET6 if v6 else socket.AF_INET)\n"
+    "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+    "s.bind(('::' if v6 else '0.0.0.0',int(sys.argv[1]))); s.listen(1); c,_=s.accept()\n"
+    "c.sendall(b'pong '+c.recv(100)); c.close()\n"
+)
+# ICMP echo header plus the IP header: what a full-size ping must leave of the MTU
+PING_OVERHEAD = {4: 28, 6: 48}
+TCP_CLIENT = (
+    "import socket,sys,time\n"
+    "end=time.time()+float(sys.argv[3]); err=None\n"
+    "while time.time()<end:\n"
+    "    try:\n"
+    "        c=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=1)\n"
+    "        c.sendall(sys.argv[4].encode()); print(c.recv(100).decode()); sys.exit(0)\n"
+    "    except OSError as e:\n"
+    "        err=e; time.sleep(0.1)\n"
+    "sys.exit('no TCP connection: %s' % err)\n"
+)
+# -- families ---------------------------------------------------------------------------------
+def family_of(ip: str) -> int:
+    return 6 if ":" in ip else 4
+
+
+def address(pod: Pod, family: int) -> str:
+    """The pod's address in family, or a failure saying the plugin gave it none."""
+    ips = getattr(pod, "ips", None) or {family_of(pod.ip): pod.ip}
+    if family not in ips:
+        raise AssertionError(f"pod {pod.name} on {pod.node} has no IPv{family} address on "
+                             f"{pod.ifname} (it has {', '.join(ips.values()) or 'none'}): the "
+                             "lab runs this family, the plugin did not give it")
+    return ips[family]
+
+
+def lab_families(config: Any) -> tuple[int, ...]:
+    """The families the lab under test runs, read from its config at collection time."""
+    from pathlib import Path
+
+    try:
+        from lab.config import load_config
+
+        lab = load_config(Path(config.getoption("--lab-config")),
+                          config.getoption("--lab-name"))
+    except (LabError, ValueError, OSError):
+        return (4,)     # the lab fixture will say what is wrong with the config, once
+    return lab.network.families
+
+
+# -- traffic ------------------------------------------------------------------------------------
+@dataclass
+class Probes:
+    node_host: Callable[[Node], Any]
+
+    def unreachable(self, cluster: Cluster, src: Pod, ip: str, what: str) -> str:
+        """The failure message of a probe that got nothing back: what, then why."""
+        return f"{what}\n{diagnose(cluster, src, ip)}"
+
+    @staticmethod
+    def ping(pod: Pod, ip: str, *, mtu: int | None = None) -> CommandResult:
+        """ICMP echo (any of two replies counts: a loaded CI machine may be slow to schedule
+        the first); with mtu, packets that fill it exactly and must not be fragmented."""
+        argv = ["ping", "-c", "2", "-i", "0.2", "-W", "2"]
+        if mtu is not None:
+            argv += ["-M", "do", "-s", str(mtu - PING_OVERHEAD[family_of(ip)])]
+        return pod.exec([*argv, ip], timeout=10)
+
+    def node_ping(self, node: Node, ip: str) -> Any:
+        return self.node_host(node).run("ping -c 2 -i 0.2 -W 2 %s", ip)
+
+    @staticmethod
+    def tcp_echo(client: Pod, server: Pod, *, family: int = 4, wait: float = 3.0) -> str:
+        """Opens a TCP connection client -> server and returns what came back ("" on failure)."""
+        port = str(random.randint(20000, 29999))
+        started = server.exec(["sh", "-c", 'timeout 15 python3 -c "$0" "$1" "$2" >/dev/null '
+                                           '2>&1 </dev/null & echo $!', TCP_SERVER, port,
+                               str(family)])
+        if not started.ok:
+            raise LabError("could not start the TCP server", where=server.name,
+                           output=started.stderr)
+        try:
+            token = f"from-{client.name}"
+            res = client.exec(["python3", "-c", TCP_CLIENT, address(server, family), port,
+                               str(wait), token], timeout=wait + 10)
+            if res.rc == 127:    # no python3 in the image: say so, not "TCP failed"
+                raise LabError(res.stderr.strip().splitlines()[0], where=client.name)
+            return res.stdout.strip() if res.ok else ""
+        finally:
+            server.exec(["kill", started.stdout.strip()])
+
+
+# -- why traffic did not get through -----------------------------------------------------------
+def _first_line(res: CommandResult) -> str:
+    text = (res.stdout or res.stderr).strip()
+    return text.splitlines()[0] if text else f"(rc={res.rc}, no output)"
+
+
+def _node_of(cluster: Cluster, name: str) -> Node:
+    return next(n for n in cluster.nodes() if n.name == name)
+
+
+def _owner_of(cluster: Cluster, ip: str) -> Node | None:
+    """The node whose pod subnet holds ip (the harness knows every node's)."""
+    import ipaddress
+
+    for node in cluster.nodes():
+        try:
+            subnet = cluster.pod_subnet(node.name, family_of(ip))
+            if ipaddress.ip_address(ip) in ipaddress.ip_network(subnet):
+                return node
+        except (LabError, ValueError):
+            continue
+    return None
+
+
+def diagnose(cluster: Cluster, src: Pod, dst_ip: str) -> str:
+    """The likely cause of no traffic src -> dst_ip, from what the nodes say (routes,
+    neighbours, addresses), then the evidence: printed in the failing scenario's message."""
+    host = _node_of(cluster, src.node)
+    owner = _owner_of(cluster, dst_ip)
+    family = family_of(dst_ip)
+    src_ip = address(src, family) if family in (getattr(src, "ips", None) or {}) else src.ip
+    evidence = [f"[pod {src.name}] ip route get {dst_ip}: "
+                + _first_line(src.exec(["ip", "route", "get", dst_ip])),
+                f"[pod {src.name}] addresses: " + " ".join(
+                    src.exec(["ip", "-o", f"-{family}", "-br", "addr"]).stdout.split())]
+    node_route = host.run(["ip", "route", "get", dst_ip], timeout=10)
+    evidence.append(f"[{host.name}] ip route get {dst_ip}: {_first_line(node_route)}")
+    default = host.run(["ip", "-o", "route", "show", "default"], timeout=10).stdout.strip()
+    cause = ""
+    if not node_route.ok:
+        cause = f"{host.name} has no route to {dst_ip}"
+    elif owner is not None and owner.name != host.name:
+        subnet = cluster.pod_subnet(owner.name, family)
+        specific = host.run(["ip", "-o", "route", "show", "match", dst_ip], timeout=10).stdout
+        routes = [r for r in specific.splitlines() if not r.startswith("default")]
+        if not routes:
+            cause = (f"{host.name} has no route to {owner.name}'s pod subnet {subnet}"
+                     + (" (only its default route)" if default else ""))
+        evidence.append(f"[{host.name}] routes matching {dst_ip}: "
+                        + ("; ".join(specific.splitlines()) or "none"))
+    neigh = host.run(["ip", "neigh", "show"], timeout=10).stdout.strip().splitlines()
+    failed = [n for n in neigh if "FAILED" in n or "INCOMPLETE" in n]
+    if failed:
+        evidence.append(f"[{host.name}] unresolved neighbours: " + "; ".join(failed[:5]))
+        cause = cause or f"{host.name} cannot resolve {failed[0].split()[0]}"
+    if owner is not None and owner.name != host.name:
+        back = owner.run(["ip", "route", "get", src_ip], timeout=10)
+        evidence.append(f"[{owner.name}] ip route get {src_ip} (the way back): "
+                        + _first_line(back))
+        if not back.ok and not cause:
+            cause = f"{owner.name} has no route back to {src_ip}"
+    head = f"diagnosis: {cause}" if cause else "diagnosis: the routes look complete"
+    return head + "\n  " + "\n  ".join(evidence)
+
+
+def iperf3_gbits(client_exec: Callable[..., CommandResult], server_exec: Callable[..., Any],
+                 server_ip: str) -> float:
+    """One 1 s iperf3 stream; the server is started and stopped by pid, never by name."""
+    port = str(random.randint(30000, 39999))
+    pidfile = f"/tmp/cnilab-iperf3-{port}.pid"
+    server_exec(["iperf3", "-s", "-1", "-D", "-p", port, "-I", pidfile])
+    try:
+        # `iperf3 -D` returns before the server listens: a refused first try is a race, not a
+        # verdict, so the client tries three times before reporting nothing moved.
+        for attempt in range(3):
+            res = client_exec(["iperf3", "-c", server_ip, "-p", port, "-t", "1", "-J",
+                               "--connect-timeout", "2000"], timeout=20)
+            try:
+                received = json.loads(res.stdout)["end"]["sum_received"]["bits_per_second"]
+                return float(received) / 1e9
+            except (ValueError, KeyError, TypeError):
+                # iperf3 reports a failed connection as JSON without "sum_received"
+                time.sleep(0.5 * (attempt + 1))
+        return 0.0
+    finally:
+        server_exec(["sh", "-c", 'test -f "$0" && kill "$(cat "$0")"; rm -f "$0"', pidfile])
+
+
+# -- shared pods ----------------------------------------------------------------------------------
+def make_pods(cluster: Cluster, wanted: list[tuple[str, str]]) -> list[Pod]:
+    suffix = f"{random.randrange(16**4):04x}"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(cluster.create_pod, f"{prefix}-{suffix}", node)
+                   for prefix, node in wanted]
+        made, errors = [], []
+        for fut in futures:
+            try:
+                made.append(fut.result())
+            except LabError as e:
+                errors.append(e)
+    if errors:
+        delete_pods(cluster, made)
+        raise errors[0]
+    return made
+
+
+def delete_pods(cluster: Cluster, pods: list[Pod]) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(cluster.delete_pod, pods))
+
+
+def interface_mtu(pod: Pod) -> int:
+    out = pod.exec(["ip", "-o", "link", "show", "dev", pod.ifname])
+    match = re.search(r"\bmtu (\d+)", out.stdout)
+    assert out.ok and match, f"{pod.ifname} not found in pod {pod.name}: {out.stderr}"
+    return int(match.group(1))
+
+
+# -- the leak audit's baseline ------------------------------------------------------------------
+@dataclass(frozen=True)
+class NodeSnapshot:
+    host_interfaces: frozenset[str]
+    leases: frozenset[str]
+    namespaces: frozenset[str]
+    pod_routes: frozenset[str]      # host routes to single pod addresses, v4 and v6
+
+
+def pod_host_routes(cluster: Cluster, node: Node) -> frozenset[str]:
+    """The node's routes to one pod address (a /32 or /128 inside a pod subnet): each goes
+    with its pod, so one left after the suite is a leak (a route to a peer's subnet is not)."""
+    import ipaddress
+
+    subnets = []
+    for other in cluster.nodes():
+        for family in cluster.families:
+            with contextlib.suppress(LabError, ValueError):
+                subnets.append(ipaddress.ip_network(cluster.pod_subnet(other.name, family)))
+    found = set()
+    for family in cluster.families:
+        listed = node.run(["ip", "-o", f"-{family}", "route", "show"], timeout=10).stdout
+        for line in listed.splitlines():
+            words = line.split()
+            if "proto kernel" in line:    # an address's own route (a VTEP's), not a pod's
+                continue
+            dst = words[0] if words else ""
+            with contextlib.suppress(ValueError):
+                net = ipaddress.ip_network(dst, strict=False)
+                inside = any(sub.version == net.version and net.subnet_of(sub)
+                             for sub in subnets)
+                if net.prefixlen == net.max_prefixlen and inside:
+                    found.add(" ".join(words[:3]))
+    return frozenset(found)
+
+
+def snapshot(cluster: Cluster) -> dict[str, NodeSnapshot]:
+    """What this lab holds on each node: its pods' namespaces only (a shared host also holds
+    other labs' and other people's, which are not this suite's to judge)."""
+    return {node.name: NodeSnapshot(frozenset(cluster.host_interfaces(node.name)),
+                                    frozenset(cluster.ipam_leases(node.name)),
+                                    frozenset(cluster.pod_namespaces(node.name)),
+                                    pod_host_routes(cluster, node))
+            for node in cluster.nodes()}

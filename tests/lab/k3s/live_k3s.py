@@ -1,0 +1,203 @@
+"""Live K3s labs for tests: an example config as shipped, brought up on libvirt VMs with the
+air-gapped inputs of this machine, always taken down with a leak check.
+
+The inputs (K3s and Multus binaries, built from public source or downloaded on a connected
+machine) are never part of the repository: the folder is $CNILAB_AIRGAP_DIR (default
+/var/cache/cnilab/airgap). Without them every live test skips, naming what is missing. The pod
+and pause images are the product's own (`lab image pod`) and are built into that folder when
+absent.
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from vm_lab import REPO, free_subnet, free_subnet6, leftovers, require_vm_host
+
+DEFAULT_AIRGAP_DIR = Path("/var/cache/cnilab/airgap")
+REQUIRED = ("k3s", "multus")
+LAB_PREFIX = "t10"
+BIN = Path(sys.executable).parent
+UP_TIMEOUT = 1800
+SUITE_TIMEOUT = 2700
+
+
+def airgap_dir() -> Path:
+    """The air-gapped inputs, or a skip that names what is missing and where."""
+    folder = Path(os.environ.get("CNILAB_AIRGAP_DIR") or DEFAULT_AIRGAP_DIR)
+    missing = [name for name in REQUIRED if not (folder / name).is_file()]
+    if missing:
+        pytest.skip(f"live K3s needs air-gapped inputs: {', '.join(missing)} not in {folder} "
+                    "(set CNILAB_AIRGAP_DIR to the folder holding the k3s and multus binaries; "
+                    "docs/k8s.md says how to get them)")
+    from lab.k3s.pod_images import build_pod_images
+
+    build_pod_images(folder, report=print)     # the product's own images: current or rebuilt
+    return folder
+
+
+@dataclass
+class LiveLab:
+    config: Path
+    name: str
+    env: dict[str, str]
+    up_output: str
+    up_seconds: float
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def lab(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return run_lab(*args, config=self.config, env=self.env, timeout=timeout)
+
+
+def run_lab(*args: str, config: Path, env: dict[str, str],
+            timeout: float) -> subprocess.CompletedProcess[str]:
+    # -c first: after `exec NODE --` everything is the node's command line
+    return subprocess.run([str(BIN / "lab"), "-c", str(config), *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO, env=env, check=False)
+
+
+def phases_of(output: str) -> dict[str, float]:
+    """`✓ step (12.3s)` lines of lab's progress output -> {step: seconds}."""
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r"(?m)^✓ (.+?) \(([\d.]+)s\)$", output)}
+
+
+def example_copy(example: str, tmp_path: Path) -> tuple[Path, str]:
+    """The example with only what keeps test labs apart changed: name, state dir, subnet."""
+    name = LAB_PREFIX + secrets.token_hex(3)
+    text = (REPO / "examples" / example).read_text()
+    text, renamed = re.subn(r'(?m)^name = "[a-z0-9_]+"$',
+                            f'name = "{name}"\nstate_dir = "{tmp_path}/state"', text, count=1)
+    # each family's underlay moved to a free range: a single string or a list of both
+    text, moved = re.subn(r'(?m)^(underlay = .*?)"\d[^"]*"', rf'\g<1>"{free_subnet()}"', text)
+    text, moved6 = re.subn(r'(?m)^(underlay = .*?)"[0-9a-f]*:[^"]*"',
+                           rf'\g<1>"{free_subnet6()}"', text)
+    assert renamed == 1 and moved + moved6 >= 1, f"{example}: no [lab] name or [network] underlay"
+    text = text.replace('path = "dist/cnilab"', f'path = "{REPO}/dist/cnilab"')
+    config = tmp_path / "lab.toml"
+    config.write_text(text)
+    return config, name
+
+
+def require_budget(minutes: float, what: str) -> None:
+    """Skips, saying so with the figures, when the test command's time budget cannot hold this
+    live lab any more. scripts/test.sh sets CNILAB_TEST_DEADLINE (CI has 90 minutes in all,
+    and a run that outlives them lands nothing); a plain pytest run has no budget."""
+    deadline = os.environ.get("CNILAB_TEST_DEADLINE")
+    if not deadline:
+        return
+    left = (float(deadline) - time.time()) / 60
+    if left < minutes:
+        pytest.skip(f"not run: the test budget has {left:.0f} min left and {what} needs up to "
+                    f"{minutes:.0f} min on this host today (2 cores, TCG); the VMs of the "
+                    "earlier tests took the rest (see --durations)")
+
+
+# Minutes each live lab of this run took from `lab up` to the end of `lab down`: how fast this
+# host runs TCG guests today, which says what a later lab will need.
+TAKEN: dict[str, float] = {}
+
+
+def need_after(example: str, factor: float, default: float) -> float:
+    """Minutes a lab needs: `factor` times what `example`'s lab took in this run, if it ran."""
+    return factor * TAKEN[example] if example in TAKEN else default
+
+
+@contextmanager
+def live_lab(example: str, tmp_path: Path, need_minutes: float) -> Iterator[LiveLab]:
+    """`lab up` of the example; always `lab down`, then nothing of the lab may be left."""
+    folder = airgap_dir()
+    require_vm_host()
+    require_budget(need_minutes, f"a live lab of {example}")
+    from lab.providers.libvirt.image_build import build_image
+
+    build_image(report=print)
+    config, name = example_copy(example, tmp_path)
+    env = {**os.environ, "CNILAB_AIRGAP_DIR": str(folder)}
+    started = time.monotonic()
+    up = run_lab("up", config=config, env=env, timeout=UP_TIMEOUT)
+    seconds = time.monotonic() - started
+    up_ok = False
+    try:
+        assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}"
+        up_ok = True
+        output = up.stdout + up.stderr
+        yield LiveLab(config, name, env, output, seconds, phases_of(output))
+    finally:
+        down = run_lab("down", config=config, env=env, timeout=600)
+        from lab.config import load_config
+        from lab.providers.libvirt.provider import LibvirtProvider
+
+        provider = LibvirtProvider(load_config(config))
+        left = leftovers(provider)
+        provider.close()
+        if up_ok:   # a lab that failed early says nothing of what a whole one takes
+            TAKEN[example] = (time.monotonic() - started) / 60
+        assert down.returncode == 0, f"lab down failed:\n{down.stdout}\n{down.stderr}"
+        assert not left, f"lab down left: {left}"
+
+
+@dataclass
+class SuiteResult:
+    passed: list[str]
+    failed: dict[str, str]
+    skipped: dict[str, str]
+    seconds: float
+
+
+def run_scenarios(live: LiveLab, tmp_path: Path,
+                  suites: tuple[str, ...] = ("scenarios/",)) -> SuiteResult:
+    """`pytest scenarios/` (or some of its files) against the lab, as a user runs it; the
+    JUnit report read back."""
+    report = tmp_path / "scenarios.xml"
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(BIN / "pytest"), *suites, "--lab-config", str(live.config),
+         "-p", "no:cacheprovider", f"--junitxml={report}", "--lab-logs-dir",
+         str(tmp_path / "lab-logs"), "-q"],
+        capture_output=True, text=True, timeout=SUITE_TIMEOUT, cwd=REPO, env=live.env,
+        check=False)
+    seconds = time.monotonic() - started
+    assert report.is_file(), f"no JUnit report:\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
+    passed, failed, skipped = [], {}, {}
+    times: dict[str, float] = {}
+    for case in ET.parse(report).getroot().iter("testcase"):
+        test = case.get("name", "")
+        times[test] = float(case.get("time") or 0)
+        problem = case.find("failure")
+        if problem is None:
+            problem = case.find("error")
+        skip = case.find("skipped")
+        if problem is not None:
+            failed[test] = (problem.get("message") or "") + "\n" + (problem.text or "")[-1500:]
+        elif skip is not None:
+            skipped[test] = skip.get("message") or ""
+        else:
+            passed.append(test)
+    slowest = sorted(times.items(), key=lambda item: -item[1])[:8]
+    print(f"scenario suite: {seconds:.0f} s; slowest: " +
+          ", ".join(f"{t} {s:.0f} s" for t, s in slowest))   # shown when the test fails
+    return SuiteResult(passed, failed, skipped, seconds)
+
+
+def scenario(test_id: str) -> str:
+    """`test_x[v4]` -> `test_x`: expectations hold for every family a scenario runs in."""
+    return test_id.split("[", 1)[0]
+
+
+def assert_suite_passed(result: SuiteResult, expected_skips: dict[str, str]) -> None:
+    """No failure, and every skip one of the expected ones with its true reason."""
+    assert not result.failed, "\n\n".join(f"{t}: {m}" for t, m in result.failed.items())
+    unexpected = {t: why for t, why in result.skipped.items()
+                  if expected_skips.get(scenario(t), "\0") not in why}
+    assert not unexpected, f"skipped without a true reason: {unexpected}"

@@ -1,0 +1,80 @@
+"""`lab image pod`: the scenario pod image and the pause image, built for real from Debian
+packages (mmdebstrap) and saved by podman, then read back as a runtime would read them."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from lab.cli import main
+from lab.k3s import pod_images as p
+
+
+def test_command_lines_use_private_storage_and_the_recipe():
+    argv = p.mmdebstrap_argv(p.POD_IMAGE, Path("/x/rootfs.tar"), "http://m/debian")
+    assert argv[:4] == ["mmdebstrap", "--variant=essential", "--mode=root", "--format=tar"]
+    assert "--include=iproute2,iputils-ping,iperf3,python3-minimal,procps" in argv
+    assert "deb http://m/debian-security bookworm-security main" in argv
+    storage = p.PodmanStorage(Path("/var/cache/x/storage"), Path("/tmp/cnilab-podman-ab"))
+    imported = p.import_argv(p.PAUSE_IMAGE, storage, Path("/x/r.tar"))
+    assert imported[:5] == ["podman", "--root", "/var/cache/x/storage", "--runroot",
+                            "/tmp/cnilab-podman-ab"]
+    assert imported[-5:] == ["import", "--change", 'ENTRYPOINT ["/usr/bin/catatonit", "-P"]',
+                             "/x/r.tar", p.PAUSE_IMAGE_REF]
+    assert p.save_argv(p.POD_IMAGE, storage, Path("/o.tar"))[-6:] == [
+        "save", "--format", "docker-archive", "-o", "/o.tar", p.POD_IMAGE_REF]
+    # a different recipe is a different build
+    assert p.POD_IMAGE.recipe_key("http://a/debian") != p.POD_IMAGE.recipe_key("http://b/debian")
+
+
+def _archive(path: Path) -> tuple[dict, dict, set[str]]:
+    """(manifest entry, image config, files in the layers) of a docker-archive tarball."""
+    with tarfile.open(path) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+        config = json.load(tar.extractfile(manifest["Config"]))  # type: ignore[arg-type]
+        files: set[str] = set()
+        for layer in manifest["Layers"]:
+            with tarfile.open(fileobj=tar.extractfile(layer)) as inner:
+                files |= {m.name.lstrip("./") for m in inner.getmembers()}
+    return manifest, config, files
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_pod_and_pause_images_are_built_from_debian_and_readable(tmp_path, capsys):
+    if os.geteuid() != 0:
+        pytest.skip("mmdebstrap --mode=root needs root")
+    before = set(glob.glob("/tmp/cnilab-podman-*"))
+    assert main(["image", "pod", "-o", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [p.POD_IMAGE_REF, str(tmp_path / p.POD_IMAGE_FILE),
+                       p.PAUSE_IMAGE_REF, str(tmp_path / p.PAUSE_IMAGE_FILE)]
+
+    manifest, config, files = _archive(tmp_path / p.POD_IMAGE_FILE)
+    assert manifest["RepoTags"] == [p.POD_IMAGE_REF]
+    assert config["config"]["Cmd"] == ["sleep", "infinity"]
+    # everything the scenarios exec in a pod
+    for needed in ("usr/bin/ip", "usr/bin/ping", "usr/bin/iperf3", "usr/bin/python3",
+                   "usr/bin/sleep", "usr/bin/kill"):
+        assert needed in files or needed.replace("usr/", "", 1) in files, needed
+    assert not any(f.startswith("usr/share/doc/") and f != "usr/share/doc/" for f in files)
+
+    manifest, config, files = _archive(tmp_path / p.PAUSE_IMAGE_FILE)
+    assert manifest["RepoTags"] == [p.PAUSE_IMAGE_REF]
+    assert config["config"]["Entrypoint"] == ["/usr/bin/catatonit", "-P"]
+    assert "usr/bin/catatonit" in files
+    assert (tmp_path / p.PAUSE_IMAGE_FILE).stat().st_size < 4 << 20
+
+    # nothing of the build is left: no work dir, no podman run root
+    assert sorted(x.name for x in tmp_path.iterdir()) == sorted(
+        f"{i.file}{suffix}" for i in p.IMAGES for suffix in ("", ".build.log", ".recipe"))
+    assert set(glob.glob("/tmp/cnilab-podman-*")) == before
+
+    # a second run with the same recipe rebuilds nothing
+    mtime = (tmp_path / p.POD_IMAGE_FILE).stat().st_mtime_ns
+    assert main(["image", "pod", "-o", str(tmp_path)]) == 0
+    assert (tmp_path / p.POD_IMAGE_FILE).stat().st_mtime_ns == mtime

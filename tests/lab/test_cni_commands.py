@@ -1,0 +1,84 @@
+"""`lab pod` and `lab cni`: the seed's manual CHECK walk-through on a netns lab, by hand, as a
+cnitool user does it — and the `show` reproducer run as printed."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab.cli import main
+from lab.providers.netns import lab_namespaces
+from lab.subcommands.cni import reproducer
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def test_reproducer_is_copy_paste_shell():
+    calls = [(["env", "-i", "CNI_COMMAND=CHECK", "CNI_ARGS=K8S_POD_NAME=a;X=1",
+               "/opt/cni/bin/cnilab"], '{"cniVersion": "1.1.0"}')]
+    text = reproducer(calls, command="CHECK", pod="a", node="n1",
+                      lab_argv=["lab", "-c", "/x/lab.toml"])
+    assert text.splitlines() == [
+        "# CNI CHECK of pod a on n1, as the runtime makes it (1 plugin call):",
+        "lab -c /x/lab.toml exec n1 -- env -i CNI_COMMAND=CHECK 'CNI_ARGS=K8S_POD_NAME=a;X=1' "
+        "/opt/cni/bin/cnilab <<'CNI_STDIN'",
+        '{"cniVersion": "1.1.0"}',
+        "CNI_STDIN"]
+
+
+@pytest.mark.root
+def test_manual_check_walk_through(tmp_path, capsys):
+    plugin = REPO / "dist" / "cnilab"
+    if not plugin.exists():
+        pytest.skip("dist/cnilab is not built (python -m plugin.build)")
+    name = "t3" + secrets.token_hex(3)
+    cfg = ["-c", str(REPO / "examples" / "netns-hostgw.toml"), "--name", name]
+    try:
+        assert main([*cfg, "up"]) == 0
+        assert main([*cfg, "pod", "add", "node1", "web"]) == 0
+        web = capsys.readouterr().out.split()
+        assert web[:3] == ["web", "node1", "eth0"]
+        assert main([*cfg, "pod", "ls", "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert [(p["name"], p["ip"]) for p in listed] == [("web", web[3])]
+
+        assert main([*cfg, "cni", "check", "web"]) == 0           # healthy: CHECK passes
+        assert main([*cfg, "cni", "show", "web"]) == 0
+        script = capsys.readouterr().out
+        assert "CNI_COMMAND=CHECK" in script and '"prevResult"' in script
+        env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+        ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env,
+                             timeout=60, cwd=REPO)
+        assert ran.returncode == 0, ran.stdout + ran.stderr    # the reproducer runs as is
+
+        pod_ns = f"cnilab-{name}-pod-web"
+        subprocess.run(["ip", "netns", "exec", pod_ns, "ip", "addr", "flush", "dev", "eth0"],
+                       check=True)
+        assert main([*cfg, "cni", "check", "web"]) == 1           # tampered: CHECK fails
+        captured = capsys.readouterr()
+        error = json.loads(captured.out)
+        assert error["code"] >= 100 and web[3] in error["msg"], error
+        ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env,
+                             timeout=60, cwd=REPO)
+        assert ran.returncode != 0 and json.loads(ran.stdout)["code"] == error["code"]
+
+        assert main([*cfg, "cni", "del", "web"]) == 0
+        assert main([*cfg, "cni", "add", "web", "--node", "node1"]) == 0
+        capsys.readouterr()
+        assert main([*cfg, "cni", "check", "web"]) == 0           # re-attached, healthy
+        assert main([*cfg, "cni", "gc", "node1"]) == 0
+        assert main([*cfg, "cni", "status", "node1"]) == 0
+        assert main([*cfg, "pod", "del", "web"]) == 0
+        assert main([*cfg, "pod", "ls", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out) == []
+        assert main([*cfg, "cni", "check", "nosuch"]) == 1
+        assert "no pod 'nosuch'" in capsys.readouterr().err
+    finally:
+        main([*cfg, "down"])
+    assert lab_namespaces(name) == []
