@@ -103,6 +103,20 @@ def require_budget(minutes: float, what: str) -> None:
                     "earlier tests took the rest (see --durations)")
 
 
+# What `lab down` and the leak check need after the last live step, inside the budget.
+DOWN_RESERVE = 240
+
+
+def within_budget(seconds: float) -> float:
+    """A step's timeout, cut so that `lab down` still ends before the test command's deadline:
+    a lab slower than its estimate fails with a timeout rather than outliving CI's 90 minutes
+    (a run killed at the limit lands nothing and prints nothing)."""
+    deadline = os.environ.get("CNILAB_TEST_DEADLINE")
+    if not deadline:
+        return seconds
+    return max(60.0, min(seconds, float(deadline) - time.time() - DOWN_RESERVE))
+
+
 # Minutes each live lab of this run took from `lab up` to the end of `lab down`: how fast this
 # host runs TCG guests today, which says what a later lab will need.
 TAKEN: dict[str, float] = {}
@@ -125,7 +139,7 @@ def live_lab(example: str, tmp_path: Path, need_minutes: float) -> Iterator[Live
     config, name = example_copy(example, tmp_path)
     env = {**os.environ, "CNILAB_AIRGAP_DIR": str(folder)}
     started = time.monotonic()
-    up = run_lab("up", config=config, env=env, timeout=UP_TIMEOUT)
+    up = run_lab("up", config=config, env=env, timeout=within_budget(UP_TIMEOUT))
     seconds = time.monotonic() - started
     up_ok = False
     try:
@@ -165,8 +179,8 @@ def run_scenarios(live: LiveLab, tmp_path: Path,
         [str(BIN / "pytest"), *suites, "--lab-config", str(live.config),
          "-p", "no:cacheprovider", f"--junitxml={report}", "--lab-logs-dir",
          str(tmp_path / "lab-logs"), "-q"],
-        capture_output=True, text=True, timeout=SUITE_TIMEOUT, cwd=REPO, env=live.env,
-        check=False)
+        capture_output=True, text=True, timeout=within_budget(SUITE_TIMEOUT), cwd=REPO,
+        env=live.env, check=False)
     seconds = time.monotonic() - started
     assert report.is_file(), f"no JUnit report:\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
     passed, failed, skipped = [], {}, {}

@@ -29,3 +29,15 @@ def test_a_later_lab_needs_what_the_earlier_one_took(monkeypatch):
     monkeypatch.setitem(TAKEN, "a.toml", 20.0)
     assert need_after("a.toml", 1.1, 40) == pytest.approx(22.0)
     assert need_after("never-ran.toml", 1.1, 40) == 40
+
+
+def test_live_steps_end_before_the_deadline(monkeypatch):
+    from live_k3s import DOWN_RESERVE, within_budget
+
+    monkeypatch.delenv("CNILAB_TEST_DEADLINE", raising=False)
+    assert within_budget(1800) == 1800
+    monkeypatch.setenv("CNILAB_TEST_DEADLINE", str(time.time() + 1000))
+    assert 1000 - DOWN_RESERVE - 5 < within_budget(1800) <= 1000 - DOWN_RESERVE
+    assert within_budget(300) == 300
+    monkeypatch.setenv("CNILAB_TEST_DEADLINE", str(time.time() + 10))
+    assert within_budget(1800) == 60     # never a zero or negative timeout
