@@ -139,10 +139,10 @@ def live_lab(example: str, tmp_path: Path, need_minutes: float) -> Iterator[Live
     config, name = example_copy(example, tmp_path)
     env = {**os.environ, "CNILAB_AIRGAP_DIR": str(folder)}
     started = time.monotonic()
-    up = run_lab("up", config=config, env=env, timeout=within_budget(UP_TIMEOUT))
-    seconds = time.monotonic() - started
     up_ok = False
-    try:
+    try:    # a `lab up` that times out is taken down too
+        up = run_lab("up", config=config, env=env, timeout=within_budget(UP_TIMEOUT))
+        seconds = time.monotonic() - started
         assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}"
         up_ok = True
         output = up.stdout + up.stderr
