@@ -668,10 +668,10 @@ def apply_nad(config: Any, server: Node, manifests: list[dict[str, Any]]) -> str
 
         from lab.k3s.kubeapi import KubeApi
 
-        api = KubeApi(path, timeout=5)
+        api = KubeApi(path, timeout=5, retry_for=15)   # kubectl below if it stays away
         try:
             return api.apply_nad(manifests[-1])
-        except (TransportError, OSError):
+        except (TransportError, OSError, LabError):
             pass           # no route to the API from here: the server's kubectl below
         except ApiException as e:
             raise LabError(f"the API refused the NetworkAttachmentDefinition ({e.status} "

@@ -8,7 +8,8 @@ TCG guest).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +18,61 @@ from lab.api import CommandResult, LabError
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cnilab"}
 ERROR_CHANNEL = 3   # the exec stream's status channel (kubernetes.stream.ws_client)
 NAD_GROUP, NAD_VERSION, NAD_PLURAL = "k8s.cni.cncf.io", "v1", "network-attachment-definitions"
+# Answers of an API server that is alive but overloaded (a K3s server starved by TCG guests
+# answers 504 "request did not complete within the allotted timeout"): asked again, not failed.
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class KubeApi:
     """The Kubernetes calls cnilab makes, with the harness's kubeconfig."""
 
-    def __init__(self, kubeconfig_path: Path, timeout: float = 30) -> None:
+    def __init__(self, kubeconfig_path: Path, timeout: float = 30,
+                 retry_for: float = 180) -> None:
         from kubernetes import client, config
+        from urllib3.exceptions import HTTPError as TransportError
 
         self._client = config.new_client_from_config(config_file=str(kubeconfig_path))
         self.core = client.CoreV1Api(self._client)
         self.custom = client.CustomObjectsApi(self._client)
         self._api_exception = client.exceptions.ApiException
-        self.timeout = timeout   # per request: no call waits forever on a dead API
+        self._transport_error = TransportError
+        self.timeout = timeout       # per request: no call waits forever on a dead API
+        self.retry_for = retry_for   # how long an overloaded API is asked again, per call
+        self.retried = False         # did the last call need more than one try
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """fn(*args) with a request timeout; transient answers (TRANSIENT_STATUSES, a dropped
+        or timed-out connection) asked again with backoff until `retry_for` has passed, then
+        one error naming the call and the last answer. Sets `self.retried` for idempotence:
+        a create that got through before its answer was lost comes back as 409."""
+        deadline = time.monotonic() + self.retry_for
+        pause = 1.0
+        self.retried = False
+        while True:
+            try:
+                return fn(*args, _request_timeout=self.timeout, **kwargs)
+            except self._api_exception as e:
+                if e.status not in TRANSIENT_STATUSES:
+                    raise
+                last = f"{e.status} {e.reason}"
+                lost: Exception = e
+            except self._transport_error as e:
+                last, lost = f"{type(e).__name__}: {e}", e
+            if time.monotonic() + pause > deadline:
+                raise LabError(f"the Kubernetes API did not answer {what} within "
+                               f"{self.retry_for:.0f}s (last: {last})",
+                               hint="the API server is overloaded or down: `lab status`, "
+                                    "then the server's `journalctl -u k3s`") from lost
+            time.sleep(pause)
+            pause = min(pause * 2, 10.0)
+            self.retried = True
 
     def ensure_namespace(self, name: str) -> None:
         try:
             # The client serializes plain dicts as they are; its stubs only name the models.
             body: Any = {"apiVersion": "v1", "kind": "Namespace",
                          "metadata": {"name": name, "labels": MANAGED_BY}}
-            self.core.create_namespace(body)
+            self._call(f"create namespace {name}", self.core.create_namespace, body)
         except self._api_exception as e:
             if e.status != 409:
                 raise
@@ -45,8 +81,11 @@ class KubeApi:
         body: Any = manifest
         meta = manifest["metadata"]
         try:
-            self.core.create_namespaced_pod(meta["namespace"], body)
+            self._call(f"create pod {meta['namespace']}/{meta['name']}",
+                       self.core.create_namespaced_pod, meta["namespace"], body)
         except self._api_exception as e:
+            if e.status == 409 and self.retried:
+                return       # the first try got through; its answer was what got lost
             if e.status == 409:
                 raise LabError(f"pod {meta['namespace']}/{meta['name']} already exists",
                                hint="delete it first, or give the new pod another name") from None
@@ -54,7 +93,8 @@ class KubeApi:
 
     def read_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            pod = self.core.read_namespaced_pod(name, namespace)
+            pod = self._call(f"read pod {namespace}/{name}", self.core.read_namespaced_pod,
+                             name, namespace)
         except self._api_exception as e:
             if e.status == 404:
                 return None
@@ -62,20 +102,23 @@ class KubeApi:
         return dict(self._client.sanitize_for_serialization(pod))
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        pods = self.core.list_namespaced_pod(namespace, label_selector=selector)
+        pods = self._call(f"list pods in {namespace}", self.core.list_namespaced_pod,
+                          namespace, label_selector=selector)
         return [dict(self._client.sanitize_for_serialization(p)) for p in pods.items]
 
     def delete_pod(self, namespace: str, name: str) -> None:
         # A 1 s grace, not 0: grace 0 is a force delete that drops the object before the
         # kubelet has even stopped the sandbox (its CNI DEL comes minutes later).
         try:
-            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=1)
+            self._call(f"delete pod {namespace}/{name}", self.core.delete_namespaced_pod,
+                       name, namespace, grace_period_seconds=1)
         except self._api_exception as e:
             if e.status != 404:
                 raise
 
     def pod_events(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        events = self.core.list_namespaced_event(
+        events = self._call(
+            f"list the events of pod {namespace}/{name}", self.core.list_namespaced_event,
             namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={name}")
         found = [dict(self._client.sanitize_for_serialization(e)) for e in events.items]
         return sorted(found, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime")
@@ -106,9 +149,9 @@ class KubeApi:
     # -- NetworkAttachmentDefinitions --------------------------------------------------------
     def read_nad(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            found = self.custom.get_namespaced_custom_object(
-                NAD_GROUP, NAD_VERSION, namespace, NAD_PLURAL, name,
-                _request_timeout=self.timeout)
+            found = self._call(f"read NetworkAttachmentDefinition {namespace}/{name}",
+                               self.custom.get_namespaced_custom_object,
+                               NAD_GROUP, NAD_VERSION, namespace, NAD_PLURAL, name)
         except self._api_exception as e:
             if e.status == 404:
                 return None
@@ -124,17 +167,21 @@ class KubeApi:
         body: Any = manifest
         if current is None:
             self.ensure_namespace(namespace)
-            self.custom.create_namespaced_custom_object(
-                NAD_GROUP, NAD_VERSION, namespace, NAD_PLURAL, body,
-                _request_timeout=self.timeout)
+            try:
+                self._call(f"create NetworkAttachmentDefinition {namespace}/{name}",
+                           self.custom.create_namespaced_custom_object,
+                           NAD_GROUP, NAD_VERSION, namespace, NAD_PLURAL, body)
+            except self._api_exception as e:
+                if not (e.status == 409 and self.retried):
+                    raise
             return "created"
         if current.get("spec") == manifest["spec"]:
             return "unchanged"
         updated = {**manifest, "metadata": {
             **meta, "resourceVersion": current["metadata"]["resourceVersion"]}}
-        self.custom.replace_namespaced_custom_object(
-            NAD_GROUP, NAD_VERSION, namespace, NAD_PLURAL, name, updated,
-            _request_timeout=self.timeout)
+        self._call(f"update NetworkAttachmentDefinition {namespace}/{name}",
+                   self.custom.replace_namespaced_custom_object,
+                   NAD_GROUP, NAD_VERSION, namespace, NAD_PLURAL, name, updated)
         return "updated"
 
 
