@@ -38,20 +38,22 @@ class KubeApi:
         self._transport_error = TransportError
         self.timeout = timeout       # per request: no call waits forever on a dead API
         self.retry_for = retry_for   # how long an overloaded API is asked again, per call
-        self.retried = False         # did the last call need more than one try
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, creates: bool = False,
+              **kwargs: Any) -> Any:
         """fn(*args) with a request timeout; transient answers (TRANSIENT_STATUSES, a dropped
         or timed-out connection) asked again with backoff until `retry_for` has passed, then
-        one error naming the call and the last answer. Sets `self.retried` for idempotence:
-        a create that got through before its answer was lost comes back as 409."""
+        one error naming the call and the last answer. For a create (`creates`), a 409 on a
+        retry is success: the first try got through and only its answer was lost."""
         deadline = time.monotonic() + self.retry_for
         pause = 1.0
-        self.retried = False
+        retried = False
         while True:
             try:
                 return fn(*args, _request_timeout=self.timeout, **kwargs)
             except self._api_exception as e:
+                if creates and retried and e.status == 409:
+                    return None
                 if e.status not in TRANSIENT_STATUSES:
                     raise
                 last = f"{e.status} {e.reason}"
@@ -65,7 +67,7 @@ class KubeApi:
                                     "then the server's `journalctl -u k3s`") from lost
             time.sleep(pause)
             pause = min(pause * 2, 10.0)
-            self.retried = True
+            retried = True
 
     def ensure_namespace(self, name: str) -> None:
         try:
@@ -82,10 +84,8 @@ class KubeApi:
         meta = manifest["metadata"]
         try:
             self._call(f"create pod {meta['namespace']}/{meta['name']}",
-                       self.core.create_namespaced_pod, meta["namespace"], body)
+                       self.core.create_namespaced_pod, meta["namespace"], body, creates=True)
         except self._api_exception as e:
-            if e.status == 409 and self.retried:
-                return       # the first try got through; its answer was what got lost
             if e.status == 409:
                 raise LabError(f"pod {meta['namespace']}/{meta['name']} already exists",
                                hint="delete it first, or give the new pod another name") from None
@@ -167,13 +167,9 @@ class KubeApi:
         body: Any = manifest
         if current is None:
             self.ensure_namespace(namespace)
-            try:
-                self._call(f"create NetworkAttachmentDefinition {namespace}/{name}",
-                           self.custom.create_namespaced_custom_object,
-                           NAD_GROUP, NAD_VERSION, namespace, NAD_PLURAL, body)
-            except self._api_exception as e:
-                if not (e.status == 409 and self.retried):
-                    raise
+            self._call(f"create NetworkAttachmentDefinition {namespace}/{name}",
+                       self.custom.create_namespaced_custom_object,
+                       NAD_GROUP, NAD_VERSION, namespace, NAD_PLURAL, body, creates=True)
             return "created"
         if current.get("spec") == manifest["spec"]:
             return "unchanged"

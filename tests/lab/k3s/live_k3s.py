@@ -89,14 +89,20 @@ def example_copy(example: str, tmp_path: Path) -> tuple[Path, str]:
     return config, name
 
 
+def seconds_left() -> float | None:
+    """Seconds to the test command's deadline (CNILAB_TEST_DEADLINE), None without one."""
+    deadline = os.environ.get("CNILAB_TEST_DEADLINE")
+    return float(deadline) - time.time() if deadline else None
+
+
 def require_budget(minutes: float, what: str) -> None:
     """Skips, saying so with the figures, when the test command's time budget cannot hold this
     live lab any more. scripts/test.sh sets CNILAB_TEST_DEADLINE (CI has 90 minutes in all,
     and a run that outlives them lands nothing); a plain pytest run has no budget."""
-    deadline = os.environ.get("CNILAB_TEST_DEADLINE")
-    if not deadline:
+    left_s = seconds_left()
+    if left_s is None:
         return
-    left = (float(deadline) - time.time()) / 60
+    left = left_s / 60
     if left < minutes:
         pytest.skip(f"not run: the test budget has {left:.0f} min left and {what} needs up to "
                     f"{minutes:.0f} min on this host today (2 cores, TCG); the VMs of the "
@@ -111,10 +117,10 @@ def within_budget(seconds: float) -> float:
     """A step's timeout, cut so that `lab down` still ends before the test command's deadline:
     a lab slower than its estimate fails with a timeout rather than outliving CI's 90 minutes
     (a run killed at the limit lands nothing and prints nothing)."""
-    deadline = os.environ.get("CNILAB_TEST_DEADLINE")
-    if not deadline:
+    left = seconds_left()
+    if left is None:
         return seconds
-    return max(60.0, min(seconds, float(deadline) - time.time() - DOWN_RESERVE))
+    return max(60.0, min(seconds, left - DOWN_RESERVE))
 
 
 # Minutes each live lab of this run took from `lab up` to the end of `lab down`: how fast this
