@@ -4,6 +4,7 @@ their output in one log and a deadline each."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -32,6 +33,13 @@ def apt_sources(mirror: str, suite: str) -> list[str]:
     security = mirror.rsplit("/", 1)[0] + "/debian-security"
     return [f"deb {mirror} {suite} main", f"deb {mirror} {suite}-updates main",
             f"deb {security} {suite}-security main"]
+
+
+def start_build(work: Path, log: Path) -> None:
+    """An empty work dir (what a crashed earlier build left is gone) and an empty log."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    log.write_text("")
 
 
 def run_step(argv: list[str], log: Path, step: str, *, what: str, install_hint: str,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.api import LabError
-from lab.debian_build import apt_mirror, apt_sources, run_step
+from lab.debian_build import apt_mirror, apt_sources, run_step, start_build
 
 RECIPE_VERSION = 1
 SUITE = "bookworm"
@@ -131,10 +131,8 @@ def build_one(image: PodImage, out_dir: Path, mirror: str, *, force: bool = Fals
         return target, None
     started = time.monotonic()
     work = out_dir / f".build-{image.file}-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     log = out_dir / f"{image.file}.build.log"
-    log.write_text("")
+    start_build(work, log)
     storage = PodmanStorage(work / "storage", Path(tempfile.mkdtemp(prefix="cnilab-podman-")))
     try:
         rootfs = work / "rootfs.tar"

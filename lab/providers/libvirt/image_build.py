@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.api import LabError
-from lab.debian_build import apt_mirror, apt_sources, run_step
+from lab.debian_build import apt_mirror, apt_sources, run_step, start_build
 
 # Bump when the steps below change in a way the package list does not show.
 RECIPE_VERSION = 6
@@ -183,10 +183,8 @@ def build_image(cache_dir: Path | None = None, *, mirror: str | None = None, for
             return image, None
         started = time.monotonic()
         work = cache_dir / f".build-{image.directory.name}-{os.getpid()}"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
         log = cache_dir / f"{image.directory.name}.build.log"
-        log.write_text("")
+        start_build(work, log)
         try:
             rootdir = work / "root"
             say(f"mmdebstrap {SUITE} from {mirror} (log: {log})")
