@@ -2,10 +2,12 @@
 (net1) or as the cluster network (eth0); the same scenario files as on the netns lab.
 
 Pods are pinned with nodeName and carry the k8s.v1.cni.cncf.io/networks annotation; exec goes
-through the API (kubernetes client, websocket stream); the test interface's IP is read from the
-network-status annotation Multus writes (primary mode: status.podIP). What the runtime did on a
-node is read there over Node.run: libcni's result cache gives the pod's container ID, netns and
-ADD result, so CHECK and GC run the plugin by hand exactly as the runtime would.
+through the API (kubernetes client, websocket stream), or with `k3s.probe_exec = "netns"` into
+the pod's network namespace from its node (`ip netns exec`, over SSH); the test interface's IP
+is read from the network-status annotation Multus writes (primary mode: status.podIP). What the
+runtime did on a node is read there over Node.run: libcni's result cache gives the pod's
+container ID, netns and ADD result, so CHECK and GC run the plugin by hand exactly as the
+runtime would.
 
 The API boundary is `KubeApi` (lab.k3s.kubeapi, the only importer of kubernetes); everything around
 it is plain functions, unit-tested without a cluster.
@@ -174,6 +176,21 @@ def netns_from_inspectp(text: str) -> str:
     return ""
 
 
+def pod_netns_lookup(ip: str) -> str:
+    """A node-side sh line printing the name of the runtime's network namespace (CRI names them
+    cni-*) that holds ip: found by address, since older libcni caches do not record the
+    netns and asking the runtime (`k3s crictl`) takes 10 s and more under TCG."""
+    return ('for n in $(ip netns list | cut -d" " -f1); do case "$n" in cni-*) '
+            f'ip -n "$n" -o addr show | grep -qF " {ip}/" && {{ echo "$n"; exit 0; }};; esac; '
+            'done; exit 1')
+
+
+def netns_name_of(path: str) -> str:
+    """`ip netns` name of a namespace path the runtime recorded (/var/run/netns/cni-…), or ""."""
+    head, _, name = path.rstrip("/").rpartition("/")
+    return name if head in ("/run/netns", "/var/run/netns") else ""
+
+
 def teardown_check(container_id: str, netns: str, results_dirs: Sequence[str]) -> str:
     """A node-side sh line printing what is left of a sandbox (its libcni cache entries, its
     netns); prints nothing once the runtime's DEL and netns removal are done."""
@@ -221,8 +238,18 @@ class KubePod:
     image: str
     api: KubeApi = field(repr=False, compare=False)
     ips: dict[int, str] = field(default_factory=dict)
+    # probe_exec = "netns": the node holding the pod and the name of the pod's netns there
+    host: Node | None = field(default=None, repr=False, compare=False)
+    netns_name: str = ""
 
     def exec(self, argv: Sequence[str], *, timeout: float = 30) -> CommandResult:
+        if self.host is not None:
+            res = self.host.run(["ip", "netns", "exec", self.netns_name, *argv], timeout=timeout)
+            if res.rc == 127:
+                return CommandResult(res.argv, 127, res.stdout,
+                                     f"{argv[0]}: not found on node {self.node} (probes run in "
+                                     f"pod {self.name}'s netns there)\n{res.stderr}")
+            return res
         res = self.api.exec(self.namespace, self.name, argv, timeout)
         if res.rc == 127:   # say which image lacks the command, not just that exec failed
             return CommandResult(res.argv, 127, res.stdout,
@@ -314,9 +341,22 @@ class KubeCluster:
         entry = self._attachment_entry(node, meta["name"])
         attachment = entry.attachment(node) if entry else Attachment("", self.spec.ifname, node)
         image = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("image", "")
+        host, netns = None, ""
+        if self.settings.probe_exec == "netns":
+            host, netns = self._node(node), netns_name_of(attachment.netns)
+            if not netns:
+                found = host.run(["sh", "-c", pod_netns_lookup(ip)], timeout=60)
+                netns = found.stdout.strip() if found.ok else ""
+                if not netns:
+                    raise LabError(f"no network namespace on {node} holds pod {meta['name']}'s "
+                                   f"address {ip}", where=node, output=found.stderr,
+                                   hint='probe_exec = "netns" needs the runtime\'s namespaces '
+                                        'under /run/netns (containerd\'s CRI puts them there); '
+                                        'or set k3s.probe_exec = "pod"')
         return KubePod(name=meta["name"], node=node, ifname=self.spec.ifname, ip=ip,
                        attachment=attachment, namespace=self.namespace, image=image,
-                       api=self.api, ips=pod_ips_from(pod, self.spec, self.settings))
+                       api=self.api, ips=pod_ips_from(pod, self.spec, self.settings),
+                       host=host, netns_name=netns)
 
     def delete_pod(self, pod: Any) -> None:
         """Deletes the pod and returns once the runtime's DEL has finished on its node: the

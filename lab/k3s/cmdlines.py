@@ -222,6 +222,17 @@ def kubectl(*args: str) -> list[str]:
     return [K3S_BIN, "kubectl", *args]
 
 
+def unpack_image(ref: str, snapshotter: str) -> str:
+    """Unpacks an image already in containerd's content store (an imported tarball is not) into
+    the CRI's snapshotter: `ctr images mount` unpacks, `unmount --rm` drops only the mount's own
+    snapshot. Exit 3 with ctr's message when the image is not there."""
+    ctr = f"{K3S_BIN} ctr -n k8s.io images"
+    flags = f"--snapshotter {q(snapshotter)}"
+    return (f'd=$(mktemp -d) || exit 1; if {ctr} mount {flags} {q(ref)} "$d" >/dev/null '
+            f'2>"$d.err"; then {ctr} unmount {flags} --rm "$d" >/dev/null; rc=$?; '
+            'else rc=3; cat "$d.err" >&2; fi; rmdir "$d"; rm -f "$d.err"; exit $rc')
+
+
 def nodes_json() -> list[str]:
     return kubectl("get", "nodes", "-o", "json")
 

@@ -18,6 +18,7 @@ CONTAINERD_CONFIG = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml"
 # omits it when flannel is disabled).
 CONTAINERD_DEFAULT_BIN_DIR = "/opt/cni/bin"
 CONTAINERD_DEFAULT_CONF_DIR = "/etc/cni/net.d"
+DEFAULT_SNAPSHOTTER = "overlayfs"
 _CRI_PLUGINS = ("io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri", "cri")
 
 
@@ -54,6 +55,23 @@ def parse_containerd_config(text: str, *, source: str = CONTAINERD_CONFIG) -> Cn
             return CniDirs(bin_dirs=tuple(bin_dirs) or (CONTAINERD_DEFAULT_BIN_DIR,),
                            conf_dir=str(cni.get("conf_dir") or CONTAINERD_DEFAULT_CONF_DIR))
     return CniDirs(bin_dirs=(CONTAINERD_DEFAULT_BIN_DIR,), conf_dir=CONTAINERD_DEFAULT_CONF_DIR)
+
+
+def parse_snapshotter(text: str) -> str:
+    """The snapshotter the CRI plugin unpacks images into (K3s's --snapshotter), from a
+    containerd config.toml of format 1, 2 or 3; containerd's default when it names none."""
+    try:
+        plugins = tomllib.loads(text).get("plugins", {})
+    except tomllib.TOMLDecodeError:
+        return DEFAULT_SNAPSHOTTER
+    for name, table in (("io.containerd.cri.v1.images", None),
+                        ("io.containerd.grpc.v1.cri", "containerd"), ("cri", "containerd")):
+        section = plugins.get(name)
+        if isinstance(section, dict) and table:
+            section = section.get(table)
+        if isinstance(section, dict) and isinstance(section.get("snapshotter"), str):
+            return str(section["snapshotter"])
+    return DEFAULT_SNAPSHOTTER
 
 
 def resolve(text: str | None, bin_override: str | None, conf_override: str | None,

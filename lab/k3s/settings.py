@@ -80,6 +80,12 @@ class K3sSettings(BaseModel):
     # `lab image pod` writes, that image.
     pause_image: str | None = None
     namespace: str = "cnilab"           # scenario pods and the NetworkAttachmentDefinition
+    # Where scenario probes (ping, iperf3, the TCP echo) run. "pod": in the pod's container,
+    # through the API's exec, as kubectl exec does. "netns": in the pod's network namespace
+    # from its node, over the lab's SSH: the same addresses, routes and interfaces, the node's
+    # tools, none of the API server, kubelet and runc exec in the way (about 10 s per probe on
+    # a starved 3-node TCG lab, under 1 s this way).
+    probe_exec: Literal["pod", "netns"] = "pod"
 
     @field_validator("version")
     @classmethod

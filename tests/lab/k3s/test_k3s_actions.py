@@ -522,3 +522,71 @@ def test_multus_waits_for_the_crd_until_its_deadline_and_says_so(tmp_path, make_
     with pytest.raises(LabError, match="the NAD CRD is not established after 1s") as e:
         actions.InstallMultus(poll=0.1).run(_ctx(config, nodes, tmp_path))
     assert "Timeout" in e.value.output
+
+
+# Stands in for `k3s ctr`: the images a node holds are lines of /var/lib/rancher/images.txt;
+# each mount/unmount is recorded.
+FAKE_CTR = """#!/bin/sh
+[ "$1" = ctr ] || exit 1
+echo "$*" >> /var/lib/rancher/ctr.log
+if [ "$5" = mount ] && ! grep -qxF "$8" /var/lib/rancher/images.txt; then
+  echo "ctr: image \\"$8\\": not found" >&2; exit 1
+fi
+exit 0
+"""
+
+SNAPSHOTTER_CONFIG = """[plugins.cri.containerd]
+  snapshotter = "native"
+"""
+
+
+def _with_fake_ctr(node, images):
+    k3s = node.file(cmdlines.K3S_BIN)
+    k3s.parent.mkdir(parents=True, exist_ok=True)
+    k3s.write_text(FAKE_CTR)
+    k3s.chmod(0o755)
+    rancher = node.file("/var/lib/rancher/images.txt")
+    rancher.parent.mkdir(parents=True, exist_ok=True)
+    rancher.write_text("".join(f"{i}\n" for i in images))
+    conf = node.file(actions.CONTAINERD_CONFIG)
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(SNAPSHOTTER_CONFIG)
+
+
+def test_airgapped_pod_images_are_unpacked_on_every_node_ahead(tmp_path, make_node):
+    from lab.k3s.pod_images import PAUSE_IMAGE_FILE, PAUSE_IMAGE_REF
+
+    binary, _ = _airgap_inputs(tmp_path)
+    (tmp_path / PAUSE_IMAGE_FILE).write_bytes(b"pause")   # found in the folder: the sandbox
+    config = _config(tmp_path, mode="airgap", binary=str(binary))
+    assert "unpack the pod images on every node" in [
+        a.name for a in actions.cluster_actions(config)]
+    assert "unpack the pod images on every node" not in [
+        a.name for a in actions.cluster_actions(_config(tmp_path))]   # connected: pulls unpack
+    nodes = _nodes(make_node)
+    for node in nodes:
+        _with_fake_ctr(node, [PAUSE_IMAGE_REF, "registry.local/pod:1"])
+    actions.UnpackPodImages().run(_ctx(config, nodes, tmp_path))
+    for node in nodes:
+        calls = node.file("/var/lib/rancher/ctr.log").read_text().splitlines()
+        assert [c.split()[4:8] for c in calls] == [
+            ["mount", "--snapshotter", "native", PAUSE_IMAGE_REF],
+            ["unmount", "--snapshotter", "native", "--rm"],
+            ["mount", "--snapshotter", "native", "registry.local/pod:1"],
+            ["unmount", "--snapshotter", "native", "--rm"]]
+    _with_fake_ctr(nodes[1], [PAUSE_IMAGE_REF])
+    with pytest.raises(LabError, match=r"image registry\.local/pod:1 is not on node2") as e:
+        actions.UnpackPodImages().run(_ctx(config, nodes, tmp_path))
+    assert "not found" in e.value.output and "lab image pod" in e.value.hint
+
+
+def test_snapshotter_is_read_from_each_config_format():
+    from lab.k3s.paths import parse_snapshotter
+
+    assert parse_snapshotter(SNAPSHOTTER_CONFIG) == "native"
+    assert parse_snapshotter('version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd]\n'
+                             'snapshotter = "fuse-overlayfs"\n') == "fuse-overlayfs"
+    assert parse_snapshotter("version = 3\n[plugins.'io.containerd.cri.v1.images']\n"
+                             "snapshotter = 'stargz'\n") == "stargz"
+    assert parse_snapshotter(NEW_CONTAINERD) == "overlayfs"   # none named: containerd's default
+    assert parse_snapshotter("not toml [") == "overlayfs"

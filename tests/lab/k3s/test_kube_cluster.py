@@ -23,10 +23,12 @@ from lab.kube_cluster import (
     events_text,
     find_pod_attachment,
     netns_from_inspectp,
+    netns_name_of,
     parse_libcni_cache,
     pod_failure,
     pod_ip_from,
     pod_manifest,
+    pod_netns_lookup,
     pod_of,
     pod_phase_problem,
     teardown_check,
@@ -314,3 +316,76 @@ def test_teardown_wait_takes_a_slow_node_as_not_yet(k3s_lab, monkeypatch):
     left = Attachment("c0ffee", "net1", "node1", netns="/var/run/netns/cni-1")
     with pytest.raises(LabError, match="has not torn down pod a's sandbox"):
         cluster._wait_torn_down("node1", left, "a", time.monotonic() + 0.05)
+
+
+@pytest.mark.root
+def test_pod_netns_lookup_finds_the_runtime_namespace_holding_the_address():
+    """probe_exec = "netns" finds a pod's namespace by its address, among the runtime's cni-*
+    namespaces only (another namespace holding the same address is someone else's)."""
+    import secrets
+    import subprocess
+
+    def ip(*args):
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    tag = secrets.token_hex(4)
+    pod, decoy, other = f"cni-{tag}a", f"cni-{tag}b", f"t{tag}c"
+    v4 = f"198.18.{secrets.randbelow(250) + 1}.{secrets.randbelow(250) + 1}"
+    v6 = f"fd00:198:{tag[:4]}::5"
+    made = []
+    try:
+        for name in (pod, decoy, other):
+            ip("netns", "add", name)
+            made.append(name)
+            ip("-n", name, "link", "set", "lo", "up")
+        ip("-n", pod, "addr", "add", f"{v4}/24", "dev", "lo")
+        ip("-n", pod, "addr", "add", f"{v6}/64", "dev", "lo", "nodad")
+        ip("-n", decoy, "addr", "add", "198.19.255.1/24", "dev", "lo")
+        ip("-n", other, "addr", "add", f"{v4}/24", "dev", "lo")
+
+        def lookup(address):
+            return subprocess.run(["sh", "-c", pod_netns_lookup(address)], capture_output=True,
+                                  text=True, check=False)
+
+        assert lookup(v4).stdout.split() == [pod]
+        assert lookup(v6).stdout.split() == [pod]
+        # a prefix of the address is not the address
+        assert lookup(v4.rsplit(".", 1)[0] + ".").returncode == 1
+        ip("netns", "del", pod)
+        made.remove(pod)
+        gone = lookup(v4)
+        assert gone.returncode == 1 and gone.stdout == ""
+    finally:
+        for name in made:
+            subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_netns_name_of_a_recorded_path():
+    assert netns_name_of("/var/run/netns/cni-1f2e") == "cni-1f2e"
+    assert netns_name_of("/run/netns/cni-1f2e") == "cni-1f2e"
+    assert netns_name_of("/proc/123/ns/net") == ""   # not an `ip netns` name
+    assert netns_name_of("") == ""
+
+
+def test_probes_run_in_the_pods_netns_on_its_node_when_asked():
+    from lab.api import Attachment
+    from lab.kube_cluster import KubePod
+
+    class Host:
+        def __init__(self, rc):
+            self.rc, self.argv = rc, None
+
+        def run(self, argv, timeout=30):
+            self.argv = argv
+            return CommandResult(tuple(argv), self.rc, "out", "sh: 1: iperf3: not found")
+
+    host = Host(0)
+    pod = KubePod(name="a", node="node2", ifname="eth0", ip="10.244.1.2",
+                  attachment=Attachment("c0ffee", "eth0", "node2"), namespace="cnilab",
+                  image="img", api=None, host=host, netns_name="cni-9")
+    assert pod.exec(["ping", "-c1", "10.244.2.2"], timeout=10).stdout == "out"
+    assert host.argv == ["ip", "netns", "exec", "cni-9", "ping", "-c1", "10.244.2.2"]
+    host.rc = 127
+    missing = pod.exec(["iperf3", "-s"])
+    assert missing.rc == 127
+    assert missing.stderr.startswith("iperf3: not found on node node2 (probes run in pod a's")

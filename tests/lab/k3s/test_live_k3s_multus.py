@@ -36,7 +36,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveLab]:
 
 def test_lab_up_runs_every_phase(live, record_property):
     for phase in ("provision 2 libvirt nodes", "install K3s server", "install K3s agents",
-                  "wait for every node to be Ready", "install Multus",
+                  "wait for every node to be Ready", "unpack the pod images on every node",
+                  "install Multus",
                   "deploy the plugin and its NetworkAttachmentDefinition"):
         assert any(p.startswith(phase) for p in live.phases), (phase, live.up_output)
     for phase, seconds in live.phases.items():

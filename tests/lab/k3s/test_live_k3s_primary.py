@@ -36,6 +36,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveLab]:
 
 def test_the_plugin_is_the_cluster_network(live, record_property):
     assert "deploy the plugin as the cluster network" in live.phases, live.up_output
+    assert "unpack the pod images on every node" in live.phases, live.up_output
     for phase, seconds in live.phases.items():
         record_property(f"up: {phase}", seconds)
     nodes = live.lab("exec", "node1", "--", "k3s", "kubectl", "get", "nodes", "-o", "json",
