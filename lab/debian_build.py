@@ -3,6 +3,7 @@ the mirror this machine already reaches, the apt sources for a suite, and build 
 their output in one log and a deadline each."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -35,11 +36,15 @@ def apt_sources(mirror: str, suite: str) -> list[str]:
             f"deb {security} {suite}-security main"]
 
 
-def start_build(work: Path, log: Path) -> None:
-    """An empty work dir (what a crashed earlier build left is gone) and an empty log."""
+def start_build(folder: Path, name: str) -> tuple[Path, Path]:
+    """(work dir, log) of a build of name in folder: this process's own empty work dir (what a
+    crashed earlier build left is gone) and an empty log beside the result."""
+    work = folder / f".build-{name}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    log = folder / f"{name}.build.log"
     log.write_text("")
+    return work, log
 
 
 def run_step(argv: list[str], log: Path, step: str, *, what: str, install_hint: str,

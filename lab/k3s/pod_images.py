@@ -130,9 +130,7 @@ def build_one(image: PodImage, out_dir: Path, mirror: str, *, force: bool = Fals
         say(f"{image.ref}: current ({target})")
         return target, None
     started = time.monotonic()
-    work = out_dir / f".build-{image.file}-{os.getpid()}"
-    log = out_dir / f"{image.file}.build.log"
-    start_build(work, log)
+    work, log = start_build(out_dir, image.file)
     storage = PodmanStorage(work / "storage", Path(tempfile.mkdtemp(prefix="cnilab-podman-")))
     try:
         rootfs = work / "rootfs.tar"

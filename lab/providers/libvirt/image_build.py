@@ -182,9 +182,7 @@ def build_image(cache_dir: Path | None = None, *, mirror: str | None = None, for
             say(f"image cached: {image.directory}")
             return image, None
         started = time.monotonic()
-        work = cache_dir / f".build-{image.directory.name}-{os.getpid()}"
-        log = cache_dir / f"{image.directory.name}.build.log"
-        start_build(work, log)
+        work, log = start_build(cache_dir, image.directory.name)
         try:
             rootdir = work / "root"
             say(f"mmdebstrap {SUITE} from {mirror} (log: {log})")

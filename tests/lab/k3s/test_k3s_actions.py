@@ -178,14 +178,16 @@ def test_not_ready_explains_each_node():
     assert not_ready("", ["node1"]) == {"node1": "kubectl returned no node list"}
 
 
+def _put(node, path, text, mode=0o644):
+    f = node.file(path)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(text)
+    f.chmod(mode)
+
+
 def _with_fake_k3s(node, nodes_doc=None):
-    k3s = node.file(cmdlines.K3S_BIN)
-    k3s.parent.mkdir(parents=True, exist_ok=True)
-    k3s.write_text(FAKE_K3S)
-    k3s.chmod(0o755)
-    rancher = node.file("/var/lib/rancher/nodes.json")
-    rancher.parent.mkdir(parents=True, exist_ok=True)
-    rancher.write_text(json.dumps(nodes_doc or {"items": []}))
+    _put(node, cmdlines.K3S_BIN, FAKE_K3S, 0o755)
+    _put(node, "/var/lib/rancher/nodes.json", json.dumps(nodes_doc or {"items": []}))
 
 
 def test_wait_ready_timeout_names_the_node(tmp_path, make_node):
@@ -541,16 +543,9 @@ SNAPSHOTTER_CONFIG = """[plugins.cri.containerd]
 
 
 def _with_fake_ctr(node, images):
-    k3s = node.file(cmdlines.K3S_BIN)
-    k3s.parent.mkdir(parents=True, exist_ok=True)
-    k3s.write_text(FAKE_CTR)
-    k3s.chmod(0o755)
-    rancher = node.file("/var/lib/rancher/images.txt")
-    rancher.parent.mkdir(parents=True, exist_ok=True)
-    rancher.write_text("".join(f"{i}\n" for i in images))
-    conf = node.file(actions.CONTAINERD_CONFIG)
-    conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text(SNAPSHOTTER_CONFIG)
+    _put(node, cmdlines.K3S_BIN, FAKE_CTR, 0o755)
+    _put(node, "/var/lib/rancher/images.txt", "".join(f"{i}\n" for i in images))
+    _put(node, actions.CONTAINERD_CONFIG, SNAPSHOTTER_CONFIG)
 
 
 def test_airgapped_pod_images_are_unpacked_on_every_node_ahead(tmp_path, make_node):
