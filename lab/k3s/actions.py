@@ -388,33 +388,42 @@ class UnpackPodImages:
 
     def run(self, ctx: ActionContext) -> None:
         settings = k3s_settings(ctx)
-        refs = [pod_image_of(ctx.config)[0]]
+        pod_image, policy = pod_image_of(ctx.config)
+        # ref -> whether it must be there already: a pod image that may be pulled (from a
+        # registry mirror the nodes reach) is pulled, and unpacked, at its first use.
+        refs = {pod_image: policy == "Never"}
         pause = resolve_inputs(ctx.config).pause_image
-        if pause:
-            refs.insert(0, pause)
+        if pause:   # set only when its tarball is among the inputs
+            refs = {pause: True, **refs}
+        skipped: set[str] = set()
 
         def unpack(node: Node) -> None:
             conf = node.run(["cat", CONTAINERD_CONFIG], timeout=30)
             snapshotter = parse_snapshotter(conf.stdout if conf.ok else "")
-            for ref in refs:
+            for ref, required in refs.items():
                 try:
                     res = node.run(["sh", "-c", cmdlines.unpack_image(ref, snapshotter)],
                                    timeout=settings.ready_timeout)
                 except CommandTimeout:
                     raise LabError(f"unpacking {ref} took over {settings.ready_timeout:.0f}s",
                                    where=node.name) from None
-                if res.rc == 3:
+                if res.rc == 3 and not required:
+                    skipped.add(ref)
+                elif res.rc == 3:
                     raise LabError(f"image {ref} is not on {node.name}", where=node.name,
                                    output=res.stderr.strip(),
                                    hint="its tarball must be in the air-gap folder or "
                                         "k3s.images (`lab image pod -o <folder>` makes it)")
-                if not res.ok:
+                elif not res.ok:
                     raise LabError(f"cannot unpack {ref}", where=node.name,
                                    output=(res.stderr or res.stdout).strip())
 
         parallel(ctx.nodes, unpack)
         if ctx.report:
-            ctx.report(f"{', '.join(refs)} unpacked on {len(ctx.nodes)} nodes")
+            done = [ref for ref in refs if ref not in skipped]
+            ctx.report(f"{', '.join(done) or 'nothing'} unpacked on {len(ctx.nodes)} nodes"
+                       + (f"; {', '.join(sorted(skipped))} not imported: pulled at first use"
+                          if skipped else ""))
 
 
 class FetchKubeconfig:
