@@ -15,6 +15,7 @@ it is plain functions, unit-tested without a cluster.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import shlex
 import time
@@ -180,9 +181,10 @@ def pod_netns_lookup(ip: str) -> str:
     """A node-side sh line printing the name of the runtime's network namespace (CRI names them
     cni-*) that holds ip: found by address, since older libcni caches do not record the
     netns and asking the runtime (`k3s crictl`) takes 10 s and more under TCG."""
+    shown = ipaddress.ip_address(ip)   # as `ip` prints it (fd00:0208::5 is fd00:208::5)
     return ('for n in $(ip netns list | cut -d" " -f1); do case "$n" in cni-*) '
-            f'ip -n "$n" -o addr show | grep -qF " {ip}/" && {{ echo "$n"; exit 0; }};; esac; '
-            'done; exit 1')
+            f'ip -n "$n" -o addr show | grep -qF " {shown}/" && {{ echo "$n"; exit 0; }};; '
+            'esac; done; exit 1')
 
 
 def netns_name_of(path: str) -> str:
@@ -245,7 +247,8 @@ class KubePod:
     def exec(self, argv: Sequence[str], *, timeout: float = 30) -> CommandResult:
         if self.host is not None:
             res = self.host.run(["ip", "netns", "exec", self.netns_name, *argv], timeout=timeout)
-            if res.rc == 127:
+            # `ip netns exec` itself says a command is missing with exit 1, a shell with 127
+            if res.rc == 127 or (res.rc == 1 and f'exec of "{argv[0]}" failed' in res.stderr):
                 return CommandResult(res.argv, 127, res.stdout,
                                      f"{argv[0]}: not found on node {self.node} (probes run in "
                                      f"pod {self.name}'s netns there)\n{res.stderr}")

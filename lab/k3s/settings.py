@@ -83,8 +83,8 @@ class K3sSettings(BaseModel):
     # Where scenario probes (ping, iperf3, the TCP echo) run. "pod": in the pod's container,
     # through the API's exec, as kubectl exec does. "netns": in the pod's network namespace
     # from its node, over the lab's SSH: the same addresses, routes and interfaces, the node's
-    # tools, none of the API server, kubelet and runc exec in the way (about 10 s per probe on
-    # a starved 3-node TCG lab, under 1 s this way).
+    # tools, none of the API server, kubelet and runc exec in the way (9-13 s per probe on a
+    # starved 3-node TCG lab, 1.6-2.9 s this way).
     probe_exec: Literal["pod", "netns"] = "pod"
 
     @field_validator("version")

@@ -330,7 +330,7 @@ def test_pod_netns_lookup_finds_the_runtime_namespace_holding_the_address():
 
     tag = secrets.token_hex(4)
     pod, decoy, other = f"cni-{tag}a", f"cni-{tag}b", f"t{tag}c"
-    v4 = f"198.18.{secrets.randbelow(250) + 1}.{secrets.randbelow(250) + 1}"
+    v4 = f"198.18.{secrets.randbelow(250) + 1}.{secrets.randbelow(150) + 100}"
     v6 = f"fd00:198:{tag[:4]}::5"
     made = []
     try:
@@ -349,8 +349,10 @@ def test_pod_netns_lookup_finds_the_runtime_namespace_holding_the_address():
 
         assert lookup(v4).stdout.split() == [pod]
         assert lookup(v6).stdout.split() == [pod]
-        # a prefix of the address is not the address
-        assert lookup(v4.rsplit(".", 1)[0] + ".").returncode == 1
+        # written another way, the same address (`ip` prints it canonically)
+        assert lookup(v6.replace(":198:", ":0198:").upper()).stdout.split() == [pod]
+        # an address the held one begins with (198.18.5.12 of 198.18.5.123) is not held
+        assert lookup(v4[:-1]).returncode == 1
         ip("netns", "del", pod)
         made.remove(pod)
         gone = lookup(v4)
@@ -367,25 +369,39 @@ def test_netns_name_of_a_recorded_path():
     assert netns_name_of("") == ""
 
 
+@pytest.mark.root
 def test_probes_run_in_the_pods_netns_on_its_node_when_asked():
+    """probe_exec = "netns": the probe runs through `ip netns exec` on the pod's node (here a
+    stand-in node that runs commands on this host, in a namespace this test makes)."""
+    import secrets
+    import subprocess
+
     from lab.api import Attachment
     from lab.kube_cluster import KubePod
 
     class Host:
-        def __init__(self, rc):
-            self.rc, self.argv = rc, None
-
         def run(self, argv, timeout=30):
-            self.argv = argv
-            return CommandResult(tuple(argv), self.rc, "out", "sh: 1: iperf3: not found")
+            self.argv = list(argv)
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                                  check=False)
+            return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
 
-    host = Host(0)
-    pod = KubePod(name="a", node="node2", ifname="eth0", ip="10.244.1.2",
-                  attachment=Attachment("c0ffee", "eth0", "node2"), namespace="cnilab",
-                  image="img", api=None, host=host, netns_name="cni-9")
-    assert pod.exec(["ping", "-c1", "10.244.2.2"], timeout=10).stdout == "out"
-    assert host.argv == ["ip", "netns", "exec", "cni-9", "ping", "-c1", "10.244.2.2"]
-    host.rc = 127
-    missing = pod.exec(["iperf3", "-s"])
-    assert missing.rc == 127
-    assert missing.stderr.startswith("iperf3: not found on node node2 (probes run in pod a's")
+    netns, host = f"cni-t{secrets.token_hex(4)}", Host()
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        subprocess.run(["ip", "-n", netns, "addr", "add", "198.18.7.7/32", "dev", "lo"],
+                       check=True)
+        pod = KubePod(name="a", node="node2", ifname="eth0", ip="198.18.7.7",
+                      attachment=Attachment("c0ffee", "eth0", "node2"), namespace="cnilab",
+                      image="img", api=None, host=host, netns_name=netns)
+        seen = pod.exec(["ip", "-o", "-4", "addr", "show", "dev", "lo"], timeout=10)
+        assert seen.ok and "198.18.7.7/32" in seen.stdout, seen.stderr
+        assert host.argv[:4] == ["ip", "netns", "exec", netns]
+        for argv in (["no-such-probe-tool", "-s"], ["sh", "-c", "no-such-probe-tool"]):
+            missing = pod.exec(argv)
+            assert missing.rc == 127, (argv, missing)
+            assert missing.stderr.startswith(f"{argv[0]}: not found on node node2 (probes run in "
+                                             "pod a's netns there)")
+        assert pod.exec(["sh", "-c", "exit 1"]).rc == 1   # a probe that fails is not "missing"
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False)
