@@ -245,19 +245,19 @@ class KubePod:
     netns_name: str = ""
 
     def exec(self, argv: Sequence[str], *, timeout: float = 30) -> CommandResult:
+        # A missing command is said as such, with where it was looked for, not just as a
+        # failed exec: `ip netns exec` says so with exit 1, a shell and the API with 127.
         if self.host is not None:
             res = self.host.run(["ip", "netns", "exec", self.netns_name, *argv], timeout=timeout)
-            # `ip netns exec` itself says a command is missing with exit 1, a shell with 127
-            if res.rc == 127 or (res.rc == 1 and f'exec of "{argv[0]}" failed' in res.stderr):
-                return CommandResult(res.argv, 127, res.stdout,
-                                     f"{argv[0]}: not found on node {self.node} (probes run in "
-                                     f"pod {self.name}'s netns there)\n{res.stderr}")
-            return res
-        res = self.api.exec(self.namespace, self.name, argv, timeout)
-        if res.rc == 127:   # say which image lacks the command, not just that exec failed
+            missing = res.rc == 127 or (res.rc == 1 and f'exec of "{argv[0]}" failed' in res.stderr)
+            where = f"on node {self.node} (probes run in pod {self.name}'s netns there)"
+        else:
+            res = self.api.exec(self.namespace, self.name, argv, timeout)
+            missing = res.rc == 127
+            where = f"in pod image {self.image} (pod {self.name})"
+        if missing:
             return CommandResult(res.argv, 127, res.stdout,
-                                 f"{argv[0]}: not found in pod image {self.image} (pod "
-                                 f"{self.name})\n{res.stderr}")
+                                 f"{argv[0]}: not found {where}\n{res.stderr}")
         return res
 
 
@@ -346,20 +346,23 @@ class KubeCluster:
         image = ((pod.get("spec") or {}).get("containers") or [{}])[0].get("image", "")
         host, netns = None, ""
         if self.settings.probe_exec == "netns":
-            host, netns = self._node(node), netns_name_of(attachment.netns)
-            if not netns:
-                found = host.run(["sh", "-c", pod_netns_lookup(ip)], timeout=60)
-                netns = found.stdout.strip() if found.ok else ""
-                if not netns:
-                    raise LabError(f"no network namespace on {node} holds pod {meta['name']}'s "
-                                   f"address {ip}", where=node, output=found.stderr,
-                                   hint='probe_exec = "netns" needs the runtime\'s namespaces '
-                                        'under /run/netns (containerd\'s CRI puts them there); '
-                                        'or set k3s.probe_exec = "pod"')
+            host = self._node(node)
+            netns = netns_name_of(attachment.netns) or self._netns_holding(host, meta["name"], ip)
         return KubePod(name=meta["name"], node=node, ifname=self.spec.ifname, ip=ip,
                        attachment=attachment, namespace=self.namespace, image=image,
                        api=self.api, ips=pod_ips_from(pod, self.spec, self.settings),
                        host=host, netns_name=netns)
+
+    @staticmethod
+    def _netns_holding(host: Node, pod: str, ip: str) -> str:
+        found = host.run(["sh", "-c", pod_netns_lookup(ip)], timeout=60)
+        if found.ok and found.stdout.strip():
+            return found.stdout.strip()
+        raise LabError(f"no network namespace on {host.name} holds pod {pod}'s address {ip}",
+                       where=host.name, output=found.stderr,
+                       hint='probe_exec = "netns" needs the runtime\'s namespaces under '
+                            '/run/netns (containerd\'s CRI puts them there); or set '
+                            'k3s.probe_exec = "pod"')
 
     def delete_pod(self, pod: Any) -> None:
         """Deletes the pod and returns once the runtime's DEL has finished on its node: the
