@@ -37,7 +37,13 @@ from lab.api import Action, ActionContext, CommandResult, LabError, NetworkSpec,
 from lab.k3s import cmdlines, kubeconfig, multus, nad
 from lab.k3s.airgap import pod_image_of, resolve_inputs
 from lab.k3s.kubeconfig import write_private
-from lab.k3s.paths import CONTAINERD_CONFIG, CniDirs, node_cni_dirs, parse_snapshotter
+from lab.k3s.paths import (
+    CONTAINERD_CONFIG,
+    CniDirs,
+    node_cni_dirs,
+    parse_snapshotter,
+    read_containerd_config,
+)
 from lab.k3s.paths import resolve as resolve_cni_dirs
 from lab.k3s.settings import K3sSettings, MultusSettings
 from lab.ssh import CommandTimeout
@@ -398,8 +404,7 @@ class UnpackPodImages:
         skipped: set[str] = set()
 
         def unpack(node: Node) -> None:
-            conf = node.run(["cat", CONTAINERD_CONFIG], timeout=30)
-            snapshotter = parse_snapshotter(conf.stdout if conf.ok else "")
+            snapshotter = parse_snapshotter(read_containerd_config(node) or "")
             for ref, required in refs.items():
                 try:
                     res = node.run(["sh", "-c", cmdlines.unpack_image(ref, snapshotter)],

@@ -88,11 +88,15 @@ def resolve(text: str | None, bin_override: str | None, conf_override: str | Non
     return CniDirs(bin_dirs=bin_dirs, conf_dir=conf_override or found.conf_dir)
 
 
+def read_containerd_config(node: Node) -> str | None:
+    """The node's generated containerd config.toml, or None when K3s has not written it."""
+    result = node.run(["cat", CONTAINERD_CONFIG], timeout=30)
+    return result.stdout if result.ok else None
+
+
 def node_cni_dirs(node: Node, bin_override: str | None = None,
                   conf_override: str | None = None) -> CniDirs:
     """Reads the node's containerd config over Node.run (skipped when both are overridden)."""
     if bin_override and conf_override:
         return resolve(None, bin_override, conf_override, where=node.name)
-    result = node.run(["cat", CONTAINERD_CONFIG], timeout=30)
-    return resolve(result.stdout if result.ok else None, bin_override, conf_override,
-                   where=node.name)
+    return resolve(read_containerd_config(node), bin_override, conf_override, where=node.name)
