@@ -67,30 +67,31 @@ def _variants(tmp: Path, config: Path) -> list[Path]:
 def reference_deploy(config_path: Path) -> float:
     """The former `lab deploy`: per node a SFTP copy (and the primary conflist), then
     `k3s kubectl apply` of the NAD."""
+    from lab.api import ActionContext, Node
+    from lab.cluster.session import Lab
     from lab.config import load_config
-    from lab.k3s import actions, nad
-    from lab.session import Lab
+    from lab.kube import k3s_install, multus_install, nad, remote
 
     start = time.perf_counter()
     with Lab(load_config(config_path)) as lab:
         config, nodes = lab.config, lab.nodes()
-        ctx = actions.ActionContext(config=config, nodes=nodes, state_dir=Path("."))
-        dirs = actions.cluster_cni_dirs(ctx)
-        spec = actions.kube_network_spec(config, nodes, dirs)
-        settings = actions.k3s_settings(ctx)
+        ctx = ActionContext(config=config, nodes=nodes, state_dir=Path("."))
+        dirs = multus_install.cluster_cni_dirs(ctx)
+        spec = multus_install.kube_network_spec(config, nodes, dirs)
+        settings = k3s_install.k3s_settings(ctx)
 
-        def place(node: actions.Node) -> None:
+        def place(node: Node) -> None:
             node.put_file(config.plugin_path, f"{dirs[node.name].bin_dir}/{spec.plugin_type}",
                           0o755)
             if settings.primary:
                 conflist = nad.primary_conflist(spec.configs[node.name])
-                actions.write_file(node, f"{dirs[node.name].conf_dir}/"
+                remote.write_file(node, f"{dirs[node.name].conf_dir}/"
                                    f"{nad.primary_conflist_name(spec)}", json.dumps(conflist))
 
-        actions.parallel(nodes, place)
+        remote.parallel(nodes, place)
         if not settings.primary:
-            server, _ = actions.split_roles(config, nodes)
-            actions.apply(server, [actions.namespace_manifest(settings.namespace),
+            server, _ = k3s_install.split_roles(config, nodes)
+            remote.apply(server, [multus_install.namespace_manifest(settings.namespace),
                                    nad.nad_manifest(spec, settings.namespace)], "the NAD")
     return time.perf_counter() - start
 

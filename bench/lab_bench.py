@@ -76,7 +76,7 @@ def bench_cli(nodes: int, runs: int, tmp: Path) -> dict[str, list[float]]:
 
 def bench_provider(nodes: int, runs: int, tmp: Path) -> dict[str, list[float]]:
     from lab.config import load_config
-    from lab.providers.netns import NetnsProvider
+    from lab.nodes.providers.netns import NetnsProvider
 
     ups, downs = [], []
     for _ in range(runs):

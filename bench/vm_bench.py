@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lab.config import LabConfig, parse_config  # noqa: E402
-from lab.providers.libvirt.image_build import build_image  # noqa: E402
-from lab.providers.libvirt.provider import LibvirtProvider  # noqa: E402
+from lab.nodes.providers.libvirt.image_build import build_image  # noqa: E402
+from lab.nodes.providers.libvirt.provider import LibvirtProvider  # noqa: E402
 
 
 def _free_subnet() -> IPv4Network:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.cni_runtime import version_tuple
+from lab.runtime.cni_runtime import version_tuple
 
 from .support import address, delete_pods, make_pods
 

@@ -1,6 +1,6 @@
-"""A real OpenSSH sshd on 127.0.0.1:<random port> for tests, keyed with lab.keys material.
+"""A real OpenSSH sshd on 127.0.0.1:<random port> for tests, keyed with lab.nodes.keys material.
 
-The host key comes from lab.keys.host_keys (as the libvirt seed injects it) and the lab client
+The host key comes from lab.nodes.keys.host_keys (as the libvirt seed injects it) and the lab client
 key is the only authorized key, so tests exercise exactly what a VM node would present.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from lab import keys
+from lab.nodes import keys
 
 SSHD = "/usr/sbin/sshd"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lab.cli import main
-from lab.providers.netns import lab_namespaces
+from lab.nodes.providers.netns import lab_namespaces
 
 # A plugin stand-in that answers VERSION (lab up asks it) and nothing else.
 STAND_IN = ('#!/bin/sh\necho \'{"cniVersion": "1.1.0", "supportedVersions": '
@@ -174,7 +174,7 @@ def test_deploy_puts_a_changed_plugin_on_every_netns_node(tmp_path, capsys):
         capsys.readouterr()
         assert main(["-c", str(path), "deploy"]) == 0
         assert "myplugin -> 2 nodes as cnilab" in capsys.readouterr().err
-        from lab.session import open_lab
+        from lab.cluster.session import open_lab
 
         with open_lab(path) as lab:
             for node in lab.nodes():
@@ -290,7 +290,7 @@ def test_a_lab_name_taken_by_another_config_is_refused(lab_toml, tmp_path, capsy
     assert f"lab {name} is already up from another config ({path})" in err
     assert "underlay: up '10.99.0.0/24', this config '10.77.0.0/24'" in err
     assert "• provision" not in err                    # nothing was touched
-    from lab.session import open_lab
+    from lab.cluster.session import open_lab
 
     with open_lab(path) as lab:
         addrs = lab.node("node1").run(["ip", "-o", "-4", "addr", "show", "dev", "eth0"]).stdout

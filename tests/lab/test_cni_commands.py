@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from lab.cli import main
-from lab.providers.netns import lab_namespaces
-from lab.subcommands.cni import reproducer
+from lab.cli.cni import reproducer
+from lab.nodes.providers.netns import lab_namespaces
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -235,7 +235,7 @@ def test_k3s_nodes_are_sized_for_k3s_and_too_small_is_refused():
 
 def test_our_plugin_is_known_by_its_build_mark_whatever_its_type(tmp_path):
     """Installed under another type, our plugin used to lose its node list and MTU."""
-    from lab.network import base_config
+    from lab.runtime.network import base_config
 
     ours = tmp_path / "renamed"
     ours.write_bytes(b"#!/bin/sh\n# cnilab build 0123abcd sha256 ff\nexit 0\n")

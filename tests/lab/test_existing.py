@@ -8,12 +8,12 @@ import pytest
 from pydantic import ValidationError
 from sshd_server import Sshd
 
-from lab import keys
 from lab.api import LabError
 from lab.config import LabConfig
-from lab.providers.existing import ExistingProvider
-from lab.providers.remote_settings import ExistingHost, ExistingSettings
-from lab.ssh import HostKeyMismatch
+from lab.config.remote import ExistingHost, ExistingSettings
+from lab.nodes import keys
+from lab.nodes.providers.existing import ExistingProvider
+from lab.nodes.ssh import HostKeyMismatch
 
 pytestmark = [
     pytest.mark.root,

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from lab import actions
 from lab.api import LabError
+from lab.cluster import actions
+from lab.cluster.logs import write_tarball
 from lab.config import parse_config
-from lab.logs import write_tarball
-from lab.providers.netns import HOST_ROOT, NetnsProvider, lab_namespaces, switch_port
+from lab.nodes.providers.netns import HOST_ROOT, NetnsProvider, lab_namespaces, switch_port
 
 pytestmark = pytest.mark.root
 

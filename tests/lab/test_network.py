@@ -7,8 +7,8 @@ import pytest
 
 from lab.api import LabError
 from lab.config import load_config, parse_config
-from lab.network import base_config, network_spec
-from lab.providers.netns import NetnsNode
+from lab.nodes.providers.netns import NetnsNode
+from lab.runtime.network import base_config, network_spec
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 

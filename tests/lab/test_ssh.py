@@ -1,4 +1,4 @@
-"""lab.keys and lab.ssh against a real OpenSSH sshd (127.0.0.1, random port)."""
+"""lab.nodes.keys and lab.nodes.ssh against a real OpenSSH sshd (127.0.0.1, random port)."""
 from __future__ import annotations
 
 import os
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from sshd_server import Sshd, free_port
 
-from lab import keys
 from lab.api import LabError, Node
-from lab.ssh import (
+from lab.nodes import keys
+from lab.nodes.ssh import (
     CommandTimeout,
     HostKeyMismatch,
     SshNode,
@@ -278,7 +278,7 @@ def test_a_shared_connection_serves_later_processes_and_ends_at_lab_down(sshd, l
     import sys
     import tempfile
 
-    from lab.ssh import close_shared_connections
+    from lab.nodes.ssh import close_shared_connections
 
     short = Path(tempfile.mkdtemp(prefix="cm", dir="/tmp"))   # AF_UNIX paths are short
     try:
@@ -294,7 +294,7 @@ def test_a_shared_connection_serves_later_processes_and_ends_at_lab_down(sshd, l
             node.run(["true"])                       # paramiko needs a new connection
         later = subprocess.run(
             [sys.executable, "-c",
-             "import sys; from lab.ssh import SshNode; from lab import keys; "
+             "import sys; from lab.nodes.ssh import SshNode; from lab.nodes import keys; "
              "from pathlib import Path; "
              f"n = SshNode('node1', {sshd.address!r}, port={sshd.port}, "
              f"host_key=keys.host_keys(Path({str(lab_dir)!r}), 'node1'), "

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from test_cli import write_config
 
-from lab import cli, keys
+from lab import cli
 from lab.api import LabError
 from lab.cli import main
-from lab.providers.netns import lab_namespaces
+from lab.nodes import keys
+from lab.nodes.providers.netns import lab_namespaces
 
 REPO = Path(__file__).resolve().parents[2]
 NOBODY = 65534

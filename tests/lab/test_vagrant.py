@@ -16,7 +16,7 @@ import pytest
 
 from lab.api import LabError
 from lab.config import LabConfig
-from lab.providers.vagrant import (
+from lab.nodes.providers.vagrant import (
     VagrantProvider,
     parse_machine_states,
     parse_ssh_config,

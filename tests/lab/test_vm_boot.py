@@ -8,8 +8,8 @@ import hashlib
 import pytest
 from vm_lab import leftovers, provisioned_vm_lab
 
-from lab.keys import host_keys
-from lab.ssh import HostKeyMismatch, SshNode
+from lab.nodes.keys import host_keys
+from lab.nodes.ssh import HostKeyMismatch, SshNode
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -87,7 +87,7 @@ def test_testinfra_reaches_the_node_with_the_pinned_key(vm_lab):
 
 
 def test_a_fresh_provider_finds_the_lab_from_libvirt_alone(vm_lab):
-    from lab.providers.libvirt.provider import LibvirtProvider
+    from lab.nodes.providers.libvirt.provider import LibvirtProvider
 
     fresh = LibvirtProvider(vm_lab.config, report=lambda _m: None)
     try:

@@ -51,7 +51,7 @@ def _outcomes(junit: Path) -> dict[str, str]:
 
 def test_scenarios_pass_across_two_vms_and_down_leaves_nothing(tmp_path):
     require_vm_host()
-    from lab.providers.libvirt.image_build import build_image
+    from lab.nodes.providers.libvirt.image_build import build_image
 
     build_image(report=print)     # the current recipe's image (a cached one is reused)
     build = subprocess.run([sys.executable, "-m", "plugin.build"], cwd=REPO,
@@ -87,7 +87,7 @@ def test_a_dual_stack_vm_lab_is_judged_per_family(tmp_path):
     """Two VMs with a v4 and a v6 underlay (v6 static, kept by networkd), the reference ptp
     dual-stack: same-node scenarios pass and cross-node ones fail in both families."""
     require_vm_host()
-    from lab.providers.libvirt.image_build import build_image
+    from lab.nodes.providers.libvirt.image_build import build_image
 
     build_image(report=print)
     config, _ = _vm_config(tmp_path, "host-gw")

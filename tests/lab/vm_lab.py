@@ -91,8 +91,8 @@ def leftovers(provider: object) -> list[str]:
     console logs, and libvirt firewall chains once no libvirt network runs any more."""
     import libvirt
 
-    from lab.providers.libvirt import firewall, names, xml
-    from lab.providers.libvirt.provider import LibvirtProvider
+    from lab.nodes.providers.libvirt import firewall, names, xml
+    from lab.nodes.providers.libvirt.provider import LibvirtProvider
 
     assert isinstance(provider, LibvirtProvider)
     conn = libvirt.open(VM_URI)
@@ -136,8 +136,8 @@ def provisioned_vm_lab(state_dir: Path, nodes: tuple[str, ...] = ("n1", "n2"),
     destroy left anything behind."""
     import time
 
-    from lab.providers.libvirt.image_build import build_image
-    from lab.providers.libvirt.provider import LibvirtProvider
+    from lab.nodes.providers.libvirt.image_build import build_image
+    from lab.nodes.providers.libvirt.provider import LibvirtProvider
 
     require_vm_host()
     build_image(report=print)

@@ -13,8 +13,8 @@ import pytest
 from cnitest import wait_for
 
 from lab.cli import main
-from lab.providers.netns import lab_namespaces
-from lab.session import open_lab
+from lab.cluster.session import open_lab
+from lab.nodes.providers.netns import lab_namespaces
 from plugin.delivery import build, handoff
 
 pytestmark = pytest.mark.root

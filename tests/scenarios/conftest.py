@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lab.api import NetworkSpec
-from lab.providers.netns import NetnsNode
+from lab.nodes.providers.netns import NetnsNode
 
 REFERENCE_CNI = "/usr/lib/cni"
 

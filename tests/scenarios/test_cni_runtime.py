@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lab.api import LabError
-from lab.cni_runtime import CniCallError, CniRuntime, plugin_configs
+from lab.runtime.cni_runtime import CniCallError, CniRuntime, plugin_configs
 
 pytestmark = pytest.mark.root
 

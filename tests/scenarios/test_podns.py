@@ -11,8 +11,8 @@ from dataclasses import replace
 import pytest
 
 from lab.api import Cluster, LabError
-from lab.cni_runtime import CniCallError
-from lab.podns import NamespacePodCluster
+from lab.drivers.podns import NamespacePodCluster
+from lab.runtime.cni_runtime import CniCallError
 
 pytestmark = pytest.mark.root
 

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import testinfra
 
-import lab.testinfra_netns  # noqa: F401  (registers netns://)
+import lab.nodes.testinfra_netns  # noqa: F401  (registers netns://)
 
 
 @pytest.mark.root

@@ -40,7 +40,7 @@ def airgap_dir() -> Path:
         pytest.skip(f"live K3s needs air-gapped inputs: {', '.join(missing)} not in {folder} "
                     "(set CNILAB_AIRGAP_DIR to the folder holding the k3s and multus binaries; "
                     "docs/k8s.md says how to get them)")
-    from lab.k3s.pod_images import build_pod_images
+    from lab.kube.pod_images import build_pod_images
 
     build_pod_images(folder, report=print)     # the product's own images: current or rebuilt
     return folder
@@ -139,7 +139,7 @@ def live_lab(example: str, tmp_path: Path, need_minutes: float) -> Iterator[Live
     folder = airgap_dir()
     require_vm_host()
     require_budget(need_minutes, f"a live lab of {example}")
-    from lab.providers.libvirt.image_build import build_image
+    from lab.nodes.providers.libvirt.image_build import build_image
 
     build_image(report=print)
     config, name = example_copy(example, tmp_path)
@@ -156,7 +156,7 @@ def live_lab(example: str, tmp_path: Path, need_minutes: float) -> Iterator[Live
     finally:
         down = run_lab("down", config=config, env=env, timeout=600)
         from lab.config import load_config
-        from lab.providers.libvirt.provider import LibvirtProvider
+        from lab.nodes.providers.libvirt.provider import LibvirtProvider
 
         provider = LibvirtProvider(load_config(config))
         left = leftovers(provider)

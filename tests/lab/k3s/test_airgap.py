@@ -9,8 +9,8 @@ import pytest
 
 from lab.api import LabError
 from lab.config import parse_config
-from lab.k3s import airgap
-from lab.k3s.pod_images import PAUSE_IMAGE_REF, POD_IMAGE_REF
+from lab.kube import airgap
+from lab.kube.pod_images import PAUSE_IMAGE_REF, POD_IMAGE_REF
 
 
 def _config(tmp_path: Path, k3s: dict, multus: dict | None = None, name: str = "lab.toml"):

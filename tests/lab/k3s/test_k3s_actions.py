@@ -13,9 +13,9 @@ import pytest
 
 from lab.api import ActionContext, LabError
 from lab.config import parse_config
-from lab.k3s import actions, cmdlines
-from lab.k3s.actions import InstallK3sAgents, InstallK3sServer, WaitNodesReady, not_ready
-from lab.ssh import CommandTimeout
+from lab.kube import actions, cmdlines, deploy, k3s_install, multus_install, paths, remote
+from lab.kube.k3s_install import InstallK3sAgents, InstallK3sServer, WaitNodesReady, not_ready
+from lab.nodes.ssh import CommandTimeout
 from plugin import netconf
 
 pytestmark = pytest.mark.root
@@ -122,15 +122,15 @@ def test_rerun_copies_nothing_twice(tmp_path, make_node):
     config = _config(tmp_path, mode="airgap", binary=str(binary), images=[str(images)])
     node = make_node("node1", "10.99.0.11")
     ctx = _ctx(config, [node], tmp_path)
-    actions.install_k3s_files(ctx, node)
+    k3s_install.install_k3s_files(ctx, node)
     copies = []
     real_put = node.put_file
     node.put_file = lambda local, remote, mode=0o755: (copies.append(remote),
                                                        real_put(local, remote, mode))
-    actions.install_k3s_files(ctx, node)
+    k3s_install.install_k3s_files(ctx, node)
     assert copies == [cmdlines.NODE_TOKEN_PATH]  # only the small token; no binary, no images
     binary.write_bytes(b"a newer k3s\n")
-    actions.install_k3s_files(ctx, node)
+    k3s_install.install_k3s_files(ctx, node)
     assert cmdlines.K3S_BIN in copies
 
 
@@ -143,7 +143,7 @@ def test_connected_install_keeps_a_verified_binary(tmp_path, make_node):
     target = node.file(cmdlines.K3S_BIN)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(content)
-    actions.install_k3s_files(_ctx(config, [node], tmp_path), node)
+    k3s_install.install_k3s_files(_ctx(config, [node], tmp_path), node)
     assert target.read_bytes() == content
 
 
@@ -256,7 +256,7 @@ def test_deploy_copies_plugin_and_applies_the_nad(tmp_path, make_node):
     for node in nodes:
         _with_containerd_config(node)
     _with_fake_k3s(nodes[0])
-    spec = actions.deploy_plugin(config, nodes, poll=0.1)
+    spec = deploy.deploy_plugin(config, nodes, poll=0.1)
     assert spec.ifname == "net1" and spec.cni_path == "/var/lib/rancher/k3s/data/cni"
     for node in nodes:
         placed = node.file("/var/lib/rancher/k3s/data/cni/cnilab")
@@ -275,7 +275,7 @@ def test_deploy_primary_writes_each_nodes_conflist(tmp_path, make_node):
     config = _config(tmp_path, primary=True, cni_bin_dir="/opt/cni/bin",
                      cni_conf_dir="/etc/cni/net.d")
     nodes = _nodes(make_node)   # no containerd config needed: both dirs overridden
-    spec = actions.deploy_plugin(config, nodes, poll=0.1)
+    spec = deploy.deploy_plugin(config, nodes, poll=0.1)
     assert spec.ifname == "eth0"
     for node in nodes:
         conflist = json.loads(node.file("/etc/cni/net.d/05-k3stest.conflist").read_text())
@@ -287,7 +287,7 @@ def test_deploy_without_containerd_config_says_what_to_do(tmp_path, make_node):
     config = _config(tmp_path, ready_timeout=0.3)
     node = make_node("node1", "10.99.0.11")
     with pytest.raises(LabError, match="cannot tell where K3s keeps CNI plugins") as e:
-        actions.deploy_plugin(config, [node], poll=0.1)
+        deploy.deploy_plugin(config, [node], poll=0.1)
     assert e.value.where == "node1" and "k3s.cni_bin_dir" in e.value.hint
 
 
@@ -300,7 +300,7 @@ def test_rerun_adopts_the_running_servers_token(tmp_path, make_node):
     token.parent.mkdir(parents=True)
     token.write_text("K10existing::server:secret\n")
     ctx = _ctx(config, [server], tmp_path)
-    actions.adopt_server_token(ctx, server)
+    k3s_install.adopt_server_token(ctx, server)
     local = tmp_path / "st" / "k3s-token"
     assert local.read_text() == "K10existing::server:secret\n"
     assert stat.S_IMODE(local.stat().st_mode) == 0o600
@@ -310,9 +310,9 @@ def test_remove_k3s_cleans_what_install_left(tmp_path, make_node):
     binary, images = _airgap_inputs(tmp_path)
     config = _config(tmp_path, mode="airgap", binary=str(binary), images=[str(images)])
     node = make_node("node1", "10.99.0.11")
-    actions.install_k3s_files(_ctx(config, [node], tmp_path), node)
+    k3s_install.install_k3s_files(_ctx(config, [node], tmp_path), node)
     assert node.file(cmdlines.K3S_BIN).exists()
-    actions.remove_k3s([node])
+    k3s_install.remove_k3s([node])
     assert not node.file(cmdlines.K3S_BIN).exists()
     assert not node.file(cmdlines.NODE_TOKEN_PATH).exists()
     assert not node.file(f"{cmdlines.IMAGES_DIR}/{images.name}").exists()
@@ -348,7 +348,7 @@ def _multus_host_lab(tmp_path, make_node, ready_timeout):
 def test_multus_host_mode_writes_what_the_thin_entrypoint_would(tmp_path, make_node):
     import yaml
     config, nodes = _multus_host_lab(tmp_path, make_node, ready_timeout=3)
-    actions.InstallMultus(poll=0.1).run(_ctx(config, nodes, tmp_path))
+    multus_install.InstallMultus(poll=0.1).run(_ctx(config, nodes, tmp_path))
     applied = json.loads(nodes[0].file("/var/lib/rancher/applied.jsonl").read_text().split("\n")[0])
     kinds = [item["kind"] for item in applied["items"]]
     assert kinds == ["CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
@@ -379,7 +379,7 @@ def test_multus_host_mode_waits_for_the_cluster_network(tmp_path, make_node):
         json.dumps({"data": {"token": "dG9r", "ca.crt": "Q0E="}}))
     _with_containerd_config(node)
     with pytest.raises(LabError, match="no cluster network config in") as e:
-        actions.InstallMultus(poll=0.1).run(_ctx(config, [node], tmp_path))
+        multus_install.InstallMultus(poll=0.1).run(_ctx(config, [node], tmp_path))
     assert e.value.where == "node1"
 
 
@@ -396,7 +396,7 @@ def test_multus_daemonset_applies_k3s_paths_read_on_the_nodes(tmp_path, make_nod
     _with_fake_k3s(nodes[0])
     for node in nodes:
         _with_containerd_config(node, OLD_CONTAINERD)
-    actions.InstallMultus(poll=0.1).run(_ctx(config, nodes, tmp_path))
+    multus_install.InstallMultus(poll=0.1).run(_ctx(config, nodes, tmp_path))
     applied = json.loads(nodes[0].file("/var/lib/rancher/applied.jsonl").read_text().split("\n")[0])
     ds = next(i for i in applied["items"] if i["kind"] == "DaemonSet")
     paths = {v["name"]: v.get("hostPath", {}).get("path")
@@ -412,7 +412,7 @@ def test_multus_refuses_nodes_that_disagree(tmp_path, make_node):
     _with_containerd_config(nodes[0], OLD_CONTAINERD)
     _with_containerd_config(nodes[1], NEW_CONTAINERD)
     with pytest.raises(LabError, match="nodes disagree on the CNI directories") as e:
-        actions.InstallMultus(poll=0.1).run(_ctx(config, nodes, tmp_path))
+        multus_install.InstallMultus(poll=0.1).run(_ctx(config, nodes, tmp_path))
     assert "node1: bin /var/lib/rancher/k3s/data/current/bin" in e.value.output
     assert "node2: bin /var/lib/rancher/k3s/data/cni" in e.value.output
 
@@ -443,14 +443,14 @@ def test_a_crash_looping_server_is_reported_at_once_with_its_journal(tmp_path, m
     ctx = _ctx(config, [node], tmp_path)
     _with_restarting_unit(node, 3)
     started = time.monotonic()
-    monkeypatch.setattr(actions, "start_k3s", lambda *_a, **_k: None)  # no systemd here
+    monkeypatch.setattr(k3s_install, "start_k3s", lambda *_a, **_k: None)  # no systemd here
     with pytest.raises(LabError, match=r"K3s server keeps restarting \(3 restarts\)") as e:
         InstallK3sServer(poll=0.1).run(ctx)
     assert time.monotonic() - started < 30, "it waited instead of reporting"
     assert "failed to wait for apiserver being healthy" in e.value.output
     assert "2 vCPUs" in e.value.hint
     _with_restarting_unit(node, 1)            # one restart is not a pattern yet
-    assert actions.crash_loop(node, "server") is None
+    assert k3s_install.crash_loop(node, "server") is None
 
 
 def test_a_redeploy_sends_a_delta_and_one_session_per_node(tmp_path, make_node, monkeypatch):
@@ -470,13 +470,13 @@ def test_a_redeploy_sends_a_delta_and_one_session_per_node(tmp_path, make_node, 
     import os
 
     plugin.write_bytes(b"#!/bin/sh\n" + os.urandom(1 << 20))   # 1 MiB that gzip cannot shrink
-    actions.deploy_plugin(config, nodes, poll=0.1)
+    deploy.deploy_plugin(config, nodes, poll=0.1)
     plugin.write_bytes(plugin.read_bytes()[:5000] + b"# an edit\n" + plugin.read_bytes()[5000:])
     calls = []
-    real_sh = actions.sh
-    monkeypatch.setattr(actions, "sh", lambda node, script, **kw: (
+    real_sh = remote.sh
+    monkeypatch.setattr(deploy, "sh", lambda node, script, **kw: (
         calls.append((node.name, len(kw.get("input") or b""))), real_sh(node, script, **kw))[1])
-    actions.deploy_plugin(config, nodes, poll=0.1)
+    deploy.deploy_plugin(config, nodes, poll=0.1)
     for node in nodes:
         placed = node.file("/var/lib/rancher/k3s/data/cni/cnilab")
         assert placed.read_bytes() == plugin.read_bytes()
@@ -486,14 +486,14 @@ def test_a_redeploy_sends_a_delta_and_one_session_per_node(tmp_path, make_node, 
     nodes[1].file("/var/lib/rancher/k3s/data/cni/cnilab").write_bytes(b"someone else's")
     plugin.write_bytes(plugin.read_bytes() + b"# another edit\n")
     calls.clear()
-    actions.deploy_plugin(config, nodes, poll=0.1)
+    deploy.deploy_plugin(config, nodes, poll=0.1)
     assert nodes[1].file("/var/lib/rancher/k3s/data/cni/cnilab").read_bytes() == \
         plugin.read_bytes()
     assert max(size for name, size in calls if name == "node2") > 10_000
     # nothing changed: one session per node, the plugin there left alone
     calls.clear()
     reports: list[str] = []
-    actions.deploy_plugin(config, nodes, reports.append, poll=0.1)
+    deploy.deploy_plugin(config, nodes, reports.append, poll=0.1)
     assert "0 replaced" in reports[0], reports
     assert sorted(name for name, _ in calls) == ["node1", "node2"], calls
 
@@ -510,7 +510,7 @@ def test_wait_probes_a_slow_node_less_often():
         return "not yet"
 
     with pytest.raises(LabError, match="gave up"):
-        actions.wait_until(slow_check, 1.5, lambda why: LabError(f"gave up: {why}"), poll=0.01)
+        remote.wait_until(slow_check, 1.5, lambda why: LabError(f"gave up: {why}"), poll=0.01)
     assert 2 <= len(calls) <= 4, calls          # every ~0.6 s, not every 0.21 s
     assert calls[-1] - calls[0] <= 1.6            # the last probe at the deadline, not after
 
@@ -522,7 +522,7 @@ def test_multus_waits_for_the_crd_until_its_deadline_and_says_so(tmp_path, make_
         '*"get crd/"*) echo True ;;',
         '*"get crd/"*) echo "Error from server (Timeout)" >&2; exit 1 ;;'))
     with pytest.raises(LabError, match="the NAD CRD is not established after 1s") as e:
-        actions.InstallMultus(poll=0.1).run(_ctx(config, nodes, tmp_path))
+        multus_install.InstallMultus(poll=0.1).run(_ctx(config, nodes, tmp_path))
     assert "Timeout" in e.value.output
 
 
@@ -545,11 +545,11 @@ SNAPSHOTTER_CONFIG = """[plugins.cri.containerd]
 def _with_fake_ctr(node, images):
     _put(node, cmdlines.K3S_BIN, FAKE_CTR, 0o755)
     _put(node, "/var/lib/rancher/images.txt", "".join(f"{i}\n" for i in images))
-    _put(node, actions.CONTAINERD_CONFIG, SNAPSHOTTER_CONFIG)
+    _put(node, paths.CONTAINERD_CONFIG, SNAPSHOTTER_CONFIG)
 
 
 def test_airgapped_pod_images_are_unpacked_on_every_node_ahead(tmp_path, make_node):
-    from lab.k3s.pod_images import PAUSE_IMAGE_FILE, PAUSE_IMAGE_REF
+    from lab.kube.pod_images import PAUSE_IMAGE_FILE, PAUSE_IMAGE_REF
 
     binary, _ = _airgap_inputs(tmp_path)
     (tmp_path / PAUSE_IMAGE_FILE).write_bytes(b"pause")   # found in the folder: the sandbox
@@ -561,7 +561,7 @@ def test_airgapped_pod_images_are_unpacked_on_every_node_ahead(tmp_path, make_no
     nodes = _nodes(make_node)
     for node in nodes:
         _with_fake_ctr(node, [PAUSE_IMAGE_REF, "registry.local/pod:1"])
-    actions.UnpackPodImages().run(_ctx(config, nodes, tmp_path))
+    k3s_install.UnpackPodImages().run(_ctx(config, nodes, tmp_path))
     for node in nodes:
         calls = node.file("/var/lib/rancher/ctr.log").read_text().splitlines()
         assert [c.split()[4:8] for c in calls] == [
@@ -577,16 +577,16 @@ def test_airgapped_pod_images_are_unpacked_on_every_node_ahead(tmp_path, make_no
                     pod_image_pull_policy="IfNotPresent")
     ctx = _ctx(pulls, nodes, tmp_path)
     ctx.report = said.append
-    actions.UnpackPodImages().run(ctx)
+    k3s_install.UnpackPodImages().run(ctx)
     assert said == [f"{PAUSE_IMAGE_REF} unpacked on 3 nodes; registry.local/pod:1 not imported: "
                     "pulled at first use"]
     with pytest.raises(LabError, match=r"image registry\.local/pod:1 is not on node2") as e:
-        actions.UnpackPodImages().run(_ctx(config, nodes, tmp_path))   # air-gapped: Never
+        k3s_install.UnpackPodImages().run(_ctx(config, nodes, tmp_path))   # air-gapped: Never
     assert "not found" in e.value.output and "lab image pod" in e.value.hint
 
 
 def test_snapshotter_is_read_from_each_config_format():
-    from lab.k3s.paths import parse_snapshotter
+    from lab.kube.paths import parse_snapshotter
 
     assert parse_snapshotter(SNAPSHOTTER_CONFIG) == "native"
     assert parse_snapshotter('version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd]\n'

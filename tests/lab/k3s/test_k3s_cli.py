@@ -8,8 +8,8 @@ from test_k3s_kubeconfig import K3S_YAML
 
 from lab.cli import main
 from lab.config import load_config
-from lab.k3s import kubeconfig as kc
-from lab.k3s.actions import cluster_actions
+from lab.kube import kubeconfig as kc
+from lab.kube.actions import cluster_actions
 
 ROOT = Path(__file__).resolve().parents[3]
 NETNS = """[lab]

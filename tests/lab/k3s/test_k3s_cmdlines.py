@@ -4,8 +4,8 @@ from __future__ import annotations
 import hashlib
 import subprocess
 
-from lab.k3s import cmdlines as c
-from lab.k3s.settings import K3sSettings
+from lab.config.k3s import K3sSettings
+from lab.kube import cmdlines as c
 
 SHA = "959c9310a6ab893958d1c95bc5d7609de9d7884630c8832180f059369b6dc331"
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from lab.api import LabError
-from lab.k3s import kubeconfig as kc
+from lab.kube import kubeconfig as kc
 
 K3S_YAML = """apiVersion: v1
 clusters:

@@ -10,9 +10,9 @@ import kubernetes_validate
 import pytest
 
 from lab.api import LabError, NetworkSpec
-from lab.k3s import multus, nad
-from lab.k3s.paths import CniDirs
-from lab.k3s.settings import K3S_DEFAULT_VERSION, MultusSettings, k3s_minor
+from lab.config.k3s import K3S_DEFAULT_VERSION, MultusSettings, k3s_minor
+from lab.kube import multus, nad
+from lab.kube.paths import CniDirs
 from plugin import netconf
 
 OLD_DIRS = CniDirs(("/var/lib/rancher/k3s/data/current/bin",),

@@ -1,8 +1,9 @@
-"""The K3s actions over the real SSH path (lab.ssh.SshNode, paramiko, pinned host key) to a real
-sshd on 127.0.0.1 — the way they reach VMs and bare-metal runners. The sshd runs in a private
-mount namespace whose /etc, /opt, /usr/local and /var/lib are overlays with their upper layers
-in a tmp dir, so what the actions install lands there, never on this host. They stop where K3s
-itself is needed: `systemctl` (systemd is not PID 1 here, and K3s cannot be downloaded)."""
+"""The K3s actions over the real SSH path (lab.nodes.ssh.SshNode, paramiko, pinned host key) to a
+real sshd on 127.0.0.1 — the way they reach VMs and bare-metal runners. The sshd runs in a
+private mount namespace whose /etc, /opt, /usr/local and /var/lib are overlays with their upper
+layers in a tmp dir, so what the actions install lands there, never on this host. They stop
+where K3s itself is needed: `systemctl` (systemd is not PID 1 here, and K3s cannot be
+downloaded)."""
 from __future__ import annotations
 
 import os
@@ -16,7 +17,7 @@ import pytest
 
 from lab.api import ActionContext, LabError
 from lab.config import parse_config
-from lab.k3s import actions, cmdlines
+from lab.kube import cmdlines, deploy, k3s_install
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sshd_server import SSHD, Sshd  # tests/lab/sshd_server.py, from the SSH work
@@ -56,7 +57,7 @@ class OverlaySshd(Sshd):
 
 @pytest.fixture
 def ssh_node(tmp_path):
-    from lab.ssh import SshNode
+    from lab.nodes.ssh import SshNode
 
     lab_dir = tmp_path / "lab"
     lab_dir.mkdir()
@@ -73,7 +74,7 @@ def ssh_node(tmp_path):
     finally:
         if node is not None:
             node.close()
-        from lab.ssh import close_shared_connections
+        from lab.nodes.ssh import close_shared_connections
 
         close_shared_connections(lab_dir / "ssh")   # deploy's shared connection, as lab down
         server.stop()
@@ -101,7 +102,7 @@ def test_server_install_over_ssh_up_to_systemd(tmp_path, ssh_node):
     state.mkdir()
     ctx = ActionContext(config=config, nodes=[node], state_dir=state)
     with pytest.raises(LabError, match="cannot start K3s server") as e:
-        actions.InstallK3sServer(poll=0.1).run(ctx)
+        k3s_install.InstallK3sServer(poll=0.1).run(ctx)
     assert e.value.where == "node1"
     assert server.file(cmdlines.K3S_BIN).read_bytes() == config.k3s.binary.read_bytes()
     token = server.file(cmdlines.NODE_TOKEN_PATH)
@@ -116,7 +117,7 @@ def test_primary_deploy_over_ssh(tmp_path, ssh_node):
     node, server = ssh_node
     config = _config(tmp_path, primary=True, cni_bin_dir="/opt/cni/bin",
                      cni_conf_dir="/etc/cni/net.d")
-    spec = actions.deploy_plugin(config, [node], poll=0.1)
+    spec = deploy.deploy_plugin(config, [node], poll=0.1)
     assert server.file("/opt/cni/bin/cnilab").read_bytes() == config.plugin_path.read_bytes()
     assert stat.S_IMODE(server.file("/opt/cni/bin/cnilab").stat().st_mode) == 0o755
     assert server.file("/etc/cni/net.d/05-overssh.conflist").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from lab.api import LabError
-from lab.k3s.paths import parse_containerd_config, resolve
+from lab.kube.paths import parse_containerd_config, resolve
 
 # As K3s before the October 2024 releases writes it (containerd 1.7, format 2).
 OLD_K3S = '''

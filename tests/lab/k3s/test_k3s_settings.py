@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from lab.k3s.settings import (
+from lab.config.k3s import (
     K3S_DEFAULT_VERSION,
     K3sSettings,
     MultusSettings,

@@ -14,10 +14,8 @@ import pytest
 
 from lab.api import CommandResult, LabError, NetworkSpec
 from lab.config import parse_config
-from lab.k3s import cmdlines, kubeconfig
-from lab.k3s.kubeapi import exec_status
-from lab.k3s.settings import K3sSettings
-from lab.kube_cluster import (
+from lab.config.k3s import K3sSettings
+from lab.drivers.kube_cluster import (
     KubeCluster,
     cni_args_text,
     events_text,
@@ -34,6 +32,8 @@ from lab.kube_cluster import (
     teardown_check,
     valid_attachments,
 )
+from lab.kube import cmdlines, kubeconfig
+from lab.kube.kubeapi import exec_status
 
 SPEC = NetworkSpec(name="cnilab", plugin_type="cnilab", ifname="net1",
                    cni_path="/var/lib/rancher/k3s/data/cni", configs={})
@@ -295,7 +295,7 @@ def test_teardown_wait_takes_a_slow_node_as_not_yet(k3s_lab, monkeypatch):
     import time
 
     from lab.api import Attachment
-    from lab.ssh import CommandTimeout
+    from lab.nodes.ssh import CommandTimeout
 
     lab, node = k3s_lab
     cluster = KubeCluster(lab, api=StandInApi([]))
@@ -308,7 +308,7 @@ def test_teardown_wait_takes_a_slow_node_as_not_yet(k3s_lab, monkeypatch):
         return real_run(argv, **kw)
 
     monkeypatch.setattr(node, "run", slow_once)
-    monkeypatch.setattr("lab.kube_cluster.POLL", 0.01)
+    monkeypatch.setattr("lab.drivers.kube_cluster.POLL", 0.01)
     gone = Attachment("c0ffee-gone", "net1", "node1", netns="/var/run/netns/cni-gone")
     cluster._wait_torn_down("node1", gone, "a", time.monotonic() + 10)
     assert len(probes) == 2
@@ -377,7 +377,7 @@ def test_probes_run_in_the_pods_netns_on_its_node_when_asked():
     import subprocess
 
     from lab.api import Attachment
-    from lab.kube_cluster import KubePod
+    from lab.drivers.kube_cluster import KubePod
 
     class Host:
         def run(self, argv, timeout=30):

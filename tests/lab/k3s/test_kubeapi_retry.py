@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lab.api import LabError
-from lab.k3s.kubeapi import KubeApi
+from lab.kube.kubeapi import KubeApi
 
 TIMEOUT_BODY = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                 "message": "Timeout: request did not complete within the allotted timeout",
@@ -74,7 +74,7 @@ POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace":
 
 
 def test_an_overloaded_api_is_asked_again(server, tmp_path, monkeypatch):
-    monkeypatch.setattr("lab.k3s.kubeapi.time.sleep", lambda s: None)
+    monkeypatch.setattr("lab.kube.kubeapi.time.sleep", lambda s: None)
     server.script = [(504, TIMEOUT_BODY), (504, TIMEOUT_BODY), (200, {**POD, "status": {}})]
     api = api_for(server, tmp_path, retry_for=60)
     pod = api.read_pod("ns", "p")
@@ -83,7 +83,7 @@ def test_an_overloaded_api_is_asked_again(server, tmp_path, monkeypatch):
 
 
 def test_a_create_whose_answer_was_lost_is_not_an_error(server, tmp_path, monkeypatch):
-    monkeypatch.setattr("lab.k3s.kubeapi.time.sleep", lambda s: None)
+    monkeypatch.setattr("lab.kube.kubeapi.time.sleep", lambda s: None)
     exists = {**TIMEOUT_BODY, "reason": "AlreadyExists", "code": 409, "message": "exists"}
     server.script = [(504, TIMEOUT_BODY), (409, exists)]
     api = api_for(server, tmp_path, retry_for=60)
@@ -100,8 +100,8 @@ def test_a_create_that_meets_an_old_pod_still_says_so(server, tmp_path):
 
 def test_an_api_that_stays_overloaded_ends_in_one_clear_error(server, tmp_path, monkeypatch):
     clock = [0.0]
-    monkeypatch.setattr("lab.k3s.kubeapi.time.monotonic", lambda: clock[0])
-    monkeypatch.setattr("lab.k3s.kubeapi.time.sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setattr("lab.kube.kubeapi.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("lab.kube.kubeapi.time.sleep", lambda s: clock.__setitem__(0, clock[0] + s))
     server.script = [(504, TIMEOUT_BODY)]
     with pytest.raises(LabError, match=r"did not answer read pod ns/p within 30s "
                                        r"\(last: 504 Gateway Timeout\)"):

@@ -94,8 +94,8 @@ def test_deploy_swaps_the_plugin_and_the_new_build_serves_the_next_pod(live, tmp
     for node in ("node1", "node2"):
         assert _node_sha(live, node, f"{bin_dir}/cnilab") == want
     # The next pod's ADD runs the new file: its resident helper is the new build's.
+    from lab.cluster.session import Lab
     from lab.config import load_config
-    from lab.session import Lab
 
     with Lab(load_config(config)) as lab:
         cluster = lab.cluster()

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from lab.k3s import nad_rest
+from lab.kube import nad_rest
 
 NAD_PATH = nad_rest.nad_path("cnilab", "lab1")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lab.cli import main
-from lab.k3s import pod_images as p
+from lab.kube import pod_images as p
 
 
 def test_command_lines_use_private_storage_and_the_recipe():

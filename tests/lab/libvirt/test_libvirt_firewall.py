@@ -2,7 +2,7 @@
 real chains are checked by the vm test)."""
 from __future__ import annotations
 
-from lab.providers.libvirt import firewall
+from lab.nodes.providers.libvirt import firewall
 
 LEFT_BY_LIBVIRT = [
     "-P INPUT ACCEPT", "-P FORWARD ACCEPT", "-P OUTPUT ACCEPT",

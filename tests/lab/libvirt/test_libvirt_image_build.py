@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from lab import debian_build
-from lab.providers.libvirt import image_build
+from lab.nodes import debian_build
+from lab.nodes.providers.libvirt import image_build
 
 
 def test_mmdebstrap_command_line(tmp_path):

@@ -3,7 +3,7 @@ test: it takes minutes)."""
 from __future__ import annotations
 
 from lab.cli import main
-from lab.providers.libvirt import image_build
+from lab.nodes.providers.libvirt import image_build
 
 
 def test_list_on_an_empty_cache(tmp_path, capsys):

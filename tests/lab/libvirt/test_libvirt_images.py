@@ -12,7 +12,7 @@ from typing import ClassVar
 import pytest
 
 from lab.api import LabError
-from lab.providers.libvirt import image_build, images
+from lab.nodes.providers.libvirt import image_build, images
 
 PAYLOAD = bytes(range(256)) * 4096          # 1 MiB
 DIGEST = "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from lab.providers.libvirt import image_build, kvm_probe
+from lab.nodes.providers.libvirt import image_build, kvm_probe
 
 needs_qemu = pytest.mark.skipif(shutil.which(kvm_probe.QEMU) is None, reason="no qemu here")
 

@@ -6,7 +6,7 @@ from ipaddress import IPv4Network
 import pytest
 
 from lab.api import LabError
-from lab.providers.libvirt import names
+from lab.nodes.providers.libvirt import names
 
 
 def test_resource_names_carry_the_lab():

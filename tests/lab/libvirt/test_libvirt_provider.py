@@ -12,12 +12,12 @@ import pytest
 
 from lab.api import LabError
 from lab.config import parse_config
-from lab.keys import host_keys
-from lab.providers import make_provider
-from lab.providers.libvirt import names, xml
-from lab.providers.libvirt.provider import LibvirtProvider
-from lab.providers.libvirt.seed import read_seed_iso
-from lab.ssh import SshNode
+from lab.nodes.keys import host_keys
+from lab.nodes.providers import make_provider
+from lab.nodes.providers.libvirt import names, xml
+from lab.nodes.providers.libvirt.provider import LibvirtProvider
+from lab.nodes.providers.libvirt.seed import read_seed_iso
+from lab.nodes.ssh import SshNode
 
 URI = "test:///default"
 

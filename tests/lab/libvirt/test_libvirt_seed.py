@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from lab.keys import host_keys
-from lab.providers.libvirt.seed import SeedSpec, read_seed_iso, seed_iso
+from lab.nodes.keys import host_keys
+from lab.nodes.providers.libvirt.seed import SeedSpec, read_seed_iso, seed_iso
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from lab.providers.libvirt import names, xml
+from lab.nodes.providers.libvirt import names, xml
 
 
 def _domain(**overrides: object) -> xml.DomainSpec:

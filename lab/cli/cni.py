@@ -1,0 +1,91 @@
+"""`lab cni check|del|add|show POD`, `lab cni gc|status NODE`: the runtime's CNI calls by hand.
+
+What cnitool gives its users, on the lab's own runtime: CHECK with the prevResult from the
+cached ADD result, DEL, ADD again after a DEL, GC with the live attachments as the valid ones,
+STATUS; the plugin's error JSON is printed as it came. `show` prints each call as a copy-paste
+reproducer: the exact environment and stdin, run on the node with `lab exec`.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import Any
+
+from lab.api import CommandResult, LabError
+from lab.cli._common import lab_from
+from lab.cli.pod import find_pod
+
+POD_COMMANDS = {"check": "CHECK", "del": "DEL", "add": "ADD"}
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "cni", help="run the runtime's CNI calls by hand (check, del, add, gc, status, show)",
+        description="CNI calls on one pod's attachment or one node, exactly as the lab's "
+                    "runtime makes them.")
+    common = [subparsers.common] if hasattr(subparsers, "common") else []
+    subcommands = p.add_subparsers(dest="cni_command", metavar="SUBCOMMAND", required=True)
+    for name, doc in (("check", "CHECK with the cached ADD result as prevResult"),
+                      ("del", "DEL of the pod's attachment (the pod stays)"),
+                      ("add", "ADD again into the pod's namespace (after a DEL)")):
+        sub = subcommands.add_parser(name, parents=common, help=doc)
+        sub.add_argument("pod", metavar="POD")
+        if name == "add":
+            sub.add_argument("--node", default=None,
+                             help="the pod's node, once a DEL left no cached attachment")
+    for name, doc in (("gc", "GC on NODE with its live attachments as the valid ones"),
+                      ("status", "STATUS on NODE")):
+        sub = subcommands.add_parser(name, parents=common, help=doc)
+        sub.add_argument("node", metavar="NODE")
+    show = subcommands.add_parser("show", parents=common,
+                              help="print the exact environment and stdin of a call")
+    show.add_argument("pod", metavar="POD")
+    show.add_argument("--command", choices=["CHECK", "DEL", "ADD"], default="CHECK")
+    return p
+
+
+def reproducer(calls: list[tuple[list[str], str]], *, command: str, pod: str, node: str,
+               lab_argv: list[str]) -> str:
+    """Shell lines that make the same plugin calls by hand (pure; tested as text)."""
+    lines = [f"# CNI {command} of pod {pod} on {node}, as the runtime makes it "
+             f"({len(calls)} plugin call{'s' if len(calls) != 1 else ''}):"]
+    for argv, stdin in calls:
+        lines += [f"{shlex.join([*lab_argv, 'exec', node, '--', *argv])} <<'CNI_STDIN'",
+                  stdin, "CNI_STDIN"]
+    return "\n".join(lines) + "\n"
+
+
+def _print(result: CommandResult, ok: str) -> int:
+    if result.stdout:
+        print(result.stdout)
+    if result.ok:
+        print(result.stderr or ok, file=sys.stderr)
+        return 0
+    print(f"✗ {result.stderr}", file=sys.stderr)
+    return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    with lab_from(args) as lab:
+        cluster = lab.cluster()
+        what = args.cni_command
+        if what in ("gc", "status"):
+            result = cluster.cni_gc(args.node) if what == "gc" else cluster.cni_status(args.node)
+            return _print(result, f"✓ {what.upper()} on {args.node}")
+        if what == "add" and args.node and args.pod not in {p.name for p in cluster.pods()}:
+            detached = getattr(cluster, "detached_pod", None)
+            if detached is None:
+                raise LabError("ADD by hand is only for netns and VM labs")
+            pod = detached(args.pod, args.node)
+        else:
+            pod = find_pod(cluster, args.pod)
+        if what == "show":
+            lab_argv = ["lab", "-c", str(lab.config.source or args.config)]
+            if args.name:
+                lab_argv += ["--name", args.name]
+            print(reproducer(cluster.cni_calls(pod, args.command), command=args.command,
+                             pod=pod.name, node=pod.node, lab_argv=lab_argv), end="")
+            return 0
+        command = POD_COMMANDS[what]
+        return _print(cluster.cni_call(pod, command), f"✓ {command} of {pod.name}")

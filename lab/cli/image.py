@@ -1,0 +1,112 @@
+"""`lab image build|list|path|pod`: VM base images (libvirt provider) and pod images (K3s).
+
+    lab image build [--force]     a Debian 12 VM image from Debian packages (mmdebstrap), cached
+    lab image list                what the image cache holds
+    lab image path [IMAGE]        where an image is (built, downloaded, or --fetch it now)
+    lab image pod [-o DIR]        the scenario pod image and a pause image as tarballs for
+                                  k3s.images (air-gapped clusters import them at start)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from lab.api import LabError
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "image", help="build, list and locate VM base images; build pod images",
+        description="VM base images for the libvirt provider, pod images for K3s labs.")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="image cache (default: /var/cache/cnilab/images as root, "
+                        "else ~/.cache/cnilab/images)")
+    subcommands = p.add_subparsers(dest="image_command", metavar="SUBCOMMAND", required=True)
+    # -c/--name after the action too (`lab image list -c X`), as after every subcommand
+    common = [subparsers.common] if hasattr(subparsers, "common") else []
+    build = subcommands.add_parser("build", parents=common,
+                               help="build the Debian 12 image (mmdebstrap, ~1.5-3 min)")
+    build.add_argument("--force", action="store_true", help="rebuild even if cached")
+    build.add_argument("--mirror", default=None,
+                       help="Debian mirror (default: the one apt on this machine uses)")
+    listing = subcommands.add_parser("list", parents=common, help="list cached images")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    pod = subcommands.add_parser(
+        "pod", parents=common,
+        help="build the scenario pod image + a pause image as tarballs (K3s air-gap)",
+        description="Builds localhost/cnilab/pod (ip, ping, iperf3, python3) and "
+                    "localhost/cnilab/pause from Debian packages and saves them as "
+                    "docker-archive tarballs K3s imports: put them in the airgap folder.")
+    pod.add_argument("-o", "--output", type=Path, default=None,
+                     help="folder for cnilab-pod.tar and cnilab-pause.tar (default: "
+                          "/var/cache/cnilab/pod-images as root)")
+    pod.add_argument("--force", action="store_true", help="rebuild even if current")
+    pod.add_argument("--mirror", default=None,
+                     help="Debian mirror (default: the one apt on this machine uses)")
+    path = subcommands.add_parser("path", parents=common, help="print the local path of an image")
+    path.add_argument("image", nargs="?", default=None,
+                      help="image name, path or URL (default: the config's [libvirt] image, "
+                           "else cnilab-debian-12)")
+    path.add_argument("--fetch", action="store_true",
+                      help="download a catalog image (or build cnilab-debian-12) if missing")
+    return p
+
+
+def _say(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def _configured_image(args: argparse.Namespace) -> str:
+    config_path = getattr(args, "config", None)
+    if config_path is not None and Path(config_path).is_file():
+        from lab.cli._common import config_from
+
+        config = config_from(args)
+        if config.libvirt is not None:
+            return config.libvirt.image
+    from lab.nodes.providers.libvirt.image_build import BUILT_IMAGE_NAME
+
+    return BUILT_IMAGE_NAME
+
+
+def run(args: argparse.Namespace) -> int:
+    from lab.nodes.providers.libvirt import image_build, images
+
+    if args.image_command == "pod":
+        from lab.kube.pod_images import build_pod_images
+
+        for pod_image, path, _seconds in build_pod_images(args.output, mirror=args.mirror,
+                                                      force=args.force, report=_say):
+            print(f"{pod_image.ref}\t{path}")
+        return 0
+    cache: Path = args.cache or image_build.default_cache_dir()
+    if args.image_command == "build":
+        built, seconds = image_build.build_image(cache, mirror=args.mirror, force=args.force,
+                                                 report=_say)
+        took = f" (built in {seconds:.0f} s)" if seconds is not None else " (cached)"
+        print(f"{built.directory}{took}")
+        return 0
+    if args.image_command == "list":
+        found = images.cached_images(cache)
+        if args.json:
+            print(json.dumps([{"name": name, "path": str(path)} for name, path in found],
+                             indent=2))
+            return 0
+        if not found:
+            print(f"no images in {cache}; `lab image build` makes one", file=sys.stderr)
+            return 0
+        for name, path in found:
+            print(f"{name}\t{path}")
+        return 0
+    spec = args.image or _configured_image(args)
+    if not args.fetch and spec in images.CATALOG:
+        local = cache / images.CATALOG[spec].url.rsplit("/", 1)[-1]
+        if not local.is_file():
+            raise LabError(f"image {spec!r} is not downloaded yet (looked in {cache})",
+                           hint=f"`lab image path {spec} --fetch` downloads it")
+    image = images.resolve_image(spec, cache, build_if_missing=args.fetch, report=_say)
+    print(image.disk)
+    return 0

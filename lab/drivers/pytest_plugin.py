@@ -1,0 +1,166 @@
+"""cnilab as a pytest plugin (entry point pytest11 "cnilab"): scenarios against a running lab.
+
+    pytest scenarios/ --lab-config lab.toml [--lab-name NAME] [--junitxml report.xml]
+
+Fixtures: `lab` (the opened lab), `cluster` (pods on its nodes, attached to the network under
+test), `nodes`, `node_host` (a testinfra host for a node) and `pod_factory` (makes pods and
+deletes them after the test). When a test that used the lab fails, `lab logs` is collected
+into a tarball whose path, with a short excerpt, lands in the report (and so in --junitxml).
+
+Importing this module needs no lab: the options and fixtures only matter when a test asks.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+from lab.api import Cluster, LabError, Node, Pod
+from lab.nodes.testinfra_netns import register as register_netns_backend
+
+register_netns_backend()  # so node.testinfra_url = netns://… resolves in testinfra.get_host
+
+_LAB_KEY = pytest.StashKey[Any]()
+EXCERPT_COMMANDS = (["ip", "-br", "addr"], ["ip", "route"])
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cnilab", "cnilab scenarios against a lab")
+    group.addoption("--lab-config", default="lab.toml", metavar="PATH",
+                    help="lab.toml of the lab to test (default: ./lab.toml)")
+    group.addoption("--lab-name", default=None, metavar="NAME",
+                    help="override the lab name from the config")
+    group.addoption("--lab-logs-dir", default="lab-logs", metavar="DIR",
+                    help="where `lab logs` tarballs of failing tests go (default: ./lab-logs)")
+
+
+@pytest.fixture(scope="session")
+def lab(pytestconfig: pytest.Config) -> Iterator[Any]:
+    from lab.cluster.session import open_lab  # only scenarios pay for the config/provider imports
+
+    path = Path(pytestconfig.getoption("--lab-config"))
+    try:
+        opened = open_lab(path, pytestconfig.getoption("--lab-name"))
+    except LabError as e:
+        _stop(f"cannot open the lab from {path}:\n{e.describe()}")
+    pytestconfig.stash[_LAB_KEY] = opened
+    try:
+        yield opened
+    finally:
+        pytestconfig.stash[_LAB_KEY] = None
+        opened.close()
+
+
+@pytest.fixture(scope="session")
+def cluster(lab: Any, pytestconfig: pytest.Config) -> Cluster:
+    path = pytestconfig.getoption("--lab-config")
+    name = pytestconfig.getoption("--lab-name")
+    up = f"lab up -c {path}" + (f" --name {name}" if name else "")
+    try:
+        if not lab.nodes():
+            raise LabError(f"lab {lab.name} has no nodes")
+        made: Cluster = lab.cluster()
+        return made
+    except LabError as e:
+        _stop(f"lab {lab.name} is not up: run `{up}` first\n{e.describe()}")
+
+
+def _stop(why: str) -> NoReturn:
+    """Ends the whole run with one message: every scenario needs the lab, so twenty identical
+    errors would say nothing more (the exit code is 1: never a green run without a lab)."""
+    pytest.exit(why, returncode=pytest.ExitCode.TESTS_FAILED)
+
+
+@pytest.fixture(scope="session")
+def nodes(cluster: Cluster) -> list[Node]:
+    return cluster.nodes()
+
+
+@pytest.fixture(scope="session")
+def node_host() -> Callable[[Node], Any]:
+    """node -> a pytest-testinfra host on it (netns://, paramiko://, … from node.testinfra_url)."""
+    import testinfra
+
+    hosts: dict[str, Any] = {}
+
+    def get(node: Node) -> Any:
+        if node.name not in hosts:
+            hosts[node.name] = testinfra.get_host(node.testinfra_url)
+        return hosts[node.name]
+
+    return get
+
+
+@pytest.fixture
+def pod_factory(cluster: Cluster) -> Iterator[Callable[..., Pod]]:
+    """pod_factory(node, prefix="pod") -> a new Pod on node; all are deleted after the test."""
+    made: list[Pod] = []
+
+    def make(node: Node | str, prefix: str = "pod") -> Pod:
+        node_name = node if isinstance(node, str) else node.name
+        pod = cluster.create_pod(f"{prefix}-{secrets.token_hex(3)}", node_name)
+        made.append(pod)
+        return pod
+
+    yield make
+
+    def delete(pod: Pod) -> str | None:
+        try:
+            cluster.delete_pod(pod)
+        except LabError as e:
+            return e.describe()
+        return None
+
+    # At once: on Kubernetes each delete waits for the kubelet's teardown (seconds apiece).
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        errors = [e for e in pool.map(delete, reversed(made)) if e]
+    if errors:
+        pytest.fail("deleting the test's pods failed:\n" + "\n".join(errors), pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+        item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    opened = item.config.stash.get(_LAB_KEY, None)
+    uses_lab = "lab" in getattr(item, "fixturenames", ())
+    if report.failed and report.when == "call" and opened is not None and uses_lab:
+        _attach_lab_logs(item, report, opened)
+    return report
+
+
+def _attach_lab_logs(item: pytest.Item, report: pytest.TestReport, opened: Any) -> None:
+    from lab.cluster.logs import write_tarball
+
+    logs_dir = Path(item.config.getoption("--lab-logs-dir"))
+    safe_id = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)[-120:]
+    lines = []
+    calls = [call for cluster in getattr(opened, "_clusters", [])
+             for call in getattr(cluster, "plugin_calls", list)()]
+    extra = {"plugin-calls.txt": "\n".join(calls) + "\n"} if calls else {}
+    try:
+        tarball = write_tarball(opened.provider, opened.name, logs_dir / f"{safe_id}.tar.gz",
+                                extra)
+        item.user_properties.append(("lab_logs", str(tarball.resolve())))
+        lines.append(f"lab logs: {tarball.resolve()}")
+    except Exception as e:  # logs are a courtesy: never hide the test's own failure
+        lines.append(f"collecting lab logs failed: {e}")
+    try:
+        for node in opened.nodes():
+            for argv in EXCERPT_COMMANDS:
+                res = node.run(argv, timeout=10)
+                lines.append(f"[{node.name}] $ {' '.join(argv)}\n{res.stdout.rstrip()}")
+    except Exception as e:
+        lines.append(f"reading the nodes failed: {e}")
+    if calls:
+        lines.append("the runtime's last plugin calls (with the plugin's stderr):")
+        lines += calls[-10:]
+    text = "\n".join(lines)
+    report.sections.append(("lab logs", text))
+    item.user_properties.append(("lab_logs_excerpt", text[-4000:]))

@@ -1,0 +1,323 @@
+"""The K3s steps of `lab up`: the server, the agents joining it, nodes Ready, the air-gapped pod
+images unpacked on every node, the kubeconfig fetched to the harness."""
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lab.api import ActionContext, LabError, Node
+from lab.config.k3s import K3sSettings
+from lab.kube import cmdlines, kubeconfig
+from lab.kube.airgap import pod_image_of, resolve_inputs
+from lab.kube.kubeconfig import write_private
+from lab.kube.paths import (
+    parse_snapshotter,
+    read_containerd_config,
+)
+from lab.kube.remote import POLL, parallel, put_if_changed, sh, wait_until
+from lab.nodes.ssh import CommandTimeout
+
+TOKEN_FILE = "k3s-token"
+_TOKEN_LOCK = threading.Lock()   # agents install in parallel; the token is made once
+
+
+
+
+# --- the lab's K3s roles ----------------------------------------------------------------------
+
+def k3s_settings(ctx: ActionContext) -> K3sSettings:
+    settings: K3sSettings | None = ctx.config.k3s
+    if settings is None:
+        raise LabError("the lab config has no [k3s] section")
+    return settings
+
+
+def split_roles(config: Any, nodes: Sequence[Node]) -> tuple[Node, list[Node]]:
+    """The server (first [[nodes]] with role = "server", else the first node) and the agents."""
+    if not nodes:
+        raise LabError("the lab has no nodes", hint="run `lab up` first")
+    by_name = {n.name: n for n in nodes}
+    servers = [spec.name for spec in getattr(config, "nodes", [])
+               if getattr(spec, "role", "") == "server" and spec.name in by_name]
+    server = by_name[servers[0]] if servers else nodes[0]
+    if len(servers) > 1:
+        raise LabError(f"nodes {', '.join(servers)} all have role = \"server\"",
+                       hint="the harness runs one K3s server; make the others agents")
+    return server, [n for n in nodes if n is not server]
+
+
+def local_input(config: Any, path: Path, key: str) -> Path:
+    """A harness-side input, relative to the config file's folder like plugin.path."""
+    source = getattr(config, "source", None)
+    resolved = path if path.is_absolute() or path.exists() or source is None \
+        else source.parent / path
+    if not resolved.is_file():
+        raise LabError(f"{key}: no such file {resolved}",
+                       hint="air-gapped runners need the K3s release files on the harness: "
+                            "see docs/k8s.md")
+    return resolved
+
+
+def token_path(ctx: ActionContext) -> Path:
+    settings = k3s_settings(ctx)
+    if settings.token_file is not None:
+        return local_input(ctx.config, settings.token_file, "k3s.token_file")
+    path = ctx.state_dir / TOKEN_FILE
+    with _TOKEN_LOCK:
+        if not path.exists():
+            write_private(path, secrets.token_hex(32) + "\n")
+    return path
+
+
+def adopt_server_token(ctx: ActionContext, server: Node) -> None:
+    """A server that already runs keeps its token: copy it back when the harness lost its own
+    (a fresh checkout, another runner), so agents can still join. Read over stdin/stdout only."""
+    settings = k3s_settings(ctx)
+    path = ctx.state_dir / TOKEN_FILE
+    if settings.token_file is not None or path.exists():
+        return
+    res = server.run(["cat", cmdlines.NODE_TOKEN_PATH], timeout=30)
+    if res.ok and res.stdout.strip():
+        with _TOKEN_LOCK:
+            write_private(path, res.stdout.strip() + "\n")
+
+
+def remove_k3s(nodes: Sequence[Node]) -> None:
+    """Uninstalls K3s from nodes the lab installed it on (for `lab down` on existing nodes;
+    VMs are simply deleted)."""
+    def uninstall(node: Node) -> None:
+        sh(node, cmdlines.uninstall(), timeout=300, what="cannot remove K3s")
+
+    parallel(nodes, uninstall)
+
+
+# --- K3s --------------------------------------------------------------------------------------
+
+def install_k3s_files(ctx: ActionContext, node: Node) -> None:
+    """Binary, images and token on one node; nothing is started yet."""
+    settings = k3s_settings(ctx)
+    inputs = resolve_inputs(ctx.config)
+    sh(node, cmdlines.prepare_dirs(), what="cannot create K3s directories")
+    node.put_file(token_path(ctx), cmdlines.NODE_TOKEN_PATH, 0o600)
+    if inputs.binary is not None:
+        put_if_changed(node, inputs.binary, cmdlines.K3S_BIN, 0o755)
+    else:
+        digest = settings.expected_sha256
+        assert digest is not None  # K3sSettings refuses connected mode without one
+        sh(node, cmdlines.install_binary_connected(settings.version, settings.arch, digest),
+           timeout=600, what=f"cannot install K3s {settings.version}")
+    for local in inputs.images:
+        put_if_changed(node, local, f"{cmdlines.IMAGES_DIR}/{local.name}", 0o644)
+
+
+def node_facts(ctx: ActionContext, node: Node) -> cmdlines.NodeFacts:
+    """The node's lab interface (read on it unless the config names it) and the sandbox
+    image, for its command line."""
+    settings = k3s_settings(ctx)
+    iface = settings.flannel_iface
+    if iface is None and not settings.primary:
+        res = node.run(cmdlines.interface_of(node.address), timeout=30)
+        iface = cmdlines.parse_interface(res.stdout) if res.ok else None
+        if iface is None:
+            raise LabError(f"no interface holds the node address {node.address}",
+                           where=node.name, output=res.stderr or res.stdout,
+                           hint="set k3s.flannel_iface to the lab network's interface")
+    from lab.runtime.network import node_addresses
+
+    others = tuple(ip for ip in node_addresses(ctx.config, node).values() if ip != node.address)
+    return cmdlines.NodeFacts(node.name, node.address, iface,
+                              resolve_inputs(ctx.config).pause_image, other_ips=others)
+
+
+def crash_loop(node: Node, role: str, limit: int = 2) -> LabError | None:
+    """An error with the journal's tail when systemd keeps restarting K3s on node, else None:
+    a unit that crashed twice will not come up by waiting longer."""
+    res = node.run(cmdlines.restart_count(role), timeout=30)
+    try:
+        restarts = int(res.stdout.strip()) if res.ok else 0
+    except ValueError:
+        restarts = 0
+    if restarts < limit:
+        return None
+    tail = node.run(cmdlines.journal_tail(role), timeout=30)
+    return LabError(f"K3s {role} keeps restarting ({restarts} restarts)", where=node.name,
+                    output=tail.stdout or tail.stderr,
+                    hint=f"`lab exec {node.name} -- journalctl -u {cmdlines.SERVICE[role]}` shows "
+                         "all of it; under TCG give K3s nodes 2 vCPUs and 2 GiB")
+
+
+def start_k3s(ctx: ActionContext, node: Node, args: list[str]) -> None:
+    role = args[0]
+    inputs = resolve_inputs(ctx.config)
+    if inputs.install_script is not None:
+        script = inputs.install_script
+        node.put_file(script, cmdlines.INSTALL_SCRIPT_PATH, 0o755)
+        sh(node, cmdlines.install_with_script(args, k3s_settings(ctx).version), timeout=300,
+           what=f"K3s install.sh ({role}) failed")
+    else:
+        sh(node, cmdlines.install_unit(role), input=cmdlines.systemd_unit(args, ctx.config.name),
+           timeout=300, what=f"cannot start K3s {role}")
+
+
+class InstallK3sServer:
+    name = "install K3s server"
+
+    def __init__(self, poll: float = POLL) -> None:
+        self.poll = poll
+
+    def run(self, ctx: ActionContext) -> None:
+        settings = k3s_settings(ctx)
+        server, _ = split_roles(ctx.config, ctx.nodes)
+        adopt_server_token(ctx, server)
+        install_k3s_files(ctx, server)
+        cidrs = [str(net) for net in ctx.config.network.pod_nets.values()]
+        start_k3s(ctx, server, cmdlines.server_args(settings, node_facts(ctx, server), cidrs))
+
+        def api_ready() -> str | None:
+            res = server.run(cmdlines.kubectl("get", "--raw=/readyz"), timeout=30)
+            if res.ok:
+                return None
+            looping = crash_loop(server, "server")
+            if looping:
+                raise looping
+            return (res.stderr or res.stdout).strip()[-500:]
+
+        wait_until(api_ready, settings.ready_timeout, lambda why: LabError(
+            f"the K3s API did not answer within {settings.ready_timeout:.0f}s",
+            where=server.name, output=why,
+            hint=f"`lab exec {server.name} -- journalctl -u k3s` shows why"), self.poll)
+        if ctx.report:
+            ctx.report(f"K3s {settings.version} server on {server.name} ({server.address})")
+
+
+class InstallK3sAgents:
+    name = "install K3s agents"
+
+    def run(self, ctx: ActionContext) -> None:
+        settings = k3s_settings(ctx)
+        server, agents = split_roles(ctx.config, ctx.nodes)
+
+        def install(agent: Node) -> None:
+            install_k3s_files(ctx, agent)
+            start_k3s(ctx, agent, cmdlines.agent_args(settings, node_facts(ctx, agent),
+                                                       server.address))
+
+        parallel(agents, install)
+        if ctx.report and agents:
+            ctx.report(f"{len(agents)} agents joined {server.name}")
+
+
+def not_ready(nodes_json: str, expected: Sequence[str]) -> dict[str, str]:
+    """node name -> why it is not Ready (missing, or its Ready condition's reason)."""
+    try:
+        items = json.loads(nodes_json).get("items", [])
+    except (ValueError, AttributeError):
+        return {name: "kubectl returned no node list" for name in expected}
+    status: dict[str, str] = {}
+    for item in items:
+        name = item.get("metadata", {}).get("name", "")
+        conditions = {c.get("type"): c for c in item.get("status", {}).get("conditions", [])}
+        ready = conditions.get("Ready", {})
+        if ready.get("status") != "True":
+            status[name] = f"{ready.get('reason', 'NotReady')}: {ready.get('message', '')}".strip()
+        else:
+            status[name] = ""
+    return {name: status.get(name, "not registered with the server") for name in expected
+            if status.get(name) != ""}
+
+
+class WaitNodesReady:
+    name = "wait for every node to be Ready"
+
+    def __init__(self, poll: float = POLL) -> None:
+        self.poll = poll
+
+    def run(self, ctx: ActionContext) -> None:
+        settings = k3s_settings(ctx)
+        server, _ = split_roles(ctx.config, ctx.nodes)
+        names = [n.name for n in ctx.nodes]
+        last: dict[str, str] = {}
+
+        def check() -> str | None:
+            last.clear()
+            try:
+                res = server.run(cmdlines.nodes_json(), timeout=30)
+            except CommandTimeout as e:   # a starved server: not yet, and the error says so
+                last[server.name] = f"the API did not answer: {e.what}"
+                return ", ".join(last)
+            last.update(not_ready(res.stdout if res.ok else "", names))
+            for node in ctx.nodes:
+                if node.name in last or not res.ok:
+                    looping = crash_loop(node, "server" if node is server else "agent")
+                    if looping:
+                        raise looping
+            return None if not last else ", ".join(last)
+
+        def fail(_: str) -> LabError:
+            first = next(iter(last))
+            service = "k3s" if first == server.name else "k3s-agent"
+            return LabError(
+                f"node(s) {', '.join(last)} not Ready after {settings.ready_timeout:.0f}s",
+                where=first, output="\n".join(f"{n}: {why}" for n, why in last.items()),
+                hint=f"`lab exec {first} -- journalctl -u {service}` shows why")
+
+        wait_until(check, settings.ready_timeout, fail, self.poll)
+
+
+class UnpackPodImages:
+    """Air-gapped images arrive as tarballs that K3s imports but does not unpack: the first pod
+    on each node then waits for the unpack (60-190 s for the scenario image under TCG). Done
+    here, on every node at once, the first scenario pod starts as fast as the next."""
+    name = "unpack the pod images on every node"
+
+    def run(self, ctx: ActionContext) -> None:
+        settings = k3s_settings(ctx)
+        pod_image, policy = pod_image_of(ctx.config)
+        # ref -> whether it must be there already: a pod image that may be pulled (from a
+        # registry mirror the nodes reach) is pulled, and unpacked, at its first use.
+        refs = {pod_image: policy == "Never"}
+        pause = resolve_inputs(ctx.config).pause_image
+        if pause:   # set only when its tarball is among the inputs
+            refs = {pause: True, **refs}
+        skipped: set[str] = set()
+
+        def unpack(node: Node) -> None:
+            snapshotter = parse_snapshotter(read_containerd_config(node) or "")
+            for ref, required in refs.items():
+                try:
+                    res = node.run(["sh", "-c", cmdlines.unpack_image(ref, snapshotter)],
+                                   timeout=settings.ready_timeout)
+                except CommandTimeout:
+                    raise LabError(f"unpacking {ref} took over {settings.ready_timeout:.0f}s",
+                                   where=node.name) from None
+                if res.rc == 3 and not required:
+                    skipped.add(ref)
+                elif res.rc == 3:
+                    raise LabError(f"image {ref} is not on {node.name}", where=node.name,
+                                   output=res.stderr.strip(),
+                                   hint="its tarball must be in the air-gap folder or "
+                                        "k3s.images (`lab image pod -o <folder>` makes it)")
+                elif not res.ok:
+                    raise LabError(f"cannot unpack {ref}", where=node.name,
+                                   output=(res.stderr or res.stdout).strip())
+
+        parallel(ctx.nodes, unpack)
+        if ctx.report:
+            done = [ref for ref in refs if ref not in skipped]
+            ctx.report(f"{', '.join(done) or 'nothing'} unpacked on {len(ctx.nodes)} nodes"
+                       + (f"; {', '.join(sorted(skipped))} not imported: pulled at first use"
+                          if skipped else ""))
+
+
+class FetchKubeconfig:
+    name = "fetch the kubeconfig"
+
+    def run(self, ctx: ActionContext) -> None:
+        server, _ = split_roles(ctx.config, ctx.nodes)
+        path = kubeconfig.fetch(server, ctx.state_dir, ctx.config.name)
+        if ctx.report:
+            ctx.report(f"kubeconfig: {path}")
