@@ -8,9 +8,9 @@ the caller writes the Outcome, so a test or a forked resident child can call it 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from plugin.cni.errors import (
     DECODE_FAILURE,
@@ -63,7 +63,12 @@ def _parse_cni_args(text: str) -> dict[str, str]:
     return pairs
 
 
-def read_call(command: str, env: Mapping[str, str]) -> Any:
+def _never() -> bool:
+    return False
+
+
+def read_call(command: str, env: Mapping[str, str],
+              abandoned: Optional[Callable[[], bool]] = None) -> Any:
     from plugin.cni.commands import Call
     from plugin.cni.deadline import Deadline
 
@@ -79,7 +84,8 @@ def read_call(command: str, env: Mapping[str, str]) -> Any:
         raise _env_error("CNI_IFNAME", f"{ifname!r} {ifname_problem(ifname)}")
     return Call(command=command, container_id=container_id, netns=env.get("CNI_NETNS", ""),
                 ifname=ifname, args=_parse_cni_args(env.get("CNI_ARGS", "")),
-                cni_path=env.get("CNI_PATH", ""), env=env, deadline=Deadline.for_call(env))
+                cni_path=env.get("CNI_PATH", ""), env=env, deadline=Deadline.for_call(env),
+                abandoned=abandoned or _never)
 
 
 def _decode(stdin: bytes) -> dict[str, Any]:
@@ -144,10 +150,11 @@ def _check_version(command: str, version: Any) -> None:
         raise problem
 
 
-def _run(command: str, env: Mapping[str, str], stdin: bytes, log: CallLog) -> str:
+def _run(command: str, env: Mapping[str, str], stdin: bytes, log: CallLog,
+         abandoned: Optional[Callable[[], bool]]) -> str:
     from plugin.cni import commands, netconf
 
-    call = read_call(command, env)
+    call = read_call(command, env, abandoned)
     raw = _decode(stdin)
     _check_version(command, raw.get("cniVersion"))
     if command == "DEL":
@@ -175,7 +182,10 @@ def _error_version(stdin: bytes) -> str:
     return version if version in SUPPORTED_VERSIONS else LATEST
 
 
-def dispatch(env: Mapping[str, str], stdin: bytes) -> Outcome:
+def dispatch(env: Mapping[str, str], stdin: bytes,
+             abandoned: Optional[Callable[[], bool]] = None) -> Outcome:
+    """One call. `abandoned`, when given, says whether the process that asked for it is gone
+    (a resident worker runs calls for other processes): an ADD then undoes itself."""
     command = env.get("CNI_COMMAND", "")
     log = CallLog(command, env.get("CNI_CONTAINERID", ""))
     try:
@@ -185,7 +195,7 @@ def dispatch(env: Mapping[str, str], stdin: bytes) -> Outcome:
             raise _env_error("CNI_COMMAND", f"{command!r} is not one of {', '.join(COMMANDS)}")
         if command == "VERSION":
             return Outcome(0, json.dumps(version_info()) + "\n", "")
-        out = _run(command, env, stdin, log)
+        out = _run(command, env, stdin, log, abandoned)
         return Outcome(0, out + "\n" if out else "", log.flush())
     except CniError as e:
         error = e
