@@ -21,7 +21,7 @@ from plugin.cni.errors import (
     CniError,
 )
 from plugin.cni.log import CallLog
-from plugin.cni.names import ID_RE, ifname_problem
+from plugin.cni.names import id_problem, ifname_problem
 from plugin.cni.result import LATEST, SUPPORTED_VERSIONS, render
 
 INTERNAL_ERROR = 999
@@ -76,9 +76,8 @@ def read_call(command: str, env: Mapping[str, str],
         if not env.get(name):
             raise _env_error(name, f"is not set (required for {command})")
     container_id = env.get("CNI_CONTAINERID", "")
-    if container_id and not ID_RE.match(container_id):
-        raise _env_error("CNI_CONTAINERID", f"{container_id!r} is invalid: letters, digits, "
-                                            "'_', '.', '-', starting with a letter or digit")
+    if container_id and id_problem(container_id):
+        raise _env_error("CNI_CONTAINERID", f"{container_id[:80]!r} {id_problem(container_id)}")
     ifname = env.get("CNI_IFNAME", "")
     if ifname and ifname_problem(ifname):
         raise _env_error("CNI_IFNAME", f"{ifname!r} {ifname_problem(ifname)}")
@@ -161,9 +160,9 @@ def _run(command: str, env: Mapping[str, str], stdin: bytes, log: CallLog,
         raw = _without_bad_prev_result(raw, log)
     conf = netconf.parse(raw)
     log.log_file = conf.log_file
-    if not ID_RE.match(conf.name):
-        raise CniError(INVALID_CONFIG, f"invalid network config: name: {conf.name!r} may only "
-                                       "hold letters, digits, '_', '.', '-'")
+    if id_problem(conf.name):
+        raise CniError(INVALID_CONFIG, f"invalid network config: name: {conf.name[:80]!r} "
+                                       f"{id_problem(conf.name)}")
     if command == "ADD":
         return json.dumps(render(commands.cmd_add(conf, call, log), conf.cni_version))
     handlers = {"DEL": commands.cmd_del, "CHECK": commands.cmd_check,

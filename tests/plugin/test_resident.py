@@ -180,8 +180,14 @@ def test_parallel_adds_over_the_helper_get_distinct_addresses(
 def test_helper_exits_when_idle_and_cleans_up(built, run_dir):
     path, ident = built
     d, _ = run_dir
-    call(path, d, "VERSION", CNILAB_RESIDENT_IDLE="1")
+    call(path, d, "VERSION", CNILAB_RESIDENT_IDLE="1")  # in-process: starts the helper
     helper = helper_of(d, ident, path)
+    assert is_resident(helper)
+    assert b"CNILAB_RESIDENT_IDLE" not in environ_of(helper), "it took the first call's"
+    assert wait_for(lambda: served_version(path, d) == "plain")
+    time.sleep(2)
+    assert is_resident(helper), "it idled out on the first call's setting"
+    call(path, d, "VERSION", CNILAB_RESIDENT_IDLE="1")  # served: the setting of that call
     assert wait_for(lambda: not is_resident(helper), timeout=20)
     assert wait_for(lambda: not list(d.glob("resident-*")), timeout=5)
 
