@@ -128,7 +128,8 @@ def main(argv: list[str]) -> int:
         return resident.serve(argv[2] if len(argv) > 2 else ident)
     try:
         code, out, err = _call(argv)
-    except (ImportError, SyntaxError, EOFError, ValueError) as e:  # a torn file's bytes
+    except (ImportError, SyntaxError, EOFError, ValueError, OSError) as e:  # a torn file's
+        # bytes (zipimport: "can't read data"); every other OSError is answered inside
         import json
 
         code, err = 1, ""

@@ -68,6 +68,19 @@ def live_helper(built: tuple[Path, str], tmp_path: Path) -> Iterator[tuple[Path,
 
 
 @pytest.fixture
+def node_and_pod() -> Iterator[tuple[str, str]]:
+    """A node and a pod namespace (prefix cnp2-) for tests of the real helper."""
+    node, pod = unique_ns_name("cnp2-", "hnode"), unique_ns_name("cnp2-", "hpod")
+    try:
+        create_ns(node)
+        create_ns(pod)
+        yield node, pod
+    finally:
+        delete_ns(node)
+        delete_ns(pod)
+
+
+@pytest.fixture
 def netns_prefix() -> str:
     """Prefix of every namespace these fixtures make; override per module for your own."""
     return "cnp1-"

@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cnitest import BARE_PATH, CNI_PATH, host_local_conf
+from cnitest import BARE_PATH, CNI_PATH, children_of, host_local_conf
 
 from plugin.cni.deadline import CLEANUP_GRACE
 from plugin.cni.wiring import host_veth_name
@@ -128,7 +128,7 @@ class Run:
         """One blow at a random moment: freeze or kill a caller, a worker or the helper."""
         time.sleep(self.rng.uniform(0.02, 0.3))
         helper = self.helper()
-        workers = _children(helper) if helper else []
+        workers = children_of(helper) if helper else []
         with self.lock:
             callers = [p.pid for p in self.live.values()]
         kind = self.rng.choices(["caller", "worker", "helper"], [6, 3, 1])[0]
@@ -183,15 +183,6 @@ def _names_its_own(result: dict, i: int, pod: str) -> bool:
     return len(interfaces) == 2 and \
         interfaces[0].get("name") == host_veth_name(NET, f"c-{i}", "eth0") and \
         interfaces[1].get("sandbox") == f"/run/netns/{pod}"
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError):
-            if stat.read_text().rsplit(")", 1)[1].split()[1] == str(pid):
-                found.append(int(stat.parent.name))
-    return found
 
 
 def _signal(pid: int, sig: int) -> None:

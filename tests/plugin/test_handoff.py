@@ -21,13 +21,10 @@ from pathlib import Path
 import pytest
 from cnitest import (
     BARE_PATH,
-    create_ns,
-    delete_ns,
     host_local_conf,
     leases,
     links,
     run_plugin,
-    unique_ns_name,
     wait_for,
 )
 
@@ -42,18 +39,6 @@ def _execs(trace: Path) -> list[str]:
 
 
 # -- the real helper ---------------------------------------------------------------------------
-
-@pytest.fixture
-def node_and_pod():
-    node, pod = unique_ns_name("cnp2-", "hnode"), unique_ns_name("cnp2-", "hpod")
-    try:
-        create_ns(node)
-        create_ns(pod)
-        yield node, pod
-    finally:
-        delete_ns(node)
-        delete_ns(pod)
-
 
 @pytest.mark.root
 def test_calls_through_the_shell_handoff_start_no_python(live_helper, node_and_pod, tmp_path):

@@ -21,13 +21,11 @@ import pytest
 from cnitest import (
     BARE_PATH,
     CNI_PATH,
-    create_ns,
-    delete_ns,
+    children_of,
     host_local_conf,
     leases,
     links,
     run_plugin,
-    unique_ns_name,
     wait_for,
 )
 
@@ -107,30 +105,6 @@ exec /usr/lib/cni/host-local
 """
 
 
-@pytest.fixture
-def node_and_pod():
-    node, pod = unique_ns_name("cnp2-", "rnode"), unique_ns_name("cnp2-", "rpod")
-    try:
-        create_ns(node)
-        create_ns(pod)
-        yield node, pod
-    finally:
-        delete_ns(node)
-        delete_ns(pod)
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[1] == str(pid):
-            found.append(int(stat.parent.name))
-    return found
-
-
 def _holding(pipe_ino: int, candidates: list[int]) -> list[int]:
     """Those of `candidates` with a descriptor on the pipe whose inode is `pipe_ino`."""
     found = []
@@ -179,8 +153,8 @@ def test_an_add_whose_caller_died_and_was_deleted_leaves_nothing(
         if frozen_while == "reading stdin":
             # The worker has taken the call and reads our stdin, which we keep open.
             stdin_ino = os.fstat(caller.stdin.fileno()).st_ino
-            assert wait_for(lambda: _holding(stdin_ino, _children(helper)), 10)
-            worker = _holding(stdin_ino, _children(helper))[0]
+            assert wait_for(lambda: _holding(stdin_ino, children_of(helper)), 10)
+            worker = _holding(stdin_ino, children_of(helper))[0]
             # ...and waits in poll(2) for more of it (it gets there within microseconds).
             assert wait_for(lambda: _waits_in_poll(worker), 10), "the worker never read stdin"
             os.kill(worker, signal.SIGSTOP)
@@ -220,7 +194,7 @@ def _children_of_any(ancestor: int) -> list[int]:
     """Every descendant of `ancestor`."""
     found, frontier = [], [ancestor]
     while frontier:
-        kids = [k for p in frontier for k in _children(p)]
+        kids = [k for p in frontier for k in children_of(p)]
         found += kids
         frontier = kids
     return found

@@ -22,6 +22,7 @@ from cnitest import (
     BARE_PATH,
     CNI_PATH,
     REPO,
+    children_of,
     create_ns,
     delete_ns,
     host_local_conf,
@@ -86,18 +87,6 @@ def environ_of(pid: int) -> bytes:
         return Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return b""
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[1] == str(pid) and fields[0] != "Z":
-            found.append(int(stat_file.parent.name))
-    return found
 
 
 def call(plugin: Path, run_dir: Path, command: str, stdin: bytes = b"", cwd=None,

@@ -8,13 +8,14 @@ writable by others (and the prologue hands calls to live helpers only).
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 from typing import Callable
 
 import pytest
-from cnitest import BARE_PATH, wait_for
+from cnitest import BARE_PATH, host_local_conf, wait_for
 
 from plugin.cni import rundir
 from plugin.cni.log import CallLog
@@ -106,7 +107,8 @@ def test_a_helper_whose_run_directory_is_loosened_stops_serving(built, tmp_path,
     try:
         assert wait_for(lambda: not list(run_dir.glob("resident-*")), 10), \
             "the helper went on serving from a directory others can write"
-        refused = subprocess.run([str(path)], input=b"{}", capture_output=True, timeout=60,
+        conf = json.dumps(host_local_conf(tmp_path / "ipam", name="cnp2trust")).encode()
+        refused = subprocess.run([str(path)], input=conf, capture_output=True, timeout=60,
                                  env={**env, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c",
                                       "CNI_NETNS": "/run/netns/none", "CNI_IFNAME": "eth0",
                                       "CNI_PATH": "/usr/lib/cni"})
