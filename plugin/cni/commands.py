@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -56,6 +56,9 @@ class Call:
     cni_path: str
     env: Mapping[str, str]
     deadline: Deadline
+    # Whether the process that asked for this call is gone (the resident helper's workers
+    # run calls for other processes): an ADD for a caller that died is undone, not kept.
+    abandoned: Callable[[], bool]
 
 
 # --- helpers shared by the commands ---------------------------------------------------------
@@ -369,6 +372,9 @@ def _add(conf: NetConf, call: Call, log: CallLog, ipam: Ipam, allocation: Pendin
         }
         if conf.dns or allocated.get("dns"):
             ours["dns"] = conf.dns or allocated["dns"]
+        if call.abandoned():  # the runtime gave up, and may have run DEL meanwhile
+            raise CniError(TRY_AGAIN_LATER, "the caller of this ADD is gone: undone",
+                           "its runtime stopped waiting; nothing of it is kept")
         undo.commit()
     log.info(f"added {call.ifname} ({pod_mac}) <-> {host_name}")
     return ours

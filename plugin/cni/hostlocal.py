@@ -77,7 +77,7 @@ def read_lease(directory: str, name: str) -> Optional[Lease]:
     lines = text.split("\r\n")
     if len(lines) == 1:
         lines = [lines[0].rstrip("\n"), ""]
-    if len(lines) != 2 or not ID_RE.match(lines[0]) or \
+    if len(lines) != 2 or not ID_RE.fullmatch(lines[0]) or \
             (lines[1] and ifname_problem(lines[1])):
         return None
     return Lease(path=path, ip=ip, container_id=lines[0], ifname=lines[1])

@@ -46,9 +46,10 @@ class CallLog:
 
 
 def _append(path: str, data: bytes) -> None:
-    """Appends to a regular file (or a device like /dev/null); never blocks on a FIFO."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC,
-                 0o640)
+    """Appends to a regular file (or a device like /dev/null); never blocks on a FIFO, never
+    follows a symbolic link planted at the path (root appending to a file of its choosing)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
+                 | os.O_NOFOLLOW, 0o640)
     try:
         mode = os.fstat(fd).st_mode
         if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):

@@ -2,10 +2,19 @@
 pyroute2), and why it may trust them.
 
 Whoever can write that directory can fake a helper's answers, feed the plugin a config, or
-plant code it imports as root. So the directory must be ours: a real directory (not a
-symlink), owned by this user, writable by no one else; and so must every directory above
-it, unless it is sticky like /tmp (then no one else can rename ours away). Checked on every
-use; a missing one is made 0700. Anything else is refused with a CNI error that says why.
+plant code it imports as root. So one rule, the same here and in the shell prologue
+(plugin/delivery/prologue.py, which checks the part builtins can see):
+
+- the path is absolute, with no `.` or `..` component;
+- no component of it is a symbolic link, every one is a directory owned by root;
+- the run directory is writable by no one but root (no group or other write bit), and so
+  is every directory above it unless it is sticky like /tmp (then no one else can rename
+  ours away).
+
+Checked on every use here; the resident helper checks it once a second and stops when it
+fails (the prologue cannot read mode bits with builtins; it hands calls only to a live
+helper). A missing directory is made 0700. Anything else is refused with a CNI error that
+says why.
 """
 from __future__ import annotations
 
@@ -22,7 +31,7 @@ DEFAULT_RUN_DIR = "/run/cnilab"
 
 def run_dir_name() -> str:
     """/run/cnilab unless CNILAB_RUN_DIR says otherwise (tests use a private one); unchecked."""
-    return os.path.abspath(os.environ.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR)
+    return (os.environ.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR).rstrip("/") or "/"
 
 
 def run_dir() -> str:
@@ -33,8 +42,10 @@ def run_dir() -> str:
 def trusted_dir(path: str) -> str:
     """`path` (made 0700 if missing) once it and its parents pass the checks; CniError(5)."""
     try:
-        _make(path)
-        problem = untrusted_because(path)
+        problem = _form_problem(path)
+        if not problem:
+            _make(path)
+            problem = untrusted_because(path)
     except OSError as e:
         problem = f"{e.strerror or e}"
         if os.geteuid() == 0:
@@ -65,29 +76,32 @@ def _make(path: str) -> None:
             os.mkdir(path, 0o700)
 
 
+def _form_problem(path: str) -> str:
+    parts = path.split("/")
+    if not path.startswith("/") or "." in parts or ".." in parts:
+        return "it is not an absolute path without . or .. components"
+    return ""
+
+
 def untrusted_because(path: str) -> str:
     """Why `path` cannot be trusted ("" when it can): see the module docstring."""
-    me = os.geteuid()
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        return "it is a symbolic link"
-    if not stat.S_ISDIR(st.st_mode):
-        return "it is not a directory"
-    if st.st_uid != me:
-        return f"it belongs to uid {st.st_uid}, not {me}"
-    if st.st_mode & 0o022:
-        return f"others can write it (mode {stat.S_IMODE(st.st_mode):04o})"
-    parent = os.path.dirname(os.path.realpath(path))
-    while True:
-        st = os.stat(parent)
-        if st.st_uid not in (0, me):
-            return f"{parent} belongs to uid {st.st_uid}"
-        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-            return f"others can write {parent} (mode {stat.S_IMODE(st.st_mode):04o})"
-        above = os.path.dirname(parent)
-        if above == parent:
-            return ""
-        parent = above
+    if _form_problem(path):
+        return _form_problem(path)
+    parts = [p for p in path.split("/") if p]
+    here = "/"
+    for depth, part in enumerate(["", *parts]):
+        here = os.path.join(here, part)
+        last = depth == len(parts)
+        st = os.lstat(here)
+        if stat.S_ISLNK(st.st_mode):
+            return f"{here} is a symbolic link"
+        if not stat.S_ISDIR(st.st_mode):
+            return f"{here} is not a directory"
+        if st.st_uid != 0:
+            return f"{here} belongs to uid {st.st_uid}, not root"
+        if st.st_mode & 0o022 and (last or not st.st_mode & stat.S_ISVTX):
+            return f"others can write {here} (mode {stat.S_IMODE(st.st_mode):04o})"
+    return ""
 
 
 def open_private(path: str, flags: int = os.O_WRONLY) -> int:

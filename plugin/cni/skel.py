@@ -8,9 +8,9 @@ the caller writes the Outcome, so a test or a forked resident child can call it 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from plugin.cni.errors import (
     DECODE_FAILURE,
@@ -21,7 +21,7 @@ from plugin.cni.errors import (
     CniError,
 )
 from plugin.cni.log import CallLog
-from plugin.cni.names import ID_RE, ifname_problem
+from plugin.cni.names import id_problem, ifname_problem
 from plugin.cni.result import LATEST, SUPPORTED_VERSIONS, render
 
 INTERNAL_ERROR = 999
@@ -63,7 +63,12 @@ def _parse_cni_args(text: str) -> dict[str, str]:
     return pairs
 
 
-def read_call(command: str, env: Mapping[str, str]) -> Any:
+def _never() -> bool:
+    return False
+
+
+def read_call(command: str, env: Mapping[str, str],
+              abandoned: Optional[Callable[[], bool]] = None) -> Any:
     from plugin.cni.commands import Call
     from plugin.cni.deadline import Deadline
 
@@ -71,15 +76,15 @@ def read_call(command: str, env: Mapping[str, str]) -> Any:
         if not env.get(name):
             raise _env_error(name, f"is not set (required for {command})")
     container_id = env.get("CNI_CONTAINERID", "")
-    if container_id and not ID_RE.match(container_id):
-        raise _env_error("CNI_CONTAINERID", f"{container_id!r} is invalid: letters, digits, "
-                                            "'_', '.', '-', starting with a letter or digit")
+    if container_id and id_problem(container_id):
+        raise _env_error("CNI_CONTAINERID", f"{container_id[:80]!r} {id_problem(container_id)}")
     ifname = env.get("CNI_IFNAME", "")
     if ifname and ifname_problem(ifname):
         raise _env_error("CNI_IFNAME", f"{ifname!r} {ifname_problem(ifname)}")
     return Call(command=command, container_id=container_id, netns=env.get("CNI_NETNS", ""),
                 ifname=ifname, args=_parse_cni_args(env.get("CNI_ARGS", "")),
-                cni_path=env.get("CNI_PATH", ""), env=env, deadline=Deadline.for_call(env))
+                cni_path=env.get("CNI_PATH", ""), env=env, deadline=Deadline.for_call(env),
+                abandoned=abandoned or _never)
 
 
 def _decode(stdin: bytes) -> dict[str, Any]:
@@ -144,19 +149,20 @@ def _check_version(command: str, version: Any) -> None:
         raise problem
 
 
-def _run(command: str, env: Mapping[str, str], stdin: bytes, log: CallLog) -> str:
+def _run(command: str, env: Mapping[str, str], stdin: bytes, log: CallLog,
+         abandoned: Optional[Callable[[], bool]]) -> str:
     from plugin.cni import commands, netconf
 
-    call = read_call(command, env)
+    call = read_call(command, env, abandoned)
     raw = _decode(stdin)
     _check_version(command, raw.get("cniVersion"))
     if command == "DEL":
         raw = _without_bad_prev_result(raw, log)
     conf = netconf.parse(raw)
     log.log_file = conf.log_file
-    if not ID_RE.match(conf.name):
-        raise CniError(INVALID_CONFIG, f"invalid network config: name: {conf.name!r} may only "
-                                       "hold letters, digits, '_', '.', '-'")
+    if id_problem(conf.name):
+        raise CniError(INVALID_CONFIG, f"invalid network config: name: {conf.name[:80]!r} "
+                                       f"{id_problem(conf.name)}")
     if command == "ADD":
         return json.dumps(render(commands.cmd_add(conf, call, log), conf.cni_version))
     handlers = {"DEL": commands.cmd_del, "CHECK": commands.cmd_check,
@@ -175,7 +181,10 @@ def _error_version(stdin: bytes) -> str:
     return version if version in SUPPORTED_VERSIONS else LATEST
 
 
-def dispatch(env: Mapping[str, str], stdin: bytes) -> Outcome:
+def dispatch(env: Mapping[str, str], stdin: bytes,
+             abandoned: Optional[Callable[[], bool]] = None) -> Outcome:
+    """One call. `abandoned`, when given, says whether the process that asked for it is gone
+    (a resident worker runs calls for other processes): an ADD then undoes itself."""
     command = env.get("CNI_COMMAND", "")
     log = CallLog(command, env.get("CNI_CONTAINERID", ""))
     try:
@@ -185,7 +194,7 @@ def dispatch(env: Mapping[str, str], stdin: bytes) -> Outcome:
             raise _env_error("CNI_COMMAND", f"{command!r} is not one of {', '.join(COMMANDS)}")
         if command == "VERSION":
             return Outcome(0, json.dumps(version_info()) + "\n", "")
-        out = _run(command, env, stdin, log)
+        out = _run(command, env, stdin, log, abandoned)
         return Outcome(0, out + "\n" if out else "", log.flush())
     except CniError as e:
         error = e

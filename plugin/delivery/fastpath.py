@@ -65,6 +65,7 @@ def in_process(plugin_file: Optional[str], env: Mapping[str, str],
 def spawn(plugin_file: str, ident: str, env: Mapping[str, str]) -> None:
     """Starts the helper of this file, detached, from a verified private copy of it (double
     fork, new session, the file open at FILE_FD and nothing else inherited)."""
+    from plugin.cni import rundir
     from plugin.cni.errors import CniError
     from plugin.delivery import handoff, resident, vendor
 
@@ -76,8 +77,11 @@ def spawn(plugin_file: str, ident: str, env: Mapping[str, str]) -> None:
             copy = vendor.private_copy(ident, fd, plugin_file)
         except CniError:
             return  # replaced under us, or no run directory: this call still runs
-        keep = {k: v for k, v in env.items()
-                if (k == "PATH" or k.startswith("CNILAB_")) and k != STDIN_BYTES_ENV}
+        # A fixed environment: the helper takes nothing from the call that starts it but
+        # where it lives (each call later runs with its own environment and settings).
+        keep = {"PATH": resident.HELPER_PATH}
+        if env.get(rundir.RUN_DIR_ENV):
+            keep[rundir.RUN_DIR_ENV] = env[rundir.RUN_DIR_ENV]
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             try:
@@ -124,7 +128,8 @@ def main(argv: list[str]) -> int:
         return resident.serve(argv[2] if len(argv) > 2 else ident)
     try:
         code, out, err = _call(argv)
-    except (ImportError, SyntaxError, EOFError, ValueError) as e:  # a torn file's bytes
+    except (ImportError, SyntaxError, EOFError, ValueError, OSError) as e:  # a torn file's
+        # bytes (zipimport: "can't read data"); every other OSError is answered inside
         import json
 
         code, err = 1, ""

@@ -4,10 +4,15 @@ Starting a Python process costs ~12 ms before it runs a line, about the whole AD
 reference ptp plugin. So when the helper of this very file (and build) is up, the file's
 `#!/bin/sh` prologue (plugin/delivery/prologue.py) starts no Python; with builtins only, it
 
-  1. finds the helper: `<run>/resident-<build>-<dev>-<ino>.pid` names a live process that
-     holds this file at FILE_FD and `<dir>/q` at LIVENESS_FD, every part of it owned by the
-     caller's own user (`<dir>` is `<that name>.<helper pid>.d`);
-  2. claims a slot n: creates `<dir>/<n>.lock` holding its pid (noclobber: O_EXCL);
+  1. checks the run directory (plugin.cni.rundir's rule, the part builtins can see: an
+     absolute path, every component a real directory owned by root, no symbolic link) and
+     finds the helper: `<run>/resident-<build>-<dev>-<ino>.pid`, a root-owned regular file,
+     names a live root process holding this file at FILE_FD and `<dir>/q` at LIVENESS_FD,
+     `<dir>` (`<that name>.<helper pid>.d`) a root-owned directory, not a link;
+  2. claims a slot n: creates `<dir>/<n>.lock` (noclobber: O_EXCL), keeps it open at
+     LOCK_FD for as long as it lives, and writes its pid into it. **The slot is the
+     caller's until it exits**: only the helper's parent frees it, once the caller is dead
+     (its pidfd says so, or /proc shows no process with that lock at LOCK_FD);
   3. writes the record "<n> <pid>", padded to RECORD_SIZE bytes, to the FIFO `<dir>/q`,
      opened read-write so the open never blocks (one write under PIPE_BUF is atomic, so
      workers reading RECORD_SIZE never split one);
@@ -22,33 +27,43 @@ Who writes the slot FIFOs, and what the caller learns from it:
 - the helper's parent holds every slot FIFO open read-write, so a caller blocks in step 4
   while the helper lives and reads end-of-file the moment it is gone (killed, OOM): then it
   runs the call itself, or says "try again" (code 11) if it had seen S;
-- a worker opens the slot to write, claims the call by creating `<dir>/<n>.taken`
-  (O_EXCL), and writes S before it reads the caller's stdin (then runs the call);
+- a worker checks the record's caller holds the slot (the lock names it and it has the
+  lock open at LOCK_FD: a pidfd taken first pins that very process), claims the call by
+  creating `<dir>/<n>.<pid>.taken` (O_EXCL), writes S before it reads the caller's stdin,
+  and checks the caller is still alive (its pidfd) before it runs the call and again
+  before an ADD commits: an ADD for a caller that died is undone, not answered;
 - the parent answers X when a worker died holding a claim, or when no worker took a record
   within LOST_AFTER seconds (it claims the call first, so no worker can take it later);
-- a caller that read end-of-file claims `<n>.taken` itself before running the call: if a
-  worker got there first, it waits for that worker's answer instead.
-So exactly one party ever runs a call, and every wait ends: on an answer, at end-of-file,
-on an X, or when the caller has counted CNILAB_CALL_TIMEOUT + HANDOFF_MARGIN ticks (a "T"
-line the helper's ticker writes every second on the slot of every waiting caller: a process
-of its own, still ticking when the helper and its workers are frozen).
+  it frees a slot only when its caller is dead, giving it a new FIFO (nothing a dead
+  caller left unread reaches the next one);
+- a caller that read end-of-file claims the call itself before running it: if a worker
+  got there first, it waits for that worker's answer instead.
+So exactly one party ever runs a call, a slot's FIFO has one reader, its caller, for the
+caller's whole life (no answer can reach another caller, and the ticker below keeps ticking
+for it until it exits), and every wait ends: on an answer, at end-of-file, on an X, or when
+the caller has counted CNILAB_CALL_TIMEOUT + HANDOFF_MARGIN ticks (a "T" line the helper's
+ticker writes every second on the slot of every waiting caller: a process of its own, still
+ticking when the helper and its workers are frozen). docs/speed.md has the states and each
+interleaving.
 
 The worker takes the rest from the caller: its own descriptors for stdin (copied to fd 3),
 stdout and stderr (pidfd_getfd: the very open files, offsets and all), and from /proc/<pid>
 the environment, the namespaces (net, uts, mnt), the root and working directory to enter, so
-paths mean what they mean to the caller. The caller waits
-on its slot for the whole call, so its pid cannot be reused meanwhile (the worker checks
-/proc/<pid>/fd/0 is the slot FIFO before and after reading).
+paths mean what they mean to the caller. The caller waits on its slot for the whole call
+(the worker checks /proc/<pid>/fd/0 is the slot FIFO before and after taking them).
 
-Trust: `<dir>` is 0700 root's, in a run directory checked by plugin.cni.rundir; the caller
-checks ownership (`-O`) of the pid file, the directory and the helper process, which no
-other user can fake without root. Only root (or the helper's own user) gets a call run.
+Trust: `<dir>` is 0700 root's, in a run directory plugin.cni.rundir accepts (the helper
+checks it at start and every WATCH_EVERY seconds, and stops when it no longer passes);
+the caller checks what builtins can (ownership, no links) and that the helper holds its
+own request FIFO, which no other user can open. Only root (or the helper's own user) gets a
+call run.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import select
 import shutil
 import stat
 import time
@@ -58,10 +73,11 @@ from typing import Callable, Optional
 SLOTS = 64
 RECORD_SIZE = 32  # printf '%-31s\n': slot, space, pid, padding, newline
 CALLER_STDIN_FD = 3  # the caller's stdin, copied there before its record
+LOCK_FD = 4  # the caller's slot lock, open for as long as it lives: its liveness, pid-free
 LIVENESS_FD = 200  # the shell checks /proc/<helper pid>/fd/200 is <dir>/q: pid not reused
 FILE_FD = 201  # ...and /proc/<helper pid>/fd/201 is the file it runs as: its own helper
 HANDSHAKE_TIMEOUT = 5.0  # the caller opens its slot microseconds after its record
-STALE_LOCK_AGE = 2.0  # a lock whose process is gone this long is free again
+STALE_LOCK_AGE = 2.0  # a lock still empty this long is checked for a holder in /proc
 LOST_AFTER = 3.0  # a record no worker took in this long was lost with a dying worker
 OUTPUT_TIMEOUT = 10.0  # writing a call's output to a runtime that stopped reading
 STDIN_TIMEOUT = 10.0  # reading a config from a runtime that never closes the plugin's stdin
@@ -69,9 +85,10 @@ HANDOFF_MARGIN = 25  # seconds the caller's timer allows beyond CNILAB_CALL_TIME
 MAX_STDIN = (4 << 20) + 1  # plugin.cni.skel refuses more; one byte more tells it so
 OFF_VALUES = ("0", "false", "no", "off")
 
-Runner = Callable[[Mapping[str, str], bytes], "tuple[int, str, str]"]
+Gone = Callable[[], bool]  # whether the caller of the call being run has died
+Runner = Callable[[Mapping[str, str], bytes, Gone], "tuple[int, str, str]"]
 Enter = Callable[[dict[str, int]], None]
-Notify = Callable[[int, int], None]  # (slot, caller pid) a worker has claimed
+Notify = Callable[[int, int, Mapping[str, str]], None]  # (slot, caller pid, its env) taken
 
 
 def wanted(env: Mapping[str, str], stdin: bytes) -> bool:
@@ -111,8 +128,10 @@ def slot_lock(directory: str, slot: int) -> str:
     return os.path.join(directory, f"{slot}.lock")
 
 
-def slot_taken(directory: str, slot: int) -> str:
-    return os.path.join(directory, f"{slot}.taken")
+def slot_taken(directory: str, slot: int, caller: int) -> str:
+    """Who runs the call of `caller` in `slot` (O_EXCL): per caller, so a claim made late
+    for a caller that is gone can never block the next caller of the slot."""
+    return os.path.join(directory, f"{slot}.{caller}.taken")
 
 
 def line(pid: int, word: str) -> bytes:
@@ -154,7 +173,9 @@ def start_ticker(directory: str, helper_pid: int) -> None:
 # -- the helper's parent: the FIFOs, and answers for calls no worker will ------------------------
 
 class Slots:
-    """The hand-off directory of one helper: the request FIFO and the slot FIFOs it holds."""
+    """The hand-off directory of one helper: the request FIFO and the slot FIFOs it holds,
+    and a pidfd on the caller of every slot it knows to be held (its death frees the slot).
+    """
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
@@ -170,6 +191,7 @@ class Slots:
         for slot in range(SLOTS):
             self.fifos[slot] = self._open_fresh(slot)
         self.answered: set[tuple[int, int]] = set()
+        self.callers: dict[int, tuple[int, int]] = {}  # pidfd -> (slot, caller)
 
     def _open_fresh(self, slot: int) -> int:
         """A new FIFO at the slot's path, held read-write (callers never block opening it)."""
@@ -182,66 +204,100 @@ class Slots:
         os.replace(fresh, path)
         return fd
 
-    def renew(self, slot: int) -> None:
-        """Drops whatever a dead caller's slot FIFO still holds: the next caller's is new."""
-        old = self.fifos[slot]
-        self.fifos[slot] = self._open_fresh(slot)
-        os.close(old)
-
     def descriptors(self) -> list[int]:
         """What a worker must close after fork, so the parent's end alone keeps callers
         waiting (when it dies, they read end-of-file)."""
-        return [self._keep_open, *self.fifos.values()]
+        return [self._keep_open, *self.fifos.values(), *self.callers]
 
     def answer(self, slot: int, pid: int, word: str) -> None:
         with contextlib.suppress(OSError):  # a full pipe: the caller's timer ends its wait
             os.write(self.fifos[slot], line(pid, word))
         self.answered.add((slot, pid))
 
-    def watch(self, workers: Mapping[int, float], now: Optional[float] = None) -> list[int]:
-        """One look at every claimed slot; returns the workers stuck in a call too long.
+    # -- callers' lives: a slot is freed when, and only when, its caller is dead -------------
+
+    def follow(self, slot: int, caller: int) -> None:
+        """Watches `caller`, which a worker says holds `slot` (frees it if already dead)."""
+        if (slot, caller) in self.callers.values():
+            return
+        try:
+            pidfd = os.pidfd_open(caller)
+        except OSError:
+            pidfd = -1
+        if pidfd >= 0 and locked_by(self.directory, slot, caller):
+            self.callers[pidfd] = (slot, caller)  # the pidfd pins the process checked
+            return
+        if pidfd >= 0:
+            os.close(pidfd)
+        if _pid_in_lock(self.directory, slot) == caller:
+            self._free(slot)  # it named the slot but holds it no more: it is gone
+
+    def pidfds(self) -> list[int]:
+        return list(self.callers)
+
+    def exited(self, pidfd: int) -> None:
+        """`pidfd` became readable: its caller exited; its slot is free again."""
+        slot, caller = self.callers.pop(pidfd)
+        os.close(pidfd)
+        if _pid_in_lock(self.directory, slot) == caller:
+            self._free(slot)
+
+    def watch(self, workers: Mapping[int, float], now: Optional[float] = None) -> None:
+        """One look at every held slot, for what no pidfd reports.
 
         `workers`: each live worker's pid -> the monotonic time by which its call must be
-        over (inf when idle and ready; a negative number while it warms up). Answers X to
-        callers whose record was lost (no worker took it in LOST_AFTER seconds while one was
-        ready for it) or whose worker died, and frees the slots of callers that died.
+        over (inf when idle and ready; a negative number while it warms up). Frees the slots
+        of callers that died (or never wrote their pid and are gone), follows callers no
+        worker told us of, and answers X to callers whose record was lost (no worker took
+        it in LOST_AFTER seconds while one was ready for it) or whose worker died.
         """
         idle = any(until == float("inf") for until in workers.values())
-        wall, mono = (now if now is not None else time.time()), time.monotonic()
-        stuck = []
+        wall = now if now is not None else time.time()
         for slot in range(SLOTS):
             lock = slot_lock(self.directory, slot)
             try:
                 age = wall - os.stat(lock).st_mtime
                 caller = _pid_in(lock)
             except (FileNotFoundError, ValueError):
-                self.answered = {a for a in self.answered if a[0] != slot}
                 continue
-            if caller is None:
-                continue  # created, pid not written yet
-            owner = _owner(self.directory, slot)
-            if not alive(caller):
-                if age > STALE_LOCK_AGE and owner not in workers:
+            if caller is None:  # created, pid not written yet: or its writer died there
+                if age > STALE_LOCK_AGE and not _held_open(lock):
                     self._free(slot)
                 continue
-            if (slot, caller) in self.answered or owner == caller:
-                continue  # answered already, or the caller runs it itself
+            if not locked_by(self.directory, slot, caller):
+                self._free(slot)
+                continue
+            self.follow(slot, caller)
+            if (slot, caller) in self.answered:
+                continue
+            owner = _owner(self.directory, slot, caller)
+            if owner == caller:
+                continue  # the caller runs it itself
             if owner is None:
-                if idle and age > LOST_AFTER and claim(self.directory, slot, os.getpid()):
+                if idle and age > LOST_AFTER and claim(self.directory, slot, caller,
+                                                       os.getpid()):
                     self.answer(slot, caller, "X")
-            elif owner in workers:
-                if mono > workers[owner] >= 0:
-                    stuck.append(owner)
-            elif owner != os.getpid():
+            elif owner not in workers and owner != os.getpid():
                 self.answer(slot, caller, "X")  # its worker died holding the call
-        return stuck
 
     def _free(self, slot: int) -> None:
-        self.renew(slot)
-        for path in (slot_taken(self.directory, slot), slot_lock(self.directory, slot)):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        """A new FIFO first (whatever the dead caller left unread goes with the old one, and
+        a worker still writing to it gets EPIPE), then the claims, then the lock."""
+        old = self.fifos[slot]
+        self.fifos[slot] = self._open_fresh(slot)
+        os.close(old)
+        prefix = f"{slot}."
+        for name in os.listdir(self.directory):
+            if name.startswith(prefix) and name.endswith(".taken"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.directory, name))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(slot_lock(self.directory, slot))
         self.answered = {a for a in self.answered if a[0] != slot}
+        for pidfd, (watched, _) in list(self.callers.items()):
+            if watched == slot:
+                del self.callers[pidfd]
+                os.close(pidfd)
 
     def stop_taking_calls(self) -> None:
         """New callers find no request FIFO (their liveness check fails: in-process)."""
@@ -254,6 +310,7 @@ class Slots:
         for fd in (LIVENESS_FD, self.requests, *self.descriptors()):
             with contextlib.suppress(OSError):
                 os.close(fd)
+        self.callers.clear()
         remove(self.directory)
 
 
@@ -261,10 +318,11 @@ def remove(directory: str) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def claim(directory: str, slot: int, owner: int) -> bool:
-    """Takes the call in `slot` for `owner` (a worker, the parent); False if someone has."""
+def claim(directory: str, slot: int, caller: int, owner: int) -> bool:
+    """Takes the call of `caller` in `slot` for `owner` (a worker, the parent); False if
+    someone has."""
     try:
-        fd = os.open(slot_taken(directory, slot),
+        fd = os.open(slot_taken(directory, slot, caller),
                      os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except FileExistsError:
         return False
@@ -275,11 +333,44 @@ def claim(directory: str, slot: int, owner: int) -> bool:
     return True
 
 
-def _owner(directory: str, slot: int) -> Optional[int]:
+def _owner(directory: str, slot: int, caller: int) -> Optional[int]:
     try:
-        return _pid_in(slot_taken(directory, slot))
+        return _pid_in(slot_taken(directory, slot, caller))
     except (FileNotFoundError, ValueError):
         return None
+
+
+def _pid_in_lock(directory: str, slot: int) -> Optional[int]:
+    try:
+        return _pid_in(slot_lock(directory, slot))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def locked_by(directory: str, slot: int, pid: int) -> bool:
+    """Whether `pid` holds `slot`: the lock names it and it has that very lock open at
+    LOCK_FD (a dead caller, a zombie or a reused pid has not)."""
+    lock = slot_lock(directory, slot)
+    try:
+        return _pid_in(lock) == pid and \
+            os.path.samestat(os.stat(f"/proc/{pid}/fd/{LOCK_FD}"), os.stat(lock))
+    except (OSError, ValueError):
+        return False
+
+
+def _held_open(lock: str) -> bool:
+    """Whether any process has `lock` open at LOCK_FD (a caller between creating its lock
+    and writing its pid; rare, so a walk of /proc is fine)."""
+    try:
+        target = os.stat(lock)
+    except FileNotFoundError:
+        return False
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.path.samestat(os.stat(f"/proc/{entry}/fd/{LOCK_FD}"), target):
+                    return True
+    return False
 
 
 # -- a worker: one call --------------------------------------------------------------------------
@@ -316,43 +407,63 @@ class _Reply:
 
 def serve(record: bytes, directory: str, enter: Enter, run: Runner, notify: Notify) -> None:
     """Serves one shell caller. Never raises for the caller's sake: anything that goes wrong
-    before the call runs is answered with F or R, so the caller runs it itself."""
+    before the call runs is answered with F or R, so the caller runs it itself. The slot is
+    left as it is: the parent frees it once the caller has exited."""
     try:
         slot, pid = parse_record(record)
     except ValueError:
         return
-    if not holds(slot_lock(directory, slot), pid):
-        return  # a record whose caller gave up (or was answered) before we read it
+    pidfd = _pidfd(pid)
     try:
-        reply = _Reply(directory, slot, pid)
-    except OSError:
-        return  # the helper is going away: the caller reads end-of-file
-    try:
-        if not claim(directory, slot, os.getpid()):
-            return  # the parent (lost record) or the caller itself has it
-        notify(slot, pid)
-        if _run_for(pid, reply, enter, run):
-            release(directory, slot, pid)
-        else:  # the caller is gone: the parent frees the slot (and renews its FIFO)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(slot_taken(directory, slot))
+        # After the pidfd: if this check passes, the pidfd is the process that holds the slot.
+        if not locked_by(directory, slot, pid):
+            return  # a record whose caller is gone (or gave up) before we read it
+        try:
+            reply = _Reply(directory, slot, pid)
+        except OSError:
+            return  # the helper is going away: the caller reads end-of-file
+        try:
+            if not claim(directory, slot, pid, os.getpid()):
+                return
+            if pidfd < 0:
+                reply.send("F")  # no pidfd (Linux < 5.3): no way to know it still waits
+            else:
+                _run_for(pid, pidfd, reply, enter, run, lambda env: notify(slot, pid, env))
+        finally:
+            reply.close()
     finally:
-        reply.close()
+        if pidfd >= 0:
+            os.close(pidfd)
 
 
-def _run_for(pid: int, reply: _Reply, enter: Enter, run: Runner) -> bool:
-    """Runs the call of `pid`; False when the caller went away before its answer."""
+def _pidfd(pid: int) -> int:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # gone; or Linux < 5.3: then "gone" is all we can say
+        return -1
+
+
+def _exited(pidfd: int) -> bool:
+    return bool(select.select([pidfd], [], [], 0)[0])
+
+
+def _run_for(pid: int, pidfd: int, reply: _Reply, enter: Enter, run: Runner,
+             taken: Callable[[Mapping[str, str]], None]) -> None:
+    """Runs the call of `pid` unless it dies first; an ADD whose caller dies before it
+    commits is undone (plugin.cni.commands.cmd_add asks `gone`)."""
     from plugin.delivery.streams import read_bounded, write_within
+
+    def gone() -> bool:
+        return _exited(pidfd)
 
     opened: list[int] = []
     try:
-        if not _waiting_on(pid, reply.path, HANDSHAKE_TIMEOUT) or not same_user(pid):
-            if alive(pid):
+        if gone() or not _waiting_on(pid, reply.path, HANDSHAKE_TIMEOUT) or \
+                not same_user(pid):
+            if not gone():
                 reply.send("F")
-                return True
-            return False
+            return
         try:  # before touching stdin: F leaves the caller's stdin untouched
-            pidfd = _open_pidfd(pid, opened)
             out = _caller_fd(pid, pidfd, 1, opened)
             err = _caller_fd(pid, pidfd, 2, opened)
             stdin_fd = _caller_fd(pid, pidfd, CALLER_STDIN_FD, opened)
@@ -364,9 +475,10 @@ def _run_for(pid: int, reply: _Reply, enter: Enter, run: Runner) -> bool:
             env = read_environ(pid)
         except OSError:
             reply.send("F")
-            return True
-        if not _waiting_on(pid, reply.path, 0):  # still the same process: pid not reused
-            return False
+            return
+        if gone() or not _waiting_on(pid, reply.path, 0):  # still the same, still waiting
+            return
+        taken(env)
         # From here the caller's stdin is ours (reading consumes it): if we die now, it
         # must not run the call itself on what is left of it, it is told to try again.
         reply.send("S")
@@ -375,27 +487,26 @@ def _run_for(pid: int, reply: _Reply, enter: Enter, run: Runner) -> bool:
         except (OSError, TimeoutError) as e:  # what the in-process path answers, too
             write_within(out, stdin_error(e).encode(), time.monotonic() + OUTPUT_TIMEOUT)
             reply.send("1")
-            return True
+            return
         if not wanted(env, stdin):  # "resident": false in the config
             reply.send(f"R {len(stdin)}", stdin)
-            return True
+            return
         try:
             enter(where)
         except OSError:
             reply.send(f"R {len(stdin)}", stdin)
-            return True
-        code, stdout, stderr = run(env, stdin)
+            return
+        if gone():
+            return  # the runtime gave up on it (and may have run DEL since): not run
+        code, stdout, stderr = run(env, stdin, gone)
         deadline = time.monotonic() + OUTPUT_TIMEOUT
         with contextlib.suppress(OSError, TimeoutError):  # a runtime that stopped reading
             write_within(out, stdout.encode("utf-8", "surrogateescape"), deadline)
             if stderr:
                 write_within(err, stderr.encode("utf-8", "surrogateescape"), deadline)
-        if not alive(pid):
-            return False
         reply.send(str(code))
-        return True
     except (OSError, TimeoutError):
-        return False
+        return
     finally:
         for fd in opened:
             with contextlib.suppress(OSError):
@@ -447,15 +558,6 @@ SYS_PIDFD_GETFD = 438  # x86_64, arm64 and the rest of the generic table alike
 _syscall = None
 
 
-def _open_pidfd(pid: int, opened: list[int]) -> int:
-    try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return -1
-    opened.append(fd)
-    return fd
-
-
 def _caller_fd(pid: int, pidfd: int, number: int, opened: list[int]) -> int:
     """The caller's own descriptor `number` (pidfd_getfd, Linux 5.6+): the very open file,
     offset and all, as if the caller wrote or read it itself, whatever it is (a pipe, a
@@ -487,23 +589,6 @@ def _pid_in(path: str) -> Optional[int]:
     with open(path, "rb") as f:
         text = f.read(32).strip()
     return int(text) if text else None
-
-
-def holds(lock: str, pid: int) -> bool:
-    try:
-        return _pid_in(lock) == pid
-    except (FileNotFoundError, ValueError):
-        return False
-
-
-def release(directory: str, slot: int, pid: int) -> None:
-    """The slot is free again: the claim first, so the next caller's record finds none."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(slot_taken(directory, slot))
-    lock = slot_lock(directory, slot)
-    if holds(lock, pid):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock)
 
 
 def alive(pid: int) -> bool:

@@ -17,6 +17,26 @@ from __future__ import annotations
 
 from plugin.delivery import handoff
 
+# plugin.cni.rundir's rule for the run directory, as far as builtins can see it: an absolute
+# path without . or .. components, every component a directory owned by root (-O: the
+# caller is root) that is not a symbolic link. Mode bits are out of the builtins' reach:
+# the helper, which a call is handed to only when it is live, checks them every second.
+TRUSTED_RUN_DIR = r"""
+t() {
+  case $1 in /*) ;; *) return 1 ;; esac
+  case $1/ in */./* | */../*) return 1 ;; esac
+  u=$1
+  v=
+  while :; do
+    [ -d "/$v" ] && [ ! -L "/$v" ] && [ -O "/$v" ] || return 1
+    u=${u#/}
+    [ -n "$u" ] || return 0
+    v=$v${v:+/}${u%%/*}
+    u=${u#"${u%%/*}"}
+  done
+}
+"""
+
 TEMPLATE = r"""#!/bin/sh
 @HEADER@
 # cnilab CNI plugin. This shell prologue hands the call to the resident helper when it is up
@@ -39,7 +59,7 @@ except Exception as e:
     sys.exit(1)
 sys.exit(main(sys.argv[1:]))"
 py() {
-  for p in python3 /usr/bin/python3 /usr/local/bin/python3; do
+  for p in /usr/bin/python3 python3 /usr/local/bin/python3; do
     command -v "$p" >/dev/null 2>&1 && exec "$p" -I -S -c "$B" "$0" "$@"
   done
   echo '{"cniVersion":"1.0.0","code":5,"msg":"cnilab needs python3 (3.9 or newer) on the'\
@@ -48,14 +68,18 @@ py() {
 }
 case ${CNILAB_RESIDENT-} in 0|[Ff][Aa][Ll][Ss][Ee]|[Nn][Oo]|[Oo][Ff][Ff]) py ;; esac
 [ $# = 0 ] || py "$@"
+@TRUSTED@
 r=${CNILAB_RUN_DIR:-/run/cnilab}
+t "$r" || py
 d=
 for f in "${r%/}"/resident-@BUILD@-*.pid; do
+  [ -f "$f" ] && [ ! -L "$f" ] && [ -O "$f" ] || continue
   { read -r h <"$f"; } 2>/dev/null || continue
+  case $h in '' | *[!0-9]*) continue ;; esac
   d=${f%.pid}.$h.d
-  # This file's helper, alive, holding our request FIFO, and all of it our own user's.
-  [ "/proc/$h/fd/@FILE_FD@" -ef "$0" ] && [ "/proc/$h/fd/@LIVENESS_FD@" -ef "$d/q" ] &&
-    [ -O "$f" ] && [ -O "$d" ] && [ -O "/proc/$h" ] && break
+  # This file's helper, alive, holding our request FIFO, and all of it root's.
+  [ -d "$d" ] && [ ! -L "$d" ] && [ -O "$d" ] && [ -O "/proc/$h" ] &&
+    [ "/proc/$h/fd/@FILE_FD@" -ef "$0" ] && [ "/proc/$h/fd/@LIVENESS_FD@" -ef "$d/q" ] && break
   d=
 done
 [ -n "$d" ] || py
@@ -63,11 +87,14 @@ set -C
 trap '' PIPE
 n=$(($$ % @SLOTS@))
 i=1
-until { echo $$ >"$d/$n.lock"; } 2>/dev/null; do
+# The slot is ours while we live: its lock stays open at fd @LOCK_FD@ (the helper frees it
+# once we are gone, and not before: no later caller can read what is meant for us).
+until { command exec @LOCK_FD@>"$d/$n.lock"; } 2>/dev/null; do
   [ $i -lt @SLOTS@ ] || py
   i=$((i + 1))
   n=$(((n + 1) % @SLOTS@))
 done
+echo $$ >&@LOCK_FD@
 # Whatever else goes wrong, this wait ends: the helper's ticker (a process of its own) writes
 # "T" on waiting callers' slots every second; this many ticks and we stop waiting.
 k=${CNILAB_CALL_TIMEOUT:-60}
@@ -101,7 +128,7 @@ g() {
 }
 # Out of time: the same, unless a worker holds the call (it may still run it).
 x() {
-  [ -z "$s" ] && { echo $$ >"$d/$n.taken"; } 2>/dev/null && py <&3
+  [ -z "$s" ] && { echo $$ >"$d/$n.$$.taken"; } 2>/dev/null && py <&3
   echo '{"cniVersion":"1.0.0","code":11,"msg":"cnilab: no answer from the resident helper'\
 ' in time; try again","details":""}'
   exit 1
@@ -109,7 +136,7 @@ x() {
 {
   exec 5>&- 2>&6 6>&-
   w
-  { echo $$ >"$d/$n.taken"; } 2>/dev/null && py <&3
+  { echo $$ >"$d/$n.$$.taken"; } 2>/dev/null && py <&3
   w
   g
 } 6>&2 2>/dev/null 5<>"$d/$n" <"$d/$n"
@@ -121,11 +148,13 @@ py
 def render(build_id: str, header: str) -> bytes:
     """The prologue for `build_id`; `header` is vendor.header_line (a `#` line)."""
     text = (TEMPLATE.replace("@HEADER@", header)
+            .replace("@TRUSTED@", TRUSTED_RUN_DIR.strip("\n"))
             .replace("@BUILD@", build_id)
             .replace("@LIVENESS_FD@", str(handoff.LIVENESS_FD))
             .replace("@FILE_FD@", str(handoff.FILE_FD))
             .replace("@SLOTS@", str(handoff.SLOTS))
             .replace("@MARGIN@", str(handoff.HANDOFF_MARGIN))
             .replace("@PAD@", str(handoff.RECORD_SIZE - 1))
-            .replace("@STDIN_FD@", str(handoff.CALLER_STDIN_FD)))
+            .replace("@STDIN_FD@", str(handoff.CALLER_STDIN_FD))
+            .replace("@LOCK_FD@", str(handoff.LOCK_FD)))
     return text.encode("ascii")

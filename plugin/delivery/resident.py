@@ -49,7 +49,7 @@ SHRINK_AFTER = 10.0  # seconds with more than SPARES idle workers before the ext
 STUCK_MARGIN = 5.0  # a worker busy this long past its call's deadline is killed
 WATCH_EVERY = 1.0  # seconds between looks at the slots (lost records, dead callers)
 STOP_TIMEOUT = 10.0  # --resident-stop waits this long, then kills
-NOTE = 8  # bytes of a worker's note: pid, state
+NOTE = 20  # bytes of a worker's note: pid, state, and for a call: slot, caller, seconds
 BUSY, IDLE = 1, 0
 STARTING = -1.0  # a worker warming up: alive, a spare, but not yet reading records
 PR_SET_PDEATHSIG = 1
@@ -57,11 +57,18 @@ HANDOFF_GRACE = 0.2  # seconds a stopping helper still reads records of shell ca
 NAMESPACES = (("net", CLONE_NEWNET), ("uts", CLONE_NEWUTS), ("mnt", CLONE_NEWNS))
 
 
-def _idle_seconds() -> float:
+IDLE_ENV = "CNILAB_RESIDENT_IDLE"
+# The helper's own environment: fixed, never the first caller's (each call runs with its own).
+HELPER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def idle_seconds(env: Mapping[str, str]) -> float:
+    """CNILAB_RESIDENT_IDLE of a call (the latest call's counts), else the default."""
     try:
-        return max(1.0, float(os.environ.get("CNILAB_RESIDENT_IDLE", DEFAULT_IDLE)))
+        value = float(env.get(IDLE_ENV) or DEFAULT_IDLE)
     except ValueError:
         return DEFAULT_IDLE
+    return min(max(value, 1.0), 86400.0) if value == value else DEFAULT_IDLE
 
 
 def _leave_the_callers_namespaces(libc: Any) -> bool:
@@ -203,13 +210,13 @@ class _Home:
         os.environ.update(self.env)
 
 
-def _run(env: Mapping[str, str], stdin: bytes) -> tuple[int, str, str]:
+def _run(env: Mapping[str, str], stdin: bytes, gone: Callable[[], bool]) -> tuple[int, str, str]:
     """dispatch() with the caller's environment as ours (IPAM plugins inherit it)."""
     from plugin.cni.skel import dispatch
 
     os.environ.clear()
     os.environ.update(env)
-    outcome = dispatch(env, stdin)
+    outcome = dispatch(env, stdin, gone)
     return outcome.exit_code, outcome.stdout, outcome.stderr
 
 
@@ -307,8 +314,9 @@ def _worker(slots: handoff.Slots, notify_w: int, libc: Any, parent: int) -> None
         me = os.getpid()
         os.write(notify_w, _note(me, IDLE))  # ready: records may be left to us now
 
-        def taken(slot: int, caller: int) -> None:
-            os.write(notify_w, _note(me, BUSY))
+        def taken(slot: int, caller: int, env: Mapping[str, str]) -> None:
+            os.write(notify_w, _note(me, BUSY, slot, caller, call_timeout(env),
+                                     idle_seconds(env)))
 
         for served in range(1, CALLS_PER_WORKER + 1):
             record = _next_record(slots.requests)
@@ -333,8 +341,19 @@ def _worker(slots: handoff.Slots, notify_w: int, libc: Any, parent: int) -> None
         os._exit(status)
 
 
-def _note(pid: int, state: int) -> bytes:
-    return pid.to_bytes(4, "little") + state.to_bytes(4, "little")
+def _note(pid: int, state: int, slot: int = 0, caller: int = 0, seconds: float = 0,
+          idle: float = 0) -> bytes:
+    """A worker's note to the parent: ready (IDLE), or in the call of `caller` in `slot`
+    with that call's time budget and idle setting (BUSY): the parent follows the caller's
+    life and the worker's deadline, with the call's own settings, not the helper's."""
+    fields = (pid, state | int(idle) << 8, slot, caller, int(seconds))
+    return b"".join(f.to_bytes(4, "little") for f in fields)
+
+
+def _unpack(note: bytes) -> tuple[int, int, int, int, int, int]:
+    pid, state, slot, caller, seconds = (int.from_bytes(note[i:i + 4], "little")
+                                          for i in range(0, NOTE, 4))
+    return pid, state & 0xFF, slot, caller, seconds, state >> 8
 
 
 def _die_with(parent: int, libc: Any) -> None:
@@ -363,7 +382,7 @@ class _Pool:
         self.until: dict[int, float] = {}
         self.pidfds: dict[int, int] = {}
         self.idle_since: float = time.monotonic()
-        self.call_limit = call_timeout(os.environ) + CLEANUP_GRACE + STUCK_MARGIN
+        self.idle = DEFAULT_IDLE  # the latest call's CNILAB_RESIDENT_IDLE
 
     def add(self, pid: int) -> None:
         self.until[pid] = STARTING
@@ -377,12 +396,26 @@ class _Pool:
     def busy(self) -> int:
         return len(self.until) - len(self.spares())
 
-    def note(self, data: bytes) -> None:
+    def note(self, data: bytes) -> list[tuple[int, int]]:
+        """Reads workers' notes; returns (slot, caller) of each call taken."""
+        taken = []
         for i in range(0, len(data) - NOTE + 1, NOTE):
-            pid = int.from_bytes(data[i:i + 4], "little")
-            if pid in self.until:
-                busy = int.from_bytes(data[i + 4:i + 8], "little") == BUSY
-                self.until[pid] = time.monotonic() + self.call_limit if busy else float("inf")
+            pid, state, slot, caller, seconds, idle = _unpack(data[i:i + NOTE])
+            if pid not in self.until:
+                continue
+            if state == BUSY:
+                limit = seconds + CLEANUP_GRACE + STUCK_MARGIN
+                self.until[pid] = time.monotonic() + limit
+                self.idle = float(idle) or DEFAULT_IDLE
+                taken.append((slot, caller))
+            else:
+                self.until[pid] = float("inf")
+        return taken
+
+    def stuck(self) -> list[int]:
+        """Workers in a call past its deadline (and its cleanup, and a margin)."""
+        now = time.monotonic()
+        return [pid for pid, until in self.until.items() if 0 <= until < now]
 
     def reap(self) -> bool:
         """Collects exited workers; True if any."""
@@ -412,12 +445,14 @@ class _Pool:
                     os.kill(pid, signal.SIGTERM)
             self.idle_since = time.monotonic()
 
-    def stop(self, timeout: float) -> None:
-        """Idle workers go at once; busy ones answer first (until `timeout`, then killed)."""
+    def stop(self) -> None:
+        """Idle workers go at once; busy ones answer first (until their deadlines, then
+        they are killed)."""
         for pid in self.until:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
+        deadline = max((u for u in self.until.values() if 0 <= u < float("inf")),
+                       default=time.monotonic())
         while self.until and time.monotonic() < deadline:
             if not self.reap():
                 time.sleep(0.01)
@@ -488,7 +523,7 @@ def serve(build: str) -> int:
         # copying) every page of it in each child.
         gc.collect()
         gc.freeze()
-        _loop(slots, pool, notify_r, notify_w, libc, copies)
+        _loop(slots, pool, notify_r, notify_w, libc, copies, directory)
         return 0
     except _Stop:
         return 0
@@ -501,9 +536,8 @@ def serve(build: str) -> int:
 
 
 def _loop(slots: handoff.Slots, pool: _Pool, notify_r: int, notify_w: int, libc: Any,
-          copies: list[str]) -> None:
+          copies: list[str], run_dir: str) -> None:
     helper_pid = os.getpid()  # what each worker checks it still has as its parent
-    idle = _idle_seconds()
     last = touched = watched = time.monotonic()
     while True:
         while len(pool.spares()) < SPARES and len(pool.until) < MAX_WORKERS:
@@ -511,15 +545,23 @@ def _loop(slots: handoff.Slots, pool: _Pool, notify_r: int, notify_w: int, libc:
             if pid == 0:
                 _worker(slots, notify_w, libc, helper_pid)
             pool.add(pid)
-        ready, _, _ = select.select([notify_r, *pool.pidfds.values()], [], [], WATCH_EVERY)
+        ready, _, _ = select.select([notify_r, *pool.pidfds.values(), *slots.pidfds()], [],
+                                    [], WATCH_EVERY)
         if notify_r in ready:
-            with contextlib.suppress(BlockingIOError):
-                pool.note(os.read(notify_r, NOTE * 64))  # whole notes: each write is atomic
+            with contextlib.suppress(BlockingIOError):  # whole notes: each write is atomic
+                for slot, caller in pool.note(os.read(notify_r, NOTE * 64)):
+                    slots.follow(slot, caller)
             last = time.monotonic()
+        for fd in ready:
+            if fd in slots.callers:
+                slots.exited(fd)  # a caller is gone: its slot is free again
         died = pool.reap()
         now = time.monotonic()
         if died or now - watched >= WATCH_EVERY:
-            for pid in slots.watch(pool.until):
+            if rundir.untrusted_because(run_dir):
+                return  # someone loosened the run directory: callers run in-process
+            slots.watch(pool.until)
+            for pid in pool.stuck():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)  # stuck past its deadline: the caller is told
             watched = now
@@ -527,7 +569,7 @@ def _loop(slots: handoff.Slots, pool: _Pool, notify_r: int, notify_w: int, libc:
         if now - touched > vendor.TOUCH_AFTER:
             vendor.touch(copies)  # "in use": vendor.prune leaves them alone
             touched = now
-        if not pool.busy() and now - last > idle:
+        if not pool.busy() and now - last > pool.idle:
             return
 
 
@@ -541,7 +583,7 @@ def _shut_down(base: str, slots: Optional[handoff.Slots], pool: _Pool) -> None:
         slots.stop_taking_calls()
         # A shell caller that opened the request FIFO just before gets its record read.
         time.sleep(HANDOFF_GRACE)
-    pool.stop(pool.call_limit)
+    pool.stop()
     if slots is not None:
         slots.close()
     with contextlib.suppress(FileNotFoundError):

@@ -150,3 +150,16 @@ def stop_helper(plugin: Path, run_dir: Path) -> None:
     """Stops the resident helper of `plugin` in `run_dir` (and waits for it)."""
     subprocess.run([str(plugin), "--resident-stop"], capture_output=True, timeout=60,
                    env={"PATH": BARE_PATH, "CNILAB_RUN_DIR": str(run_dir)})
+
+
+def children_of(pid: int) -> list[int]:
+    """Live (not zombie) children of `pid`."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == str(pid) and fields[0] != "Z":
+            found.append(int(stat_file.parent.name))
+    return found

@@ -13,12 +13,14 @@ Stable API:
 """
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
 import pytest
 from cnitest import (  # noqa: F401  (re-exported for modules that import from here)
+    BARE_PATH,
     CNI_PATH,
     PYTHON,
     REPO,
@@ -32,7 +34,9 @@ from cnitest import (  # noqa: F401  (re-exported for modules that import from h
     ns_run,
     routes,
     run_plugin,
+    stop_helper,
     unique_ns_name,
+    wait_for,
 )
 
 
@@ -43,6 +47,37 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
     out = tmp_path_factory.mktemp("dist") / "cnilab"
     return out, build.build(out)
+
+
+@pytest.fixture
+def live_helper(built: tuple[Path, str], tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """This build's helper, up and taking shell callers, in a private run directory."""
+    from plugin.delivery import handoff
+
+    path, ident = built
+    run_dir = tmp_path / "run"
+    subprocess.run([str(path)], input=b"", env={"PATH": BARE_PATH, "CNI_COMMAND": "VERSION",
+                   "CNILAB_RUN_DIR": str(run_dir)}, capture_output=True, timeout=60, check=True)
+    pid_file = Path(handoff.base_name(str(run_dir), ident, path.stat()) + ".pid")
+    try:
+        assert wait_for(pid_file.exists), "the helper did not start"
+        yield path, run_dir
+    finally:
+        stop_helper(path, run_dir)
+        assert not list(run_dir.glob("resident-*")), "the helper left files behind"
+
+
+@pytest.fixture
+def node_and_pod() -> Iterator[tuple[str, str]]:
+    """A node and a pod namespace (prefix cnp2-) for tests of the real helper."""
+    node, pod = unique_ns_name("cnp2-", "hnode"), unique_ns_name("cnp2-", "hpod")
+    try:
+        create_ns(node)
+        create_ns(pod)
+        yield node, pod
+    finally:
+        delete_ns(node)
+        delete_ns(pod)
 
 
 @pytest.fixture

@@ -199,6 +199,14 @@ CASES: dict[str, Case] = {
                                     needle="CNI_IFNAME"),
     "CNI_CONTAINERID with a slash": Case(4, env=lambda w: {"CNI_CONTAINERID": "a/b"},
                                          needle="CNI_CONTAINERID"),
+    "CNI_CONTAINERID with a trailing newline": Case(4, env=lambda w: {
+        "CNI_CONTAINERID": "ctr1\n"}, needle="CNI_CONTAINERID"),
+    "CNI_CONTAINERID of 10,000 characters": Case(4, env=lambda w: {
+        "CNI_CONTAINERID": "c" * 10_000}, needle="longer than 100 bytes"),
+    "CNI_IFNAME of 15 characters but 30 bytes": Case(4, env=lambda w: {
+        "CNI_IFNAME": "\u00e9" * 15}, needle="15 bytes"),
+    "a network name with a trailing newline": Case(7, stdin=conf_with(name="net\n"),
+                                                   needle="name"),
     "CNI_ARGS without =": Case(4, env=lambda w: {"CNI_ARGS": "IgnoreUnknown"},
                                needle="CNI_ARGS"),
     "no CNI_NETNS": Case(4, env=lambda w: {"CNI_NETNS": ""}, needle="CNI_NETNS"),

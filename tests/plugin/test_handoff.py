@@ -21,14 +21,10 @@ from pathlib import Path
 import pytest
 from cnitest import (
     BARE_PATH,
-    create_ns,
-    delete_ns,
     host_local_conf,
     leases,
     links,
     run_plugin,
-    stop_helper,
-    unique_ns_name,
     wait_for,
 )
 
@@ -43,34 +39,6 @@ def _execs(trace: Path) -> list[str]:
 
 
 # -- the real helper ---------------------------------------------------------------------------
-
-@pytest.fixture
-def live_helper(built, tmp_path):
-    """This build's helper, up and taking shell callers, in a private run directory."""
-    path, ident = built
-    run_dir = tmp_path / "run"
-    subprocess.run([str(path)], input=b"", env={"PATH": BARE_PATH, "CNI_COMMAND": "VERSION",
-                   "CNILAB_RUN_DIR": str(run_dir)}, capture_output=True, timeout=60, check=True)
-    pid_file = Path(handoff.base_name(str(run_dir), ident, path.stat()) + ".pid")
-    try:
-        assert wait_for(pid_file.exists), "the helper did not start"
-        yield path, run_dir
-    finally:
-        stop_helper(path, run_dir)
-        assert not list(run_dir.glob("resident-*")), "the helper left files behind"
-
-
-@pytest.fixture
-def node_and_pod():
-    node, pod = unique_ns_name("cnp2-", "hnode"), unique_ns_name("cnp2-", "hpod")
-    try:
-        create_ns(node)
-        create_ns(pod)
-        yield node, pod
-    finally:
-        delete_ns(node)
-        delete_ns(pod)
-
 
 @pytest.mark.root
 def test_calls_through_the_shell_handoff_start_no_python(live_helper, node_and_pod, tmp_path):
@@ -242,7 +210,8 @@ def _version_answer(result) -> dict:
     return body
 
 
-def test_a_served_call_gets_its_output_and_exit_code_and_frees_its_slot(built, helper_side):
+def test_a_served_call_gets_its_output_and_exit_code_and_its_slot_is_freed_once_it_exits(
+        built, helper_side):
     path, _ = built
     caller = _caller(path, helper_side.run_dir, b'{"the": "config"}', CNI_COMMAND="ADD")
     record = helper_side.next_record()
@@ -250,17 +219,20 @@ def test_a_served_call_gets_its_output_and_exit_code_and_frees_its_slot(built, h
     assert pid == caller.pid
     seen = {}
 
-    def run(env, stdin):
-        seen.update(env=dict(env), stdin=stdin)
+    def run(env, stdin, gone):
+        seen.update(env=dict(env), stdin=stdin, gone=gone())
         return 3, "the result\n", "a log line\n"
 
     handoff.serve(record, helper_side.directory, lambda where: None, run,
-                  lambda s, p: seen.update(taken=(s, p)))
+                  lambda s, p, env: seen.update(taken=(s, p)))
+    lock = Path(handoff.slot_lock(helper_side.directory, slot))
+    assert lock.exists(), "the slot was freed before its caller exited"
     assert _finish(caller) == (3, "the result\n", "a log line\n")
     assert seen["stdin"] == b'{"the": "config"}' and seen["env"]["CNI_COMMAND"] == "ADD"
-    assert seen["taken"] == (slot, pid)
-    assert not Path(handoff.slot_lock(helper_side.directory, slot)).exists()
-    assert not Path(handoff.slot_taken(helper_side.directory, slot)).exists()
+    assert seen["taken"] == (slot, pid) and seen["gone"] is False
+    helper_side.slots.watch({})  # the caller has exited: its slot is free again
+    assert not lock.exists()
+    assert not Path(handoff.slot_taken(helper_side.directory, slot, pid)).exists()
 
 
 def test_f_makes_the_caller_run_the_call_itself(built, helper_side):
@@ -277,10 +249,11 @@ def test_resident_false_sends_the_config_back_to_run_in_process(built, helper_si
     caller = _caller(path, helper_side.run_dir, config, CNI_COMMAND="VERSION")
     record = helper_side.next_record()
 
-    def run(env, stdin):
+    def run(env, stdin, gone):
         raise AssertionError("a resident: false call ran in the helper")
 
-    handoff.serve(record, helper_side.directory, lambda where: None, run, lambda s, p: None)
+    handoff.serve(record, helper_side.directory, lambda where: None, run,
+                  lambda s, p, env: None)
     assert _version_answer(_finish(caller))["supportedVersions"][0] == "0.3.0"
 
 
@@ -288,7 +261,7 @@ def _worker_dies(side: FakeHelperSide, record: bytes, *, started: bool) -> None:
     """A worker that claimed the call (and maybe started it), then died."""
     slot, pid = handoff.parse_record(record)
     assert _waiting_on_its_slot(side, slot, pid)
-    assert handoff.claim(side.directory, slot, _dead_pid())
+    assert handoff.claim(side.directory, slot, pid, _dead_pid())
     if started:
         fd = os.open(handoff.slot_fifo(side.directory, slot), os.O_WRONLY | os.O_NONBLOCK)
         os.write(fd, handoff.line(pid, "S"))
@@ -325,19 +298,21 @@ def test_a_record_no_worker_took_is_answered_and_cannot_be_taken_later(built, he
     _version_answer(_finish(caller))
     ran = []
     handoff.serve(record, helper_side.directory, lambda where: None,
-                  lambda env, stdin: ran.append(1) or (0, "", ""), lambda s, p: None)
+                  lambda env, stdin, gone: ran.append(1) or (0, "", ""),
+                  lambda s, p, env: None)
     assert ran == [], "a call answered as lost ran after all"
 
 
-def test_a_worker_stuck_past_its_deadline_is_named_for_killing(built, helper_side):
+def test_a_worker_killed_before_it_started_lets_the_caller_run_the_call(built, helper_side):
     path, _ = built
     caller = _caller(path, helper_side.run_dir, b"", CNI_COMMAND="VERSION")
     slot, pid = handoff.parse_record(helper_side.next_record())
     assert _waiting_on_its_slot(helper_side, slot, pid)
-    assert handoff.claim(helper_side.directory, slot, 4242)
-    assert helper_side.slots.watch({4242: time.monotonic() + 60}) == []
-    assert helper_side.slots.watch({4242: time.monotonic() - 1}) == [4242]
-    helper_side.slots.watch({})  # ...killed: now its claim has no live owner
+    assert handoff.claim(helper_side.directory, slot, pid, 4242)
+    helper_side.slots.watch({4242: time.monotonic() + 60})  # busy in its call: left alone
+    time.sleep(0.3)
+    assert caller.poll() is None
+    helper_side.slots.watch({})  # ...killed (resident._Pool.stuck): no live owner now
     _version_answer(_finish(caller))  # it never wrote S: the caller ran the call
 
 
@@ -364,7 +339,7 @@ def test_a_caller_reading_end_of_file_defers_to_a_worker_that_claimed_first(buil
     slot, pid = handoff.parse_record(record)
     assert _waiting_on_its_slot(helper_side, slot, pid)
     worker_end = os.open(handoff.slot_fifo(helper_side.directory, slot), os.O_WRONLY)
-    assert handoff.claim(helper_side.directory, slot, os.getpid())
+    assert handoff.claim(helper_side.directory, slot, pid, os.getpid())
     helper_side.killed()  # the parent is gone; this "worker" holds its writer
     time.sleep(0.3)
     assert caller.poll() is None, "the caller ran a call a worker had claimed"
@@ -428,22 +403,46 @@ def test_a_stale_pid_file_full_slots_or_a_foreign_owner_mean_in_process(built, h
     assert not select.select([helper_side.slots.requests], [], [], 0)[0], "a record was sent"
 
 
-def test_watch_frees_the_slots_of_callers_that_died_with_a_fresh_fifo(helper_side):
+def _holding_lock(lock: Path, write_pid: bool) -> subprocess.Popen:
+    """A process with `lock` open at LOCK_FD, as a waiting caller has (pid written or not)."""
+    write = f"echo $$ >&{handoff.LOCK_FD}; " if write_pid else ""
+    proc = subprocess.Popen(["sh", "-c", f'exec {handoff.LOCK_FD}>>"{lock}"; {write}'
+                             f'echo ready; exec sleep 60'], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    return proc
+
+
+def test_watch_frees_the_slots_of_callers_that_are_gone_and_only_those(helper_side):
     directory = helper_side.directory
-    locks = {slot: Path(handoff.slot_lock(directory, slot)) for slot in range(4)}
+    locks = {slot: Path(handoff.slot_lock(directory, slot)) for slot in range(6)}
     locks[0].write_text(f"{_dead_pid()}\n")  # died holding it
-    locks[1].write_text(f"{os.getpid()}\n")  # alive: a call in progress
-    locks[2].write_text("")  # created, pid not written yet
-    locks[3].write_text(f"{_dead_pid()}\n")  # died, but only just
-    fifo = Path(handoff.slot_fifo(directory, 0))
-    before = fifo.stat().st_ino
-    later = time.time() + handoff.STALE_LOCK_AGE + 1
-    for slot in (0, 1, 2):
-        os.utime(locks[slot], (later - handoff.STALE_LOCK_AGE - 1.5,) * 2)
-    os.utime(locks[3], (later - 0.5,) * 2)
-    helper_side.slots.watch({}, now=later)
-    assert [slot for slot, lock in locks.items() if lock.exists()] == [1, 2, 3]
-    assert fifo.stat().st_ino != before, "a dead caller's FIFO was not renewed"
+    holders = [_holding_lock(locks[1], True),  # alive: a call in progress
+               _holding_lock(locks[2], False)]  # alive, its pid not written yet
+    try:
+        locks[3].write_text("")  # created, then its writer died before writing its pid
+        locks[4].write_text(f"{os.getpid()}\n")  # a live pid, but not the lock's holder
+        locks[5].write_text("")  # created just now, pid not written yet
+        fifo = Path(handoff.slot_fifo(directory, 0))
+        before = fifo.stat().st_ino
+        later = time.time() + handoff.STALE_LOCK_AGE + 1
+        for slot in range(5):
+            os.utime(locks[slot], (later - handoff.STALE_LOCK_AGE - 1.5,) * 2)
+        os.utime(locks[5], (later - 0.5,) * 2)
+        helper_side.slots.watch({}, now=later)
+        assert [slot for slot, lock in locks.items() if lock.exists()] == [1, 2, 5]
+        assert fifo.stat().st_ino != before, "a dead caller's FIFO was not renewed"
+        # The live caller is followed: its exit frees its slot at once.
+        assert len(helper_side.slots.pidfds()) == 1
+        holders[0].kill()
+        holders[0].wait()
+        ready, _, _ = select.select(helper_side.slots.pidfds(), [], [], 5)
+        assert ready
+        helper_side.slots.exited(ready[0])
+        assert not locks[1].exists() and locks[2].exists()
+    finally:
+        for proc in holders:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.mark.parametrize("record", [b"", b"1 2\n", b"x y".ljust(31) + b"\n",

@@ -22,6 +22,7 @@ from cnitest import (
     BARE_PATH,
     CNI_PATH,
     REPO,
+    children_of,
     create_ns,
     delete_ns,
     host_local_conf,
@@ -86,18 +87,6 @@ def environ_of(pid: int) -> bytes:
         return Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return b""
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[1] == str(pid) and fields[0] != "Z":
-            found.append(int(stat_file.parent.name))
-    return found
 
 
 def call(plugin: Path, run_dir: Path, command: str, stdin: bytes = b"", cwd=None,
@@ -180,8 +169,14 @@ def test_parallel_adds_over_the_helper_get_distinct_addresses(
 def test_helper_exits_when_idle_and_cleans_up(built, run_dir):
     path, ident = built
     d, _ = run_dir
-    call(path, d, "VERSION", CNILAB_RESIDENT_IDLE="1")
+    call(path, d, "VERSION", CNILAB_RESIDENT_IDLE="1")  # in-process: starts the helper
     helper = helper_of(d, ident, path)
+    assert is_resident(helper)
+    assert b"CNILAB_RESIDENT_IDLE" not in environ_of(helper), "it took the first call's"
+    assert wait_for(lambda: served_version(path, d) == "plain")
+    time.sleep(2)
+    assert is_resident(helper), "it idled out on the first call's setting"
+    call(path, d, "VERSION", CNILAB_RESIDENT_IDLE="1")  # served: the setting of that call
     assert wait_for(lambda: not is_resident(helper), timeout=20)
     assert wait_for(lambda: not list(d.glob("resident-*")), timeout=5)
 
