@@ -34,10 +34,19 @@ def ns_run(ns: str, *argv: str, check: bool = False,
                           check=check, input=input, timeout=60)
 
 
+# What a new namespace starts with in these tests, whatever the host has: a new netns copies
+# the host's IPv4 settings (net.core.devconf_inherit_init_net = 0), so a host that forwards
+# (libvirt, docker, Kubernetes) would otherwise hand every test forwarding already on.
+BASELINE_SYSCTLS = ("net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0",
+                    "net.ipv6.conf.default.forwarding=0")
+
+
 def create_ns(name: str) -> None:
     subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
     subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True,
                    capture_output=True)
+    subprocess.run(["ip", "netns", "exec", name, "sysctl", "-qw", *BASELINE_SYSCTLS],
+                   check=True, capture_output=True)
 
 
 def delete_ns(name: str) -> None:
