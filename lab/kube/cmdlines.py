@@ -132,6 +132,25 @@ def parse_interface(output: str) -> str | None:
     return None
 
 
+# Kubernetes assumes a way out: flannel looks for the default route's interface, and a pod
+# reaching the API through the kubernetes Service (multus-daemon asking for a pod UID) needs a
+# route for 10.43.0.1 before kube-proxy's DNAT ever sees the packet. A node on an isolated lab
+# network has none, so it gets one on the lab interface itself: no gateway, so a packet for
+# anything outside the lab asks the lab segment who has it and goes nowhere. A high metric
+# leaves any real default route in charge.
+LAB_DEFAULT_METRIC = 4242
+
+
+def default_route_on(iface: str, families: Sequence[int]) -> str:
+    """A shell line adding `default dev IFACE` per family where the node has no default route
+    (idempotent; a node whose lab interface is missing is left alone), printing each added."""
+    q = shlex.quote(iface)
+    steps = [f"ip -{f} route show default | grep -q . || "
+             f"{{ ip -{f} route add default dev {q} metric {LAB_DEFAULT_METRIC} && "
+             f"echo IPv{f}; }}" for f in families]
+    return f"[ -e /sys/class/net/{q} ] || exit 0; " + "; ".join(steps)
+
+
 # Where a node may already have the plugins a cluster network needs beside its own: Debian's
 # containernetworking-plugins, and the ones K3s unpacks (its flannel setup uses them).
 SUPPORT_PLUGIN_SOURCES = ("/usr/lib/cni", "/var/lib/rancher/k3s/data/current/bin")

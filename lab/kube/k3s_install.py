@@ -133,6 +133,24 @@ def node_facts(ctx: ActionContext, node: Node) -> cmdlines.NodeFacts:
                               resolve_inputs(ctx.config).pause_image, other_ips=others)
 
 
+def give_a_way_out(ctx: ActionContext, node: Node) -> None:
+    """A node without a default route gets one on its lab interface, per family it uses
+    (cmdlines.default_route_on says why K3s needs it and why nothing leaves the lab)."""
+    from lab.runtime.network import node_addresses
+
+    res = node.run(cmdlines.interface_of(node.address), timeout=30)
+    iface = k3s_settings(ctx).flannel_iface or (cmdlines.parse_interface(res.stdout)
+                                                 if res.ok else None)
+    if iface is None:
+        return          # node_facts names the missing interface where K3s needs it
+    families = sorted(node_addresses(ctx.config, node))
+    added = sh(node, cmdlines.default_route_on(iface, families), timeout=30,
+               what="cannot add a default route on the lab interface").stdout.split()
+    if added and ctx.report:
+        ctx.report(f"{node.name}: no default route; {', '.join(added)} default via {iface} "
+                   "(the lab network: nothing leaves it)")
+
+
 def crash_loop(node: Node, role: str, limit: int = 2) -> LabError | None:
     """An error with the journal's tail when systemd keeps restarting K3s on node, else None:
     a unit that crashed twice will not come up by waiting longer."""
@@ -174,6 +192,7 @@ class InstallK3sServer:
         server, _ = split_roles(ctx.config, ctx.nodes)
         adopt_server_token(ctx, server)
         install_k3s_files(ctx, server)
+        give_a_way_out(ctx, server)
         cidrs = [str(net) for net in ctx.config.network.pod_nets.values()]
         start_k3s(ctx, server, cmdlines.server_args(settings, node_facts(ctx, server), cidrs))
 
@@ -203,6 +222,7 @@ class InstallK3sAgents:
 
         def install(agent: Node) -> None:
             install_k3s_files(ctx, agent)
+            give_a_way_out(ctx, agent)
             start_k3s(ctx, agent, cmdlines.agent_args(settings, node_facts(ctx, agent),
                                                        server.address))
 

@@ -143,3 +143,10 @@ def test_dual_stack_primary_cluster_flags_exact():
     single = c.server_args(s, c.NodeFacts("n1", "10.97.0.11"), ["10.244.0.0/16"])
     assert "--service-cidr" not in single
     assert single[single.index("--node-ip") + 1] == "10.97.0.11"
+
+
+def test_default_route_on_the_lab_interface_exact():
+    assert c.default_route_on("eth1", [4]) == (
+        "[ -e /sys/class/net/eth1 ] || exit 0; ip -4 route show default | grep -q . || "
+        "{ ip -4 route add default dev eth1 metric 4242 && echo IPv4; }")
+    assert "ip -6 route add default dev 'a b'" in c.default_route_on("a b", [4, 6])
