@@ -5,6 +5,7 @@
     lab image path [IMAGE]        where an image is (built, downloaded, or --fetch it now)
     lab image pod [-o DIR]        the scenario pod image and a pause image as tarballs for
                                   k3s.images (air-gapped clusters import them at start)
+    lab image multus --from DIR   the Multus daemonset image around binaries built from source
 """
 from __future__ import annotations
 
@@ -46,6 +47,27 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     pod.add_argument("--force", action="store_true", help="rebuild even if current")
     pod.add_argument("--mirror", default=None,
                      help="Debian mirror (default: the one apt on this machine uses)")
+    multus = subcommands.add_parser(
+        "multus", parents=common,
+        help="build the Multus daemonset image from Multus binaries (K3s air-gap)",
+        description="Builds the Multus daemonset image (thick: multus-daemon, multus-shim, "
+                    "install_multus; thin: multus, thin_entrypoint, install_multus) from "
+                    "Debian packages around binaries built from Multus's source, named as "
+                    "upstream's image so the daemonset finds it without a pull; saved as a "
+                    "tarball for the airgap folder.")
+    multus.add_argument("--from", dest="binaries", type=Path, required=True, metavar="DIR",
+                        help="folder holding the Multus binaries (hack/build-go.sh's bin/)")
+    multus.add_argument("--version", default=None,
+                        help="Multus release the binaries are (default: [multus] version of "
+                             "the config, else the default release)")
+    multus.add_argument("--flavor", choices=("thick", "thin"), default=None,
+                        help="image flavor (default: [multus] flavor of the config, else thick)")
+    multus.add_argument("-o", "--output", type=Path, default=None,
+                        help="folder for the tarball (default: /var/cache/cnilab/pod-images "
+                             "as root)")
+    multus.add_argument("--force", action="store_true", help="rebuild even if current")
+    multus.add_argument("--mirror", default=None,
+                        help="Debian mirror (default: the one apt on this machine uses)")
     path = subcommands.add_parser("path", parents=common, help="print the local path of an image")
     path.add_argument("image", nargs="?", default=None,
                       help="image name, path or URL (default: the config's [libvirt] image, "
@@ -72,6 +94,25 @@ def _configured_image(args: argparse.Namespace) -> str:
     return BUILT_IMAGE_NAME
 
 
+def _build_multus(args: argparse.Namespace) -> int:
+    from lab.config.k3s import MULTUS_DEFAULT_VERSION, MultusSettings
+    from lab.kube.pod_images import build_pod_images, multus_image
+
+    configured = MultusSettings()
+    config_path = getattr(args, "config", None)
+    if config_path is not None and Path(config_path).is_file():
+        from lab.cli._common import config_from
+
+        configured = config_from(args).multus or configured
+    version = args.version or configured.version or MULTUS_DEFAULT_VERSION
+    image = multus_image(args.binaries, version, args.flavor or configured.flavor)
+    for built, path, _seconds in build_pod_images(args.output, mirror=args.mirror,
+                                                  force=args.force, report=_say,
+                                                  images=(image,)):
+        print(f"{built.ref}\t{path}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from lab.nodes.providers.libvirt import image_build, images
 
@@ -82,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
                                                       force=args.force, report=_say):
             print(f"{pod_image.ref}\t{path}")
         return 0
+    if args.image_command == "multus":
+        return _build_multus(args)
     cache: Path = args.cache or image_build.default_cache_dir()
     if args.image_command == "build":
         built, seconds = image_build.build_image(cache, mirror=args.mirror, force=args.force,

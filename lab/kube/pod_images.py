@@ -4,6 +4,10 @@ saved as docker-archive tarballs that K3s imports air-gapped (what `kind load` g
     cnilab-pod.tar    localhost/cnilab/pod:bookworm-N     ip, ping, iperf3, python3 (TCP echo)
     cnilab-pause.tar  localhost/cnilab/pause:bookworm-N   catatonit -P as the sandbox process
 
+`lab image multus --from DIR` builds the Multus daemonset image the same way around binaries
+built from Multus's public source (upstream's image is Debian plus those binaries), named as
+upstream names it so the daemonset manifest finds it without a pull.
+
 mmdebstrap writes each root filesystem as a tarball; podman (Debian's package) turns it into an
 image and saves it. podman, not a hand-written archive writer: it computes the layer digests,
 the image config and the manifest every runtime reads, and `podman load` can check the result.
@@ -46,11 +50,16 @@ class PodImage:
     variant: str
     packages: tuple[str, ...]
     changes: tuple[str, ...]      # podman import --change lines (Dockerfile syntax)
+    files: tuple[tuple[Path, str], ...] = ()   # harness file -> folder in the image
 
     def recipe(self, mirror: str) -> dict[str, object]:
-        return {"version": RECIPE_VERSION, "suite": SUITE, "mirror": mirror, "ref": self.ref,
-                "variant": self.variant, "packages": list(self.packages),
-                "changes": list(self.changes), "excludes": list(_EXCLUDES)}
+        recipe: dict[str, object] = {
+            "version": RECIPE_VERSION, "suite": SUITE, "mirror": mirror, "ref": self.ref,
+            "variant": self.variant, "packages": list(self.packages),
+            "changes": list(self.changes), "excludes": list(_EXCLUDES)}
+        if self.files:      # a new binary is a new image
+            recipe["files"] = [[_digest(local), folder] for local, folder in self.files]
+        return recipe
 
     def recipe_key(self, mirror: str) -> str:
         blob = json.dumps(self.recipe(mirror), sort_keys=True).encode()
@@ -70,6 +79,48 @@ PAUSE_IMAGE = PodImage(
 IMAGES = (POD_IMAGE, PAUSE_IMAGE)
 
 
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# Multus's binaries per flavor, as upstream's images lay them out (Dockerfile.thick / the thin
+# Dockerfile): everything in /usr/src/multus-cni/bin, the thin entrypoints also at /.
+MULTUS_BIN = "/usr/src/multus-cni/bin"
+MULTUS_NEEDS = {"thick": ("multus-daemon", "multus-shim", "install_multus"),
+                "thin": ("multus", "thin_entrypoint", "install_multus")}
+MULTUS_OPTIONAL = ("kubeconfig_generator", "passthru", "cert-approver")
+MULTUS_AT_ROOT = {"thin": ("thin_entrypoint", "install_multus"), "thick": ()}
+
+
+def multus_image(binaries: Path, version: str, flavor: str) -> PodImage:
+    """The Multus daemonset image of `version`/`flavor` around the binaries in `binaries`,
+    named as upstream's (the manifest's default image), or an error naming what is missing."""
+    from lab.config.k3s import MultusSettings
+
+    if flavor not in MULTUS_NEEDS:
+        raise LabError(f"unknown Multus flavor {flavor!r}", hint="use thick or thin")
+    binaries = binaries.absolute()
+    if any(c.isspace() for c in str(binaries)):   # mmdebstrap's copy-in splits on spaces
+        raise LabError(f"--from {binaries}: a folder whose path has no spaces, please",
+                       hint="copy or link the binaries to such a folder")
+    missing = [name for name in MULTUS_NEEDS[flavor] if not (binaries / name).is_file()]
+    if missing:
+        raise LabError(f"{binaries} lacks the Multus {flavor} binaries {', '.join(missing)}",
+                       hint="build them from k8snetworkplumbingwg/multus-cni (its "
+                            "hack/build-go.sh) and point --from at the folder holding them")
+    names = [*MULTUS_NEEDS[flavor],
+             *(n for n in MULTUS_OPTIONAL if (binaries / n).is_file())]
+    files = [(binaries / name, MULTUS_BIN) for name in names]
+    files += [(binaries / name, "/") for name in MULTUS_AT_ROOT[flavor]]
+    ref = MultusSettings.model_validate({"version": version, "flavor": flavor}).image_ref
+    return PodImage(file=f"cnilab-multus-{version}-{flavor}.tar", ref=ref, variant="essential",
+                    packages=("ca-certificates",), changes=(), files=tuple(files))
+
+
 def default_output_dir() -> Path:
     if os.geteuid() == 0:
         return SYSTEM_DIR
@@ -80,6 +131,10 @@ def mmdebstrap_argv(image: PodImage, rootfs_tar: Path, mirror: str) -> list[str]
     argv = ["mmdebstrap", f"--variant={image.variant}", "--mode=root", "--format=tar",
             "--include=" + ",".join(image.packages)]
     argv += [f"--dpkgopt=path-exclude={pattern}" for pattern in _EXCLUDES]
+    for folder in sorted({folder for _, folder in image.files}):
+        argv.append(f'--customize-hook=mkdir -p "$1{folder}"')
+    for local, folder in image.files:
+        argv.append(f"--customize-hook=copy-in {local} {folder}")
     return [*argv, SUITE, str(rootfs_tar), *apt_sources(mirror, SUITE)]
 
 
@@ -152,9 +207,11 @@ def build_one(image: PodImage, out_dir: Path, mirror: str, *, force: bool = Fals
 
 
 def build_pod_images(out_dir: Path | None = None, *, mirror: str | None = None,
-                     force: bool = False, report: Callable[[str], None] | None = None
+                     force: bool = False, report: Callable[[str], None] | None = None,
+                     images: tuple[PodImage, ...] = IMAGES,
                      ) -> list[tuple[PodImage, Path, float | None]]:
-    """Both images into out_dir (default: /var/cache/cnilab/pod-images as root)."""
+    """The images (default: pod and pause) into out_dir (default: /var/cache/cnilab/pod-images
+    as root)."""
     if os.geteuid() != 0:
         raise LabError("lab image pod needs root (mmdebstrap --mode=root)",
                        hint="run it with sudo")
@@ -162,4 +219,4 @@ def build_pod_images(out_dir: Path | None = None, *, mirror: str | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     mirror = mirror or apt_mirror()
     return [(image, *build_one(image, out_dir, mirror, force=force, report=report))
-            for image in IMAGES]
+            for image in images]

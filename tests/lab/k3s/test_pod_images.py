@@ -78,3 +78,56 @@ def test_pod_and_pause_images_are_built_from_debian_and_readable(tmp_path, capsy
     mtime = (tmp_path / p.POD_IMAGE_FILE).stat().st_mtime_ns
     assert main(["image", "pod", "-o", str(tmp_path)]) == 0
     assert (tmp_path / p.POD_IMAGE_FILE).stat().st_mtime_ns == mtime
+
+
+def _multus_binaries(folder: Path, names: tuple[str, ...]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_text(f"#!/bin/sh\necho {name}\n")
+        (folder / name).chmod(0o755)
+    return folder
+
+
+def test_the_multus_image_is_named_as_upstream_and_carries_its_binaries(tmp_path):
+    bins = _multus_binaries(tmp_path / "bin", p.MULTUS_NEEDS["thick"] + ("passthru",))
+    image = p.multus_image(bins, "v4.2.4", "thick")
+    assert image.ref == "ghcr.io/k8snetworkplumbingwg/multus-cni:v4.2.4-thick"
+    assert image.file == "cnilab-multus-v4.2.4-thick.tar"
+    argv = p.mmdebstrap_argv(image, Path("/x/rootfs.tar"), "http://m/debian")
+    assert '--customize-hook=mkdir -p "$1/usr/src/multus-cni/bin"' in argv
+    for name in ("multus-daemon", "multus-shim", "install_multus", "passthru"):
+        assert f"--customize-hook=copy-in {bins / name} /usr/src/multus-cni/bin" in argv
+    thin = p.multus_image(_multus_binaries(tmp_path / "thin", p.MULTUS_NEEDS["thin"]),
+                          "v4.0.2", "thin")
+    assert thin.ref == "ghcr.io/k8snetworkplumbingwg/multus-cni:v4.0.2"
+    assert (tmp_path / "thin" / "thin_entrypoint", "/") in thin.files
+    # another binary is another image
+    key = image.recipe_key("http://m/debian")
+    (bins / "multus-daemon").write_text("#!/bin/sh\necho rebuilt\n")
+    assert p.multus_image(bins, "v4.2.4", "thick").recipe_key("http://m/debian") != key
+
+
+def test_a_multus_folder_without_its_binaries_is_named_with_the_fix(tmp_path):
+    bins = _multus_binaries(tmp_path / "bin", ("multus-daemon",))
+    with pytest.raises(p.LabError, match="lacks the Multus thick binaries multus-shim, "
+                                         "install_multus") as e:
+        p.multus_image(bins, "v4.2.4", "thick")
+    assert "hack/build-go.sh" in e.value.hint
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_lab_image_multus_builds_a_loadable_daemonset_image(tmp_path, capsys):
+    if os.geteuid() != 0:
+        pytest.skip("mmdebstrap --mode=root needs root")
+    bins = _multus_binaries(tmp_path / "bin", p.MULTUS_NEEDS["thick"])
+    out = tmp_path / "out"
+    assert main(["image", "multus", "--from", str(bins), "--version", "v4.2.4",
+                 "-o", str(out)]) == 0
+    ref = "ghcr.io/k8snetworkplumbingwg/multus-cni:v4.2.4-thick"
+    assert capsys.readouterr().out.split() == [ref, str(out / "cnilab-multus-v4.2.4-thick.tar")]
+    manifest, _config, files = _archive(out / "cnilab-multus-v4.2.4-thick.tar")
+    assert manifest["RepoTags"] == [ref]
+    for name in p.MULTUS_NEEDS["thick"]:
+        assert f"usr/src/multus-cni/bin/{name}" in files
+    assert "usr/bin/cp" in files or "bin/cp" in files   # the daemonset's shell steps
