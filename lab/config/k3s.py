@@ -28,6 +28,7 @@ MULTUS_DEFAULT_VERSION = "v4.2.4"
 
 _K3S_VERSION = re.compile(r"^v1\.(\d+)\.(\d+)(?:-rc\d+)?\+k3s\d+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(?::\d+)?(?:/[A-Za-z0-9._~%/+\-]*)?")
 # Flags the harness sets itself: a user copy would fight ours (and --token would print the secret
 # into the unit file and `ps`).
 _RESERVED_ARGS = ("--token", "--token-file", "--node-ip", "--node-name", "--server",
@@ -52,6 +53,12 @@ class K3sSettings(BaseModel):
     arch: Literal["amd64", "arm64"] = "amd64"
     # connected: checksum of the release binary, required for versions we have no pin for.
     sha256: str | None = None
+    # connected, behind a corporate mirror: where <version>/k3s[-arm64] is downloaded from
+    # instead of GitHub's release pages (the same layout); the checksum is still checked.
+    download_base: str | None = None
+    # connected: one registry mirror for every image the lab pulls (K3s's registries.yaml,
+    # each registry the images name -> this endpoint), e.g. "http://10.99.0.1:5000".
+    registry_mirror: str | None = None
     # airgap: one folder holding what the nodes need (lab.kube.airgap says what it looks for);
     # default $CNILAB_AIRGAP_DIR, else ./airgap. `binary` and `images` name files explicitly:
     # the k3s binary (copied to /usr/local/bin/k3s on each node) and image tarballs (copied to
@@ -103,6 +110,14 @@ class K3sSettings(BaseModel):
             raise ValueError("must be 64 hex characters (the line for `k3s` in the release's "
                              "sha256sum-<arch>.txt)")
         return digest.lower() if digest else digest
+
+    @field_validator("download_base", "registry_mirror")
+    @classmethod
+    def _plain_url(cls, url: str | None) -> str | None:
+        if url is not None and not _URL.fullmatch(url):
+            raise ValueError(f"{url!r} is not an http(s) URL like http://10.99.0.1:5000 (no "
+                             "spaces, quotes or shell characters)")
+        return url.rstrip("/") if url else url
 
     @field_validator("server_args", "agent_args")
     @classmethod

@@ -7,6 +7,7 @@ The flags used exist in every K3s release from v1.21 on.
 """
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,9 +35,9 @@ def binary_name(arch: str) -> str:
     return "k3s" if arch == "amd64" else f"k3s-{arch}"
 
 
-def download_url(version: str, arch: str) -> str:
+def download_url(version: str, arch: str, base: str | None = None) -> str:
     # "+" in the tag must be escaped in the URL path, else some proxies read it as a space.
-    return f"{RELEASES}/{quote(version, safe='')}/{binary_name(arch)}"
+    return f"{base or RELEASES}/{quote(version, safe='')}/{binary_name(arch)}"
 
 
 def binary_matches(sha256: str, path: str = K3S_BIN) -> str:
@@ -44,16 +45,37 @@ def binary_matches(sha256: str, path: str = K3S_BIN) -> str:
     return f"echo {q(sha256 + '  ' + path)} | sha256sum -c --status - 2>/dev/null"
 
 
-def install_binary_connected(version: str, arch: str, sha256: str) -> str:
-    """Downloads the pinned release binary on the node, verifies it, then moves it into place."""
+def install_binary_connected(version: str, arch: str, sha256: str,
+                             base: str | None = None) -> str:
+    """Downloads the pinned release binary on the node (from `base` when set: a mirror of the
+    release pages), verifies it, then moves it into place."""
     tmp = f"{K3S_BIN}.cnilab-download"
     return (
         f"{binary_matches(sha256)} && exit 0; "
-        f"set -e; curl -fsSL --retry 3 -o {tmp} {q(download_url(version, arch))}; "
+        f"set -e; curl -fsSL --retry 3 -o {tmp} {q(download_url(version, arch, base))}; "
         f"if ! {binary_matches(sha256, tmp)}; then rm -f {tmp}; "
         f"echo {q(f'checksum mismatch for K3s {version} ({arch}): expected {sha256}')} >&2; "
         f"exit 1; fi; chmod 0755 {tmp}; mv -f {tmp} {K3S_BIN}"
     )
+
+
+REGISTRIES_PATH = f"{CONFIG_DIR}/registries.yaml"
+
+
+def image_registry(ref: str) -> str:
+    """The registry an image reference pulls from ("nicolaka/netshoot:v0.13" -> docker.io)."""
+    first, _, rest = ref.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def registries_yaml(mirror: str, image_refs: Sequence[str]) -> str:
+    """K3s's registries.yaml sending every registry these images (and K3s's own, on docker.io)
+    name to one mirror. JSON is YAML: no YAML writer needed on either side."""
+    registries = sorted({"docker.io", *(image_registry(r) for r in image_refs)} - {"localhost"})
+    return json.dumps({"mirrors": {r: {"endpoint": [mirror]} for r in registries}},
+                      indent=2) + "\n"
 
 
 def prepare_dirs() -> str:

@@ -18,7 +18,7 @@ from lab.kube.paths import (
     parse_snapshotter,
     read_containerd_config,
 )
-from lab.kube.remote import POLL, parallel, put_if_changed, sh, wait_until
+from lab.kube.remote import POLL, parallel, put_if_changed, sh, wait_until, write_file
 from lab.nodes.ssh import CommandTimeout
 
 TOKEN_FILE = "k3s-token"
@@ -108,10 +108,18 @@ def install_k3s_files(ctx: ActionContext, node: Node) -> None:
     else:
         digest = settings.expected_sha256
         assert digest is not None  # K3sSettings refuses connected mode without one
-        sh(node, cmdlines.install_binary_connected(settings.version, settings.arch, digest),
+        sh(node, cmdlines.install_binary_connected(settings.version, settings.arch, digest,
+                                                   settings.download_base),
            timeout=600, what=f"cannot install K3s {settings.version}")
     for local in inputs.images:
         put_if_changed(node, local, f"{cmdlines.IMAGES_DIR}/{local.name}", 0o644)
+    if settings.registry_mirror:
+        refs = [inputs.pod_image, *([inputs.pause_image] if inputs.pause_image else [])]
+        multus = getattr(ctx.config, "multus", None)
+        if multus is not None and multus.mode == "daemonset":
+            refs.append(multus.image_ref)
+        write_file(node, cmdlines.REGISTRIES_PATH,
+                   cmdlines.registries_yaml(settings.registry_mirror, refs))
 
 
 def node_facts(ctx: ActionContext, node: Node) -> cmdlines.NodeFacts:

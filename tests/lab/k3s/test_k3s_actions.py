@@ -147,6 +147,24 @@ def test_connected_install_keeps_a_verified_binary(tmp_path, make_node):
     assert target.read_bytes() == content
 
 
+def test_a_registry_mirror_reaches_every_node_as_registries_yaml(tmp_path, make_node):
+    """Connected labs behind a mirror: K3s on each node reads registries.yaml naming the
+    mirror for every registry the lab's images come from (pod, Multus, K3s's own)."""
+    import json
+
+    content = b"already installed k3s\n"
+    config = _config(tmp_path, version="v1.30.4+k3s1", registry_mirror="http://10.99.0.1:5000",
+                     sha256=hashlib.sha256(content).hexdigest())
+    node = make_node("node1", "10.99.0.11")
+    target = node.file(cmdlines.K3S_BIN)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(content)
+    k3s_install.install_k3s_files(_ctx(config, [node], tmp_path), node)
+    mirrors = json.loads(node.file(cmdlines.REGISTRIES_PATH).read_text())["mirrors"]
+    assert mirrors == {r: {"endpoint": ["http://10.99.0.1:5000"]}
+                       for r in ("docker.io", "ghcr.io", "registry.local")}
+
+
 def test_agents_join_in_parallel_and_failures_name_nodes(tmp_path, make_node):
     binary, _ = _airgap_inputs(tmp_path)
     config = _config(tmp_path, mode="airgap", binary=str(binary), agent_args=["--node-label=x=y"])

@@ -150,3 +150,34 @@ def test_default_route_on_the_lab_interface_exact():
         "[ -e /sys/class/net/eth1 ] || exit 0; ip -4 route show default | grep -q . || "
         "{ ip -4 route add default dev eth1 metric 4242 && echo IPv4; }")
     assert "ip -6 route add default dev 'a b'" in c.default_route_on("a b", [4, 6])
+
+
+def test_a_download_base_replaces_the_release_pages_and_keeps_the_checksum():
+    line = c.install_binary_connected("v1.35.0+k3s1", "amd64", SHA, "http://10.99.0.1:8080/k3s")
+    assert " http://10.99.0.1:8080/k3s/v1.35.0%2Bk3s1/k3s;" in line
+    assert f"echo '{SHA}  /usr/local/bin/k3s.cnilab-download' | sha256sum -c" in line
+
+
+def test_registries_yaml_sends_every_registry_the_lab_pulls_from_to_the_mirror():
+    import json
+
+    text = c.registries_yaml("http://10.99.0.1:5000", [
+        "docker.io/nicolaka/netshoot:v0.13", "ghcr.io/k8snetworkplumbingwg/multus-cni:v4.2.4-thick",
+        "localhost/cnilab/pause:bookworm-1", "busybox"])
+    assert json.loads(text) == {"mirrors": {
+        "docker.io": {"endpoint": ["http://10.99.0.1:5000"]},
+        "ghcr.io": {"endpoint": ["http://10.99.0.1:5000"]}}}
+    assert c.image_registry("registry.k8s.io/pause:3.9") == "registry.k8s.io"
+    assert c.image_registry("10.0.0.1:5000/x") == "10.0.0.1:5000"
+
+
+def test_mirror_urls_are_checked_before_they_reach_a_shell():
+    import pytest
+    from pydantic import ValidationError
+
+    s = K3sSettings(download_base="http://10.99.0.1:8080/k3s/", registry_mirror="http://m:5000")
+    assert s.download_base == "http://10.99.0.1:8080/k3s"
+    for bad in ("ftp://x", "http://x/$(touch /tmp/x)", "http://x/a b", "http://x/'q'",
+                "http://x\n", "10.0.0.1:5000"):
+        with pytest.raises(ValidationError, match="is not an http"):
+            K3sSettings(registry_mirror=bad)

@@ -42,6 +42,7 @@ PACKAGES = (
     # modprobes br_netfilter and overlay.
     "apparmor", "iptables", "kmod",
     "xdelta3",                      # lab deploy sends a changed plugin as a delta
+    "curl", "ca-certificates",      # connected K3s labs download and check the release binary
 )
 
 # Run by mmdebstrap with $1 = the new root. Each line is a shell command.
