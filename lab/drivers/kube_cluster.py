@@ -114,11 +114,25 @@ def pod_failure(pod: dict[str, Any], events: Sequence[dict[str, Any]]) -> str | 
         waiting = (cs.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in FATAL_WAITING:
             return f"{waiting['reason']}: {waiting.get('message', '')}".strip(": ")
+    seen: dict[str, int] = {}
     for event in events:
-        if (event.get("type") == "Warning" and event.get("reason") in FATAL_EVENTS
-                and int(event.get("count") or 1) >= FATAL_EVENT_REPEATS):
-            return f"{event['reason']} (x{event.get('count')}): {event.get('message', '')}"
+        if event.get("type") != "Warning" or event.get("reason") not in FATAL_EVENTS:
+            continue
+        # newer kubelets repeat an event as new objects or as a series, not only as `count`
+        reason = event["reason"]
+        seen[reason] = seen.get(reason, 0) + event_count(event)
+        if seen[reason] >= FATAL_EVENT_REPEATS:
+            return f"{reason} (x{seen[reason]}): {event.get('message', '')}"
     return None
+
+
+def event_count(event: dict[str, Any]) -> int:
+    """How often an event happened: core/v1's count, else events.k8s.io's series.count."""
+    series = event.get("series") or {}
+    try:
+        return int(event.get("count") or series.get("count") or 1)
+    except (TypeError, ValueError):
+        return 1
 
 
 def events_text(events: Sequence[dict[str, Any]], limit: int = 8) -> str:
@@ -340,7 +354,12 @@ class KubeCluster:
     def _discard(self, name: str) -> None:
         """A pod that failed to start is deleted: a retried scenario must not trip on it."""
         with contextlib.suppress(Exception):   # the original failure is what the user sees
-            self.api.delete_pod(self.namespace, name)
+            self.discard_pod(name)
+
+    def discard_pod(self, name: str) -> None:
+        """Asks for the pod's deletion and returns at once (Ctrl-C: no teardown is awaited;
+        the kubelet still runs the CNI DEL)."""
+        self.api.delete_pod(self.namespace, name)
 
     def _pod(self, pod: dict[str, Any], ip: str) -> KubePod:
         meta, node = pod["metadata"], pod["spec"]["nodeName"]

@@ -11,6 +11,7 @@ Importing this module needs no lab: the options and fixtures only matter when a 
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from collections.abc import Callable, Generator, Iterator
@@ -98,16 +99,34 @@ def node_host() -> Callable[[Node], Any]:
 
 @pytest.fixture
 def pod_factory(cluster: Cluster) -> Iterator[Callable[..., Pod]]:
-    """pod_factory(node, prefix="pod") -> a new Pod on node; all are deleted after the test."""
+    """pod_factory(node, prefix="pod") -> a new Pod on node; all are deleted after the test,
+    a pod whose start was interrupted too."""
     made: list[Pod] = []
+    starting: list[str] = []
 
     def make(node: Node | str, prefix: str = "pod") -> Pod:
         node_name = node if isinstance(node, str) else node.name
-        pod = cluster.create_pod(f"{prefix}-{secrets.token_hex(3)}", node_name)
+        name = f"{prefix}-{secrets.token_hex(3)}"
+        starting.append(name)      # named before it exists: Ctrl-C mid-start still cleans up
+        pod = cluster.create_pod(name, node_name)
+        starting.remove(name)
         made.append(pod)
         return pod
 
     yield make
+
+    if _Interrupt.seen:
+        # Ctrl-C: stop within seconds. Ask for every deletion, wait for no teardown.
+        discard = getattr(cluster, "discard_pod", None)
+        for name in [*starting, *(pod.name for pod in made)]:
+            with contextlib.suppress(Exception):
+                if discard is not None:
+                    discard(name)
+        if discard is None:
+            for pod in made:
+                with contextlib.suppress(Exception):
+                    cluster.delete_pod(pod)
+        return
 
     def delete(pod: Pod) -> str | None:
         try:
@@ -116,11 +135,26 @@ def pod_factory(cluster: Cluster) -> Iterator[Callable[..., Pod]]:
             return e.describe()
         return None
 
+    discard = getattr(cluster, "discard_pod", None)
+    for name in starting:            # a start that failed has deleted its pod already
+        with contextlib.suppress(Exception):
+            if discard is not None:
+                discard(name)
     # At once: on Kubernetes each delete waits for the kubelet's teardown (seconds apiece).
     with ThreadPoolExecutor(max_workers=8) as pool:
         errors = [e for e in pool.map(delete, reversed(made)) if e]
     if errors:
         pytest.fail("deleting the test's pods failed:\n" + "\n".join(errors), pytrace=False)
+
+
+class _Interrupt:
+    seen = False      # one pytest run per process: a class attribute is the run's flag
+
+
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """pytest calls this before it tears the session's fixtures down: that teardown then
+    takes the quick way (pod_factory)."""
+    _Interrupt.seen = True
 
 
 @pytest.hookimpl(wrapper=True)

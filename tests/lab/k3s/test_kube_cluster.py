@@ -256,6 +256,20 @@ def test_a_pod_that_will_not_start_is_told_apart_from_a_slow_one():
         "Warning FailedCreatePodSandBox (x3): x"
 
 
+def test_a_sandbox_failure_repeated_as_new_events_or_a_series_is_fatal_too():
+    """Newer kubelets repeat an event as separate objects or as a series, not as `count`:
+    the second failure is still a pattern, not a hiccup (a v1.28 Multus lab waited 2 min)."""
+    pending = {"status": {"phase": "Pending"}}
+    missing_uid = "CmdAdd (shim): CNI request failed with status 400: missing pod UID"
+    twice = [_event("FailedCreatePodSandBox", None, missing_uid),
+             _event("FailedCreatePodSandBox", None, missing_uid)]
+    verdict = pod_failure(pending, twice)
+    assert verdict is not None and "(x2)" in verdict and "missing pod UID" in verdict
+    series = {"type": "Warning", "reason": "FailedCreatePodSandBox", "message": missing_uid,
+              "series": {"count": 3}}
+    assert "(x3)" in (pod_failure(pending, [series]) or "")
+
+
 def test_exec_status_names_a_command_missing_from_the_image():
     missing = json.dumps({"status": "Failure", "message": (
         "OCI runtime exec failed: exec failed: container_linux.go:380: starting container "
