@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,21 +133,62 @@ def need_after(example: str, factor: float, default: float) -> float:
     return factor * TAKEN[example] if example in TAKEN else default
 
 
+def host_has_address(address: str) -> bool:
+    shown = subprocess.run(["ip", "-o", "addr", "show", "to", address], capture_output=True,
+                           text=True, check=False)
+    return bool(shown.stdout.strip())
+
+
+def up_with_hook(config: Path, env: dict[str, str], timeout: float,
+                 when_address: str, hook: Callable[[], None]) -> subprocess.CompletedProcess[str]:
+    """`lab up`, calling hook once this host holds when_address (the lab network exists:
+    servers for the nodes can listen there, and only there)."""
+    proc = subprocess.Popen([str(BIN / "lab"), "-c", str(config), "up"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+    deadline, hooked = time.monotonic() + timeout, False
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if not hooked and host_has_address(when_address):
+                hook()
+                hooked = True
+            time.sleep(0.5)
+        if proc.poll() is None:
+            proc.kill()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 @contextmanager
-def live_lab(example: str, tmp_path: Path, need_minutes: float) -> Iterator[LiveLab]:
-    """`lab up` of the example; always `lab down`, then nothing of the lab may be left."""
-    folder = airgap_dir()
+def live_lab(example: str, tmp_path: Path, need_minutes: float, *,
+             folder: Path | None = None, edit: Callable[[str], str] | None = None,
+             hook_at: Callable[[str], str] | None = None,
+             hook: Callable[[str], None] | None = None) -> Iterator[LiveLab]:
+    """`lab up` of the example (its text passed through edit, e.g. a mirror setting added);
+    hook(address) runs once this host holds hook_at(config text); always `lab down`, then
+    nothing of the lab may be left."""
+    folder = folder or airgap_dir()
     require_vm_host()
     require_budget(need_minutes, f"a live lab of {example}")
     from lab.nodes.providers.libvirt.image_build import build_image
 
     build_image(report=print)
     config, name = example_copy(example, tmp_path)
+    if edit is not None:
+        config.write_text(edit(config.read_text()))
     env = {**os.environ, "CNILAB_AIRGAP_DIR": str(folder)}
     started = time.monotonic()
     up_ok = False
     try:    # a `lab up` that times out is taken down too
-        up = run_lab("up", config=config, env=env, timeout=within_budget(UP_TIMEOUT))
+        if hook is not None and hook_at is not None:
+            address = hook_at(config.read_text())
+            up = up_with_hook(config, env, within_budget(UP_TIMEOUT), address,
+                              lambda: hook(address))
+        else:
+            up = run_lab("up", config=config, env=env, timeout=within_budget(UP_TIMEOUT))
         seconds = time.monotonic() - started
         assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}"
         up_ok = True

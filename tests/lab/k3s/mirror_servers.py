@@ -62,31 +62,72 @@ def push_images(images: Mapping[Path, Sequence[str]], registry: str, work: Path)
         shutil.rmtree(storage.runroot, ignore_errors=True)
 
 
+class MirrorServers:
+    """The registry's storage is filled first on 127.0.0.1 (prepare), then both servers start
+    on the lab network's host address once it exists (start), so nothing listens anywhere else
+    while the lab runs. stop() ends both; every step may be repeated."""
+
+    def __init__(self, work: Path, images: Mapping[Path, Sequence[str]], binary: Path,
+                 version: str) -> None:
+        self.work, self.images, self.binary, self.version = work, images, binary, version
+        self._registry: subprocess.Popen[bytes] | None = None
+        self._downloads: http.server.ThreadingHTTPServer | None = None
+        self.mirrors: Mirrors | None = None
+
+    def _serve_registry(self, host: str) -> None:
+        config = self.work / f"registry-{host}.yml"
+        config.write_text(_registry_config(self.work / "registry", host))
+        log = (self.work / "registry.log").open("a")
+        self._registry = subprocess.Popen(["docker-registry", "serve", str(config)],
+                                          stdout=subprocess.DEVNULL, stderr=log)
+        log.close()
+        _wait_listening(host, REGISTRY_PORT)
+
+    def _stop_registry(self) -> None:
+        if self._registry is not None:
+            self._registry.terminate()
+            try:
+                self._registry.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._registry.kill()
+                self._registry.wait()
+            self._registry = None
+
+    def prepare(self) -> None:
+        releases = self.work / "releases" / self.version
+        releases.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.binary, releases / "k3s")
+        self._serve_registry("127.0.0.1")
+        try:
+            push_images(self.images, f"127.0.0.1:{REGISTRY_PORT}", self.work)
+        finally:
+            self._stop_registry()
+
+    def start(self, host: str) -> Mirrors:
+        self._serve_registry(host)
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                    directory=str(self.work / "releases"))
+        self._downloads = http.server.ThreadingHTTPServer((host, DOWNLOAD_PORT), handler)
+        threading.Thread(target=self._downloads.serve_forever, daemon=True).start()
+        self.mirrors = Mirrors(f"http://{host}:{REGISTRY_PORT}",
+                               f"http://{host}:{DOWNLOAD_PORT}")
+        return self.mirrors
+
+    def stop(self) -> None:
+        if self._downloads is not None:
+            self._downloads.shutdown()
+            self._downloads.server_close()
+            self._downloads = None
+        self._stop_registry()
+
+
 @contextmanager
 def mirror_servers(host: str, work: Path, images: Mapping[Path, Sequence[str]],
                    binary: Path, version: str) -> Iterator[Mirrors]:
-    """Both servers on host (an address of this machine on the lab network), stopped after."""
-    releases = work / "releases"
-    (releases / version).mkdir(parents=True)
-    shutil.copyfile(binary, releases / version / "k3s")
-    config = work / "registry.yml"
-    config.write_text(_registry_config(work / "registry", host))
-    registry = subprocess.Popen(["docker-registry", "serve", str(config)],
-                                stdout=subprocess.DEVNULL, stderr=(work / "registry.log").open("w"))
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(releases))
-    downloads = http.server.ThreadingHTTPServer((host, DOWNLOAD_PORT), handler)
-    thread = threading.Thread(target=downloads.serve_forever, daemon=True)
-    thread.start()
+    """Both servers on host (an address of this machine), stopped after."""
+    servers = MirrorServers(work, images, binary, version)
+    servers.prepare()
     try:
-        _wait_listening(host, REGISTRY_PORT)
-        push_images(images, f"{host}:{REGISTRY_PORT}", work)
-        yield Mirrors(f"http://{host}:{REGISTRY_PORT}", f"http://{host}:{DOWNLOAD_PORT}")
+        yield servers.start(host)
     finally:
-        downloads.shutdown()
-        downloads.server_close()
-        registry.terminate()
-        try:
-            registry.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            registry.kill()
-            registry.wait()
+        servers.stop()
