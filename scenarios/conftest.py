@@ -15,9 +15,13 @@ import pytest
 
 from lab.api import Cluster, Node, Pod
 
+from .hostside import JudgedCluster
+from .judge import judge_add
 from .support import NodeSnapshot, Probes, delete_pods, lab_families, make_pods, snapshot
 
 AUDIT_MODULE = "test_leak_audit.py"
+_JUDGED = pytest.StashKey[JudgedCluster]()
+_RUNNING = pytest.StashKey[str]()      # the scenario being set up, run or torn down
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -30,6 +34,46 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The leak audit judges what every other scenario left behind: it runs last."""
     items.sort(key=lambda item: item.path.name == AUDIT_MODULE)
+
+
+@pytest.fixture(scope="session")
+def cluster(cluster: Cluster, pytestconfig: pytest.Config) -> JudgedCluster:
+    """The lab's cluster, every ADD judged and every DEL checked for leftovers (hostside.py).
+
+    One pod per node is added and deleted first: what a plugin sets up once per node (peer
+    routes, a VTEP) is there before the first scenario, so only what pods leave counts."""
+    warm = make_pods(cluster, [(f"warm-{n.name}"[:20].rstrip("-"), n.name)
+                               for n in cluster.nodes()])
+    delete_pods(cluster, warm)
+    nodes = {n.name: n for n in cluster.nodes()}
+    add_result = getattr(cluster, "add_result", lambda pod: None)
+
+    def judge(pod: Pod) -> list[str]:
+        return judge_add(add_result(pod), cluster.cni_version, pod, nodes[pod.node])
+
+    judged = JudgedCluster(cluster, judge,
+                           lambda: pytestconfig.stash.get(_RUNNING, "the session's set-up"))
+    pytestconfig.stash[_JUDGED] = judged
+    return judged
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    item.config.stash[_RUNNING] = item.name
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """What a pod left on its node after its DEL fails the scenario whose teardown found it,
+    naming the pod and the scenario that made it."""
+    result = yield
+    judged = item.config.stash.get(_JUDGED, None)
+    leaks = judged.ledger.take() if judged is not None else []
+    if leaks:
+        pytest.fail("pods left host-side state behind after their DEL:\n  "
+                    + "\n  ".join(leak.describe() for leak in leaks), pytrace=False)
+    return result
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +112,6 @@ def two_nodes(cluster: Cluster) -> tuple[Node, Node]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def leak_baseline(cluster: Cluster) -> dict[str, NodeSnapshot]:
+def leak_baseline(cluster: JudgedCluster) -> dict[str, NodeSnapshot]:
     """What the nodes held before the first scenario: the audit compares against it."""
     return snapshot(cluster)

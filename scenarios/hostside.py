@@ -1,0 +1,212 @@
+"""A node's host side as a set of one-line items (links, addresses, routes, rules, permanent
+neighbours, files in the plugin's data dirs), read with one command, and the ledger that
+attributes what a pod leaves behind to that pod and the scenario that made it.
+
+Each pod's footprint is what appeared on its node while its ADD ran; after its DEL whatever of
+the footprint is still there, and belongs to no live pod, is a leak of that pod. Pods added at
+once share footprints: an item is judged when the last pod that could own it is gone, and it
+is blamed on the pods whose name, address or container ID it mentions (else on all of them).
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from lab.api import Cluster, LabError, Node, Pod
+
+# One command on the node, four processes: each `ip -batch` prints its sections with the line
+# of `link show dev lo` (always there, always the same) between them, and find lists the data
+# dirs. Noise a runtime or traffic makes is left out: kernel routes of addresses, the local
+# table, link-local addresses, learned neighbours, the default rules, logs, locks.
+_SECTIONS = ("link", "address", "route", "rule", "neighbour")
+_V4_BATCH = "\n".join(("link show", "link show dev lo", "addr show", "link show dev lo",
+                       "route show table all", "link show dev lo", "rule show",
+                       "link show dev lo", "neigh show nud permanent"))
+_V6_BATCH = "\n".join(("route show table all", "link show dev lo", "rule show"))
+_SNAPSHOT = """
+printf '%s\\n' "$0" | ip -o -batch -; echo @v6
+[ -n "$1" ] && printf '%s\\n' "$1" | ip -o -6 -batch -
+echo @file; shift; for d in "$@"; do [ -d "$d" ] && find "$d" -type f ! -name '*.log' \\
+  ! -name lock ! -path '*/results/*'; done; true
+"""
+_DEFAULT_RULES = {"from all lookup local", "from all lookup main", "from all lookup default"}
+_ROUTE_NOISE = ("proto kernel", "table local")
+_ROUTE_DROP = {"linkdown", "onlink"}
+
+
+def _item(section: str, line: str) -> str:
+    """One snapshot line as an item ("" for noise)."""
+    words = line.split()
+    if section == "link":
+        return f"link {words[1].rstrip(':').split('@')[0]}" if len(words) > 1 else ""
+    if section == "address":
+        if len(words) < 4 or words[3].startswith("fe80:"):
+            return ""
+        return f"address {words[3]} on {words[1]}"
+    if section == "route":
+        if any(n in line for n in _ROUTE_NOISE) or words[0] in ("local", "broadcast",
+                                                                "multicast", "anycast"):
+            return ""
+        kept, skip = [], False
+        for word in words:      # metric, proto and pref change with nothing a pod did
+            if skip:
+                skip = False
+            elif word in ("metric", "proto", "pref"):
+                skip = True
+            elif word not in _ROUTE_DROP:
+                kept.append(word)
+        return "route " + " ".join(kept)
+    if section == "rule":
+        rule = line.split(":", 1)[-1].strip()
+        return "" if rule in _DEFAULT_RULES else f"rule {rule}"
+    return f"{section} {line.strip()}"
+
+
+def data_dirs(cluster: Cluster, node: Node) -> list[str]:
+    """Where the plugin keeps state on node: its IPAM dir and the node's state dir."""
+    dirs = [node.state_dir] if getattr(node, "state_dir", "") else []
+    ipam_dir = getattr(cluster, "ipam_dir", None)
+    if ipam_dir is not None:
+        try:
+            dirs.append(ipam_dir(node.name))
+        except Exception:   # a config without IPAM: nothing more to read
+            pass
+    return dirs
+
+
+def host_side(cluster: Cluster, node: Node) -> frozenset[str]:
+    v6 = _V6_BATCH if 6 in getattr(cluster, "families", (4,)) else ""
+    res = node.run(["sh", "-c", _SNAPSHOT, _V4_BATCH, v6, *data_dirs(cluster, node)],
+                   timeout=30)
+    v4, _, rest = res.stdout.partition("\n@v6\n")
+    v6_text, _, files = rest.partition("@file\n")
+    lines = v4.splitlines()
+    marker = lines[0] if lines else None      # lo is link 1: the first line of `link show`
+    groups: list[list[str]] = [[]]
+    for line in lines[1:]:
+        if line == marker:
+            groups.append([])
+        else:
+            groups[-1].append(line)
+    items = {_item(section, line) for section, group in zip(_SECTIONS, groups)
+             for line in group}
+    v6_route, _, v6_rule = v6_text.partition(f"{marker}\n" if marker else "\0")
+    items |= {_item("route", line) for line in v6_route.splitlines()}
+    items |= {_item("rule", line) for line in v6_rule.splitlines()}
+    items |= {f"file {line}" for line in files.splitlines() if line.strip()}
+    items.discard("")
+    return frozenset(items)
+
+
+def host_sides(cluster: Cluster) -> dict[str, frozenset[str]]:
+    nodes = cluster.nodes()
+    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+        return dict(zip([n.name for n in nodes],
+                        pool.map(lambda n: host_side(cluster, n), nodes)))
+
+
+def pod_marks(pod: Pod) -> set[str]:
+    """Strings that name a pod in an item: its addresses, container ID, name."""
+    ips = set((getattr(pod, "ips", None) or {}).values()) | {pod.ip}
+    return {m for m in (*ips, pod.attachment.container_id, pod.name) if m}
+
+
+def mentions(item: str, marks: Iterable[str]) -> bool:
+    words = set(item.replace("/", " ").split())
+    return any(m in words or (len(m) > 12 and m in item) for m in marks)
+
+
+@dataclass
+class Leak:
+    node: str
+    item: str
+    pods: list[str]          # "pod (made by test)" of each pod it is blamed on
+
+    def describe(self) -> str:
+        return f"{self.node}: {self.item}  <- left by {', '.join(self.pods)}"
+
+
+@dataclass
+class _Footprint:
+    pod: Pod
+    test: str
+    items: set[str]
+    live: bool = True
+
+
+@dataclass
+class Ledger:
+    """Footprints of the pods made through JudgedCluster, and the leaks found at their DEL."""
+    footprints: dict[tuple[str, str], _Footprint] = field(default_factory=dict)
+    leaks: list[Leak] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def born(self, pod: Pod, test: str, items: set[str]) -> None:
+        with self.lock:
+            self.footprints[(pod.node, pod.name)] = _Footprint(pod, test, items)
+
+    def died(self, pod: Pod, now: frozenset[str]) -> None:
+        """`now` is the node's host side read after the pod's DEL, under `lock`."""
+        mine = self.footprints.get((pod.node, pod.name))
+        if mine is None:
+            return
+        mine.live = False
+        same_node = [f for (node, _), f in self.footprints.items() if node == pod.node]
+        for item in sorted(mine.items & now):
+            holders = [f for f in same_node if item in f.items]
+            if any(f.live for f in holders):
+                continue        # a live pod may own it: judged when that one goes
+            named = [f for f in holders if mentions(item, pod_marks(f.pod))] or holders
+            self.leaks.append(Leak(pod.node, item,
+                                   [f"pod {f.pod.name} (made by {f.test})" for f in named]))
+            for f in holders:
+                f.items.discard(item)
+        for f in same_node:     # what is gone is nobody's leak any more
+            if not f.live:
+                f.items &= set(now)
+
+    def take(self) -> list[Leak]:
+        with self.lock:
+            taken, self.leaks = self.leaks, []
+            return taken
+
+
+class JudgedCluster:
+    """The cluster under test, with every ADD's footprint recorded and every ADD result judged
+    (findings kept for test_add_results.py) and every DEL checked for what it left."""
+
+    def __init__(self, cluster: Cluster, judge: Callable[[Pod], list[str]],
+                 running: Callable[[], str]) -> None:
+        self._cluster = cluster
+        self._judge = judge
+        self._running = running      # the scenario now running: who made a pod
+        self.ledger = Ledger()
+        self.findings: list[tuple[str, str, list[str]]] = []   # (test, pod, findings)
+        self._nodes = {n.name: n for n in cluster.nodes()}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cluster, name)
+
+    def create_pod(self, name: str, node: str) -> Pod:
+        test, host = self._running(), self._nodes[node]
+        before = host_side(self._cluster, host)
+        try:
+            pod = self._cluster.create_pod(name, node)
+        except LabError as e:     # what the plugin said, not a trace through the harness
+            pytest.fail(f"ADD of pod {name} on {node} failed: {e.describe()}", pytrace=False)
+        self.ledger.born(pod, test, set(host_side(self._cluster, host) - before))
+        found = self._judge(pod)
+        if found:
+            with self.ledger.lock:
+                self.findings.append((test, pod.name, found))
+        return pod
+
+    def delete_pod(self, pod: Pod) -> None:
+        self._cluster.delete_pod(pod)
+        with self.ledger.lock:
+            self.ledger.died(pod, host_side(self._cluster, self._nodes[pod.node]))
