@@ -9,6 +9,7 @@ is blamed on the pods whose name, address or container ID it mentions (else on a
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -72,10 +73,8 @@ def data_dirs(cluster: Cluster, node: Node) -> list[str]:
     dirs = [node.state_dir] if getattr(node, "state_dir", "") else []
     ipam_dir = getattr(cluster, "ipam_dir", None)
     if ipam_dir is not None:
-        try:
+        with contextlib.suppress(Exception):   # a config without IPAM: nothing more to read
             dirs.append(ipam_dir(node.name))
-        except Exception:   # a config without IPAM: nothing more to read
-            pass
     return dirs
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from lab.api import Node, Pod
 
-from .spec import shape_findings, self_findings
+from .spec import self_findings, shape_findings
 
 # Links with their addresses, then each family's routes in every table: one exec in the pod.
 _READ_POD = ("ip -j addr show; echo; ip -j -4 route show table all; echo; "
@@ -52,7 +52,7 @@ class PodView:
     @classmethod
     def read(cls, pod: Pod) -> PodView:
         res = pod.exec(["sh", "-c", _READ_POD], timeout=20)
-        parts = (res.stdout.split("\n\n") + ["", "", ""])[:3] if res.ok else ["", "", ""]
+        parts = ([*res.stdout.split("\n\n"), "", "", ""])[:3] if res.ok else ["", "", ""]
         routes = {}
         for family, text in ((4, parts[1]), (6, parts[2])):
             try:
