@@ -196,8 +196,12 @@ class JudgedCluster:
         before = host_side(self._cluster, host)
         try:
             pod = self._cluster.create_pod(name, node)
-        except LabError as e:     # what the plugin said, not a trace through the harness
-            pytest.fail(f"ADD of pod {name} on {node} failed: {e.describe()}", pytrace=False)
+        except LabError as e:
+            failed = e.describe()
+        else:
+            failed = ""
+        if failed:     # what the plugin said, not a trace through the harness
+            pytest.fail(f"ADD of pod {name} on {node} failed: {failed}", pytrace=False)
         self.ledger.born(pod, test, set(host_side(self._cluster, host) - before))
         found = self._judge(pod)
         if found:

@@ -36,7 +36,7 @@ CROSS_ICMP = "test_cross_node_pod_to_pod_icmp_both_directions"
 
 # broken plugin -> (the scenario meant to catch it, what its message must say)
 CAUGHT_BY: dict[str, tuple[str, tuple[str, ...]]] = {
-    "ptp-route-claimed-not-installed": (RESULT, ("routes[0]: claims 0.0.0.0/0 via",
+    "ptp-route-claimed-not-installed": (RESULT, ("routes[0]: claims 0.0.0.0/0, pod",
                                                  "has no such route")),
     "ptp-wrong-cniversion": (RESULT, ("cniVersion: the config asks for 1.0.0, the result "
                                       "says '0.4.0'",)),
@@ -50,7 +50,7 @@ CAUGHT_BY: dict[str, tuple[str, tuple[str, ...]]] = {
     "ptp-pod-interface-down": (RESULT, ("(eth0): down in pod",)),
     "ptp-non-json-line": (RESULT, ("not JSON before its result, first 'ptp: wiring eth0'",)),
     "ptp-del-leaves-host-veth": (DEL, ("still has what its ADD made", "link veth")),
-    "ptp-leaks-dummy-per-add": (HEALTHY, ("link dmy", "left by pod healthy-")),
+    "ptp-leaks-link-per-add": (HEALTHY, ("link lkb", "left by pod healthy-")),
     "ptp-leaks-permanent-neighbour": (DEL, ("still has what its ADD made",
                                             "neighbour 10.244.")),
     "ptp-leaks-iptables-rule": (DEL, ("still has rules naming", "MASQUERADE")),
