@@ -51,8 +51,9 @@ def cluster(cluster: Cluster, pytestconfig: pytest.Config) -> JudgedCluster:
     nodes = {n.name: n for n in cluster.nodes()}
     add_result = getattr(cluster, "add_result", lambda pod: None)
 
-    def judge(pod: Pod) -> list[str]:
-        return judge_add(add_result(pod), cluster.cni_version, pod, nodes[pod.node])
+    def judge(pod: Pod, node_macs: dict[str, str]) -> list[str]:
+        return judge_add(add_result(pod), cluster.cni_version, pod, nodes[pod.node],
+                         node_macs)
 
     judged = JudgedCluster(cluster, judge,
                            lambda: pytestconfig.stash.get(_RUNNING, "the session's set-up"))
@@ -63,6 +64,9 @@ def cluster(cluster: Cluster, pytestconfig: pytest.Config) -> JudgedCluster:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     item.config.stash[_RUNNING] = item.name
+    judged = item.config.stash.get(_JUDGED, None)
+    if judged is not None:
+        judged.next_test()
     return (yield)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -78,7 +79,8 @@ def data_dirs(cluster: Cluster, node: Node) -> list[str]:
     return dirs
 
 
-def host_side(cluster: Cluster, node: Node) -> frozenset[str]:
+def host_view(cluster: Cluster, node: Node) -> tuple[frozenset[str], dict[str, str]]:
+    """The node's host side as items, and each link's MAC (what a judge compares with)."""
     v6 = _V6_BATCH if 6 in getattr(cluster, "families", (4,)) else ""
     res = node.run(["sh", "-c", _SNAPSHOT, _V4_BATCH, v6, *data_dirs(cluster, node)],
                    timeout=30)
@@ -94,12 +96,57 @@ def host_side(cluster: Cluster, node: Node) -> frozenset[str]:
             groups[-1].append(line)
     items = {_item(section, line) for section, group in zip(_SECTIONS, groups)
              for line in group}
+    macs = {}
+    for line in groups[0]:
+        words = line.split()
+        if "link/ether" in words[:-1]:
+            macs[words[1].rstrip(":").split("@")[0]] = words[words.index("link/ether") + 1]
     v6_route, _, v6_rule = v6_text.partition(f"{marker}\n" if marker else "\0")
     items |= {_item("route", line) for line in v6_route.splitlines()}
     items |= {_item("rule", line) for line in v6_rule.splitlines()}
     items |= {f"file {line}" for line in files.splitlines() if line.strip()}
     items.discard("")
-    return frozenset(items)
+    return frozenset(items), macs
+
+
+def host_side(cluster: Cluster, node: Node) -> frozenset[str]:
+    return host_view(cluster, node)[0]
+
+
+@dataclass(frozen=True)
+class _Seen:
+    items: frozenset[str]
+    macs: dict[str, str]
+    started: float
+    test: int
+
+
+class Snapshots:
+    """The last host view of each node, shared by pods added or deleted at once: a view taken
+    after an ADD or DEL ended serves every pod whose call ended before it began, and the last
+    view of the running scenario serves as the "before" of its next ADD."""
+
+    def __init__(self, cluster: Cluster, nodes: dict[str, Node]) -> None:
+        self._cluster, self._nodes = cluster, nodes
+        self._last: dict[str, _Seen] = {}
+        self._locks = {name: threading.Lock() for name in nodes}
+        self.test = 0
+
+    def before(self, node: str) -> _Seen:
+        with self._locks[node]:
+            seen = self._last.get(node)
+            return seen if seen is not None and seen.test == self.test else self._take(node)
+
+    def after(self, node: str, since: float) -> _Seen:
+        with self._locks[node]:
+            seen = self._last.get(node)
+            return seen if seen is not None and seen.started >= since else self._take(node)
+
+    def _take(self, node: str) -> _Seen:
+        started = time.monotonic()
+        items, macs = host_view(self._cluster, self._nodes[node])
+        self._last[node] = _Seen(items, macs, started, self.test)
+        return self._last[node]
 
 
 def host_sides(cluster: Cluster) -> dict[str, frozenset[str]]:
@@ -179,21 +226,26 @@ class JudgedCluster:
     """The cluster under test, with every ADD's footprint recorded and every ADD result judged
     (findings kept for test_add_results.py) and every DEL checked for what it left."""
 
-    def __init__(self, cluster: Cluster, judge: Callable[[Pod], list[str]],
+    def __init__(self, cluster: Cluster, judge: Callable[[Pod, dict[str, str]], list[str]],
                  running: Callable[[], str]) -> None:
         self._cluster = cluster
-        self._judge = judge
+        self._judge = judge          # (pod, the node's link MACs) -> findings
         self._running = running      # the scenario now running: who made a pod
         self.ledger = Ledger()
         self.findings: list[tuple[str, str, list[str]]] = []   # (test, pod, findings)
         self._nodes = {n.name: n for n in cluster.nodes()}
+        self.snapshots = Snapshots(cluster, self._nodes)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cluster, name)
 
+    def next_test(self) -> None:
+        """A scenario begins: what it does to the nodes by hand is no pod's footprint."""
+        self.snapshots.test += 1
+
     def create_pod(self, name: str, node: str) -> Pod:
-        test, host = self._running(), self._nodes[node]
-        before = host_side(self._cluster, host)
+        test = self._running()
+        before = self.snapshots.before(node)
         try:
             pod = self._cluster.create_pod(name, node)
         except LabError as e:
@@ -202,8 +254,9 @@ class JudgedCluster:
             failed = ""
         if failed:     # what the plugin said, not a trace through the harness
             pytest.fail(f"ADD of pod {name} on {node} failed: {failed}", pytrace=False)
-        self.ledger.born(pod, test, set(host_side(self._cluster, host) - before))
-        found = self._judge(pod)
+        after = self.snapshots.after(node, since=time.monotonic())
+        self.ledger.born(pod, test, set(after.items - before.items))
+        found = self._judge(pod, after.macs)
         if found:
             with self.ledger.lock:
                 self.findings.append((test, pod.name, found))
@@ -211,5 +264,6 @@ class JudgedCluster:
 
     def delete_pod(self, pod: Pod) -> None:
         self._cluster.delete_pod(pod)
+        ended = time.monotonic()
         with self.ledger.lock:
-            self.ledger.died(pod, host_side(self._cluster, self._nodes[pod.node]))
+            self.ledger.died(pod, self.snapshots.after(pod.node, since=ended).items)

@@ -191,15 +191,17 @@ def _normal(address: str) -> str:
 
 
 def judge_add(result: dict[str, Any] | None, config_version: str, pod: Pod, node: Node,
-              netns: str = "") -> list[str]:
-    """Every finding on one ADD result: shape, self-consistency, and the pod's reality."""
+              node_macs: dict[str, str] | None = None) -> list[str]:
+    """Every finding on one ADD result: shape, self-consistency, and the pod's reality (the
+    node's link MACs are read unless given)."""
     if not result:
         return [f"the runtime holds no ADD result for pod {pod.name}"]
     found = shape_findings(result, config_version)
     found += self_findings(result, config_version)
-    links = node.run(["ip", "-j", "addr", "show"], timeout=20)
-    found += claim_findings(result, PodView.read(pod), Links.parse(links.stdout),
-                            pod=pod.name, node=node.name, netns=netns or pod.attachment.netns,
-                            ifname=pod.ifname)
+    if node_macs is None:
+        links = Links.parse(node.run(["ip", "-j", "link", "show"], timeout=20).stdout)
+    else:
+        links = Links(macs=dict(node_macs))
+    found += claim_findings(result, PodView.read(pod), links, pod=pod.name, node=node.name,
+                            netns=pod.attachment.netns, ifname=pod.ifname)
     return found
-
