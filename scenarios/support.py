@@ -82,6 +82,26 @@ class Probes:
         return f"{what}\n{diagnose(cluster, src, ip, dst)}"
 
     @staticmethod
+    def both_ways(a: Pod, b: Pod, check: Callable[[Pod, Pod], str]) -> None:
+        """check(src, dst) -> why it failed ("" if it did not), a -> b and b -> a at once."""
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            failed = [why for why in pool.map(lambda pair: check(*pair), ((a, b), (b, a)))
+                      if why]
+        expect(not failed, "\n".join(failed))
+
+    def full_size(self, cluster: Cluster, a: Pod, b: Pod, family: int) -> None:
+        """A full-size, don't-fragment packet a -> b passes (after a small one, so a loss is
+        about the MTU)."""
+        mtu, ip = cluster.mtu or 1500, address(b, family)
+        what = f"{a.name}@{a.node} -> {b.name}@{b.node} ({ip})"
+        expect(self.ping(a, ip).ok, self.unreachable(
+            cluster, a, ip, f"{what}: no reply even to small packets, so this is not about "
+                            "the MTU", b))
+        if not self.ping(a, ip, mtu=mtu).ok:
+            expect(False, f"a {mtu}-byte DF packet {what} was lost: the pod MTU is larger "
+                          "than the path\n" + diagnose_mtu(cluster, a, ip, mtu))
+
+    @staticmethod
     def ping(pod: Pod, ip: str, *, mtu: int | None = None) -> CommandResult:
         """ICMP echo (any of two replies counts: a loaded CI machine may be slow to schedule
         the first); with mtu, packets that fill it exactly and must not be fragmented."""

@@ -6,27 +6,30 @@ import itertools
 
 import pytest
 
-from .support import address, diagnose, diagnose_mtu, expect, iperf3_gbits
+from .support import address, diagnose, expect, iperf3_gbits
 
 
 def test_cross_node_pod_to_pod_icmp_both_directions(probe, cluster, two_nodes, pod_per_node,
                                                     family):
-    a, b = (pod_per_node[n.name] for n in two_nodes)
-    for src, dst in ((a, b), (b, a)):
+    def icmp(src, dst):
         ip = address(dst, family)
-        expect(probe.ping(src, ip).ok, probe.unreachable(
+        return "" if probe.ping(src, ip).ok else probe.unreachable(
             cluster, src, ip, f"{src.name}@{src.node} -> {dst.name}@{dst.node} ({ip}): "
-                              "no ICMP reply", dst))
+                              "no ICMP reply", dst)
+
+    probe.both_ways(*(pod_per_node[n.name] for n in two_nodes), icmp)
 
 
 def test_cross_node_pod_to_pod_tcp_both_directions(probe, cluster, two_nodes, pod_per_node,
                                                    family):
-    a, b = (pod_per_node[n.name] for n in two_nodes)
-    for src, dst in ((a, b), (b, a)):
-        if probe.tcp_echo(src, dst, family=family) != f"pong from-{src.name}":
-            expect(False, probe.unreachable(
-                cluster, src, address(dst, family),
-                f"TCP {src.name}@{src.node} -> {dst.name}@{dst.node} failed", dst))
+    def tcp(src, dst):
+        if probe.tcp_echo(src, dst, family=family) == f"pong from-{src.name}":
+            return ""
+        return probe.unreachable(cluster, src, address(dst, family),
+                                 f"TCP {src.name}@{src.node} -> {dst.name}@{dst.node} failed",
+                                 dst)
+
+    probe.both_ways(*(pod_per_node[n.name] for n in two_nodes), tcp)
 
 
 def test_cross_node_node_reaches_pods_on_other_nodes(probe, cluster, pod_per_node, family):
@@ -54,14 +57,7 @@ def test_cross_node_full_mesh_icmp(probe, cluster, pod_per_node, family):
 
 def test_cross_node_full_size_packets_pass(probe, cluster, two_nodes, pod_per_node, family):
     """The pod MTU is honest: a full-size, don't-fragment packet crosses the overlay."""
-    a, b = (pod_per_node[n.name] for n in two_nodes)
-    mtu, ip = cluster.mtu or 1500, address(b, family)
-    expect(probe.ping(a, ip).ok, probe.unreachable(
-        cluster, a, ip, f"{a.node} -> {b.node}: no reply even to small packets, so this is "
-                        "not about the MTU", b))
-    if not probe.ping(a, ip, mtu=mtu).ok:
-        expect(False, f"a {mtu}-byte DF packet from {a.node} to {b.node} ({ip}) was lost: "
-                      "the pod MTU is larger than the path\n" + diagnose_mtu(cluster, a, ip, mtu))
+    probe.full_size(cluster, *(pod_per_node[n.name] for n in two_nodes), family)
 
 
 def test_cross_node_throughput_pod_to_pod_vs_node_to_node(probe, cluster, two_nodes, pod_per_node,

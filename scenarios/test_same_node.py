@@ -2,25 +2,27 @@
 runs (`[v4]`, `[v6]` in the test id)."""
 from __future__ import annotations
 
-from .support import address, diagnose, diagnose_mtu, expect
+from .support import address, diagnose, expect
 
 
 def test_same_node_pod_to_pod_icmp_both_directions(probe, cluster, neighbours, family):
-    a, b = neighbours
-    for src, dst in ((a, b), (b, a)):
+    def icmp(src, dst):
         ip = address(dst, family)
-        expect(probe.ping(src, ip).ok, probe.unreachable(
+        return "" if probe.ping(src, ip).ok else probe.unreachable(
             cluster, src, ip, f"{src.name} -> {dst.name} ({ip}) on {src.node}: no ICMP reply",
-            dst))
+            dst)
+
+    probe.both_ways(*neighbours, icmp)
 
 
 def test_same_node_pod_to_pod_tcp_both_directions(probe, cluster, neighbours, family):
-    a, b = neighbours
-    for src, dst in ((a, b), (b, a)):
-        if probe.tcp_echo(src, dst, family=family) != f"pong from-{src.name}":
-            expect(False, probe.unreachable(cluster, src, address(dst, family),
-                                            f"TCP {src.name} -> {dst.name} on {src.node} failed",
-                                            dst))
+    def tcp(src, dst):
+        if probe.tcp_echo(src, dst, family=family) == f"pong from-{src.name}":
+            return ""
+        return probe.unreachable(cluster, src, address(dst, family),
+                                 f"TCP {src.name} -> {dst.name} on {src.node} failed", dst)
+
+    probe.both_ways(*neighbours, tcp)
 
 
 def test_same_node_node_reaches_its_pods(probe, cluster, pod_per_node, family):
@@ -32,11 +34,4 @@ def test_same_node_node_reaches_its_pods(probe, cluster, pod_per_node, family):
 
 
 def test_same_node_full_size_packets_pass(probe, cluster, neighbours, family):
-    a, b = neighbours
-    mtu, ip = cluster.mtu or 1500, address(b, family)
-    expect(probe.ping(a, ip).ok, probe.unreachable(
-        cluster, a, ip, f"{a.name} -> {b.name}: no reply even to small packets, so this is "
-                        "not about the MTU", b))
-    if not probe.ping(a, ip, mtu=mtu).ok:
-        expect(False, f"a {mtu}-byte DF packet {a.name} -> {b.name} ({ip}) was lost\n"
-                      + diagnose_mtu(cluster, a, ip, mtu))
+    probe.full_size(cluster, *neighbours, family)
