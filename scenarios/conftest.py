@@ -73,13 +73,21 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     """What a pod left on its node after its DEL fails the scenario whose teardown found it,
-    naming the pod and the scenario that made it."""
+    naming the pod and the scenario that made it; so does what the scenario left by hand."""
     result = yield
     judged = item.config.stash.get(_JUDGED, None)
-    leaks = judged.ledger.take() if judged is not None else []
+    if judged is None:
+        return result
+    leaks = judged.ledger.take()
+    left = judged.scenario_left(leaks)
+    said = []
     if leaks:
-        pytest.fail("pods left host-side state behind after their DEL:\n  "
-                    + "\n  ".join(leak.describe() for leak in leaks), pytrace=False)
+        said.append("pods left host-side state behind after their DEL:\n  "
+                    + "\n  ".join(leak.describe() for leak in leaks))
+    if left:
+        said.append(f"{item.name} left on the nodes what no pod made:\n  " + "\n  ".join(left))
+    if said:
+        pytest.fail("\n".join(said), pytrace=False)
     return result
 
 

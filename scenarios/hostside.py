@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -142,18 +142,20 @@ class Snapshots:
             seen = self._last.get(node)
             return seen if seen is not None and seen.started >= since else self._take(node)
 
+    def all_after(self, since: float) -> dict[str, _Seen]:
+        with ThreadPoolExecutor(max_workers=len(self._nodes)) as pool:
+            return dict(zip(self._nodes, pool.map(lambda n: self.after(n, since), self._nodes)))
+
+    def carry_over(self) -> None:
+        """The views at a scenario's end are the next scenario's start: nothing runs between."""
+        for node, seen in self._last.items():
+            self._last[node] = replace(seen, test=self.test + 1)
+
     def _take(self, node: str) -> _Seen:
         started = time.monotonic()
         items, macs = host_view(self._cluster, self._nodes[node])
         self._last[node] = _Seen(items, macs, started, self.test)
         return self._last[node]
-
-
-def host_sides(cluster: Cluster) -> dict[str, frozenset[str]]:
-    nodes = cluster.nodes()
-    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
-        return dict(zip([n.name for n in nodes],
-                        pool.map(lambda n: host_side(cluster, n), nodes)))
 
 
 def pod_marks(pod: Pod) -> set[str]:
@@ -235,6 +237,7 @@ class JudgedCluster:
         self.findings: list[tuple[str, str, list[str]]] = []   # (test, pod, findings)
         self._nodes = {n.name: n for n in cluster.nodes()}
         self.snapshots = Snapshots(cluster, self._nodes)
+        self._began = self.snapshots.all_after(time.monotonic())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cluster, name)
@@ -242,6 +245,20 @@ class JudgedCluster:
     def next_test(self) -> None:
         """A scenario begins: what it does to the nodes by hand is no pod's footprint."""
         self.snapshots.test += 1
+        self._began = {node: self.snapshots.before(node) for node in self._nodes}
+
+    def scenario_left(self, reported: Iterable[Leak]) -> list[str]:
+        """What is on the nodes now and was not when the scenario began, that no live pod may
+        own and no pod's leak already names: what the scenario itself left behind."""
+        now = self.snapshots.all_after(time.monotonic())
+        known = {(leak.node, leak.item) for leak in reported}
+        with self.ledger.lock:
+            live = {(node, item) for (node, _), f in self.ledger.footprints.items() if f.live
+                    for item in f.items}
+        self.snapshots.carry_over()
+        return [f"{node}: {item}" for node, seen in now.items()
+                for item in sorted(seen.items - self._began[node].items)
+                if (node, item) not in live | known]
 
     def create_pod(self, name: str, node: str) -> Pod:
         test = self._running()
