@@ -142,6 +142,10 @@ class Cluster(Protocol):
         """CNI CHECK for the pod's attachment, prevResult taken from the cached ADD result."""
         ...
 
+    def add_result(self, pod: Pod) -> dict[str, Any] | None:
+        """The ADD result the runtime cached for the pod (Multus: its delegate's), or None."""
+        ...
+
     def cni_call(self, pod: Pod, command: str) -> CommandResult:
         """ADD, CHECK or DEL of the pod's attachment by hand, as the runtime makes it."""
         ...

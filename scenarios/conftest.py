@@ -13,11 +13,15 @@ from typing import Any
 
 import pytest
 
-from lab.api import Cluster, Node, Pod
+from lab.api import Cluster, LabError, Node, Pod
 
+from .hostside import JudgedCluster
+from .judge import judge_add
 from .support import NodeSnapshot, Probes, delete_pods, lab_families, make_pods, snapshot
 
 AUDIT_MODULE = "test_leak_audit.py"
+_JUDGED = pytest.StashKey[JudgedCluster]()
+_RUNNING = pytest.StashKey[str]()      # the scenario being set up, run or torn down
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -30,6 +34,61 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The leak audit judges what every other scenario left behind: it runs last."""
     items.sort(key=lambda item: item.path.name == AUDIT_MODULE)
+
+
+@pytest.fixture(scope="session")
+def cluster(cluster: Cluster, pytestconfig: pytest.Config) -> JudgedCluster:
+    """The lab's cluster, every ADD judged and every DEL checked for leftovers (hostside.py).
+
+    One pod per node is added and deleted first: what a plugin sets up once per node (peer
+    routes, a VTEP) is there before the first scenario, so only what pods leave counts."""
+    try:
+        warm = make_pods(cluster, [(f"warm-{n.name}"[:20].rstrip("-"), n.name)
+                                   for n in cluster.nodes()])
+        delete_pods(cluster, warm)
+    except LabError:
+        pass    # the first scenario that makes a pod says what ADD did, under its own name
+    nodes = {n.name: n for n in cluster.nodes()}
+    add_result = getattr(cluster, "add_result", lambda pod: None)
+
+    def judge(pod: Pod, node_macs: dict[str, str]) -> list[str]:
+        return judge_add(add_result(pod), cluster.cni_version, pod, nodes[pod.node],
+                         node_macs)
+
+    judged = JudgedCluster(cluster, judge,
+                           lambda: pytestconfig.stash.get(_RUNNING, "the session's set-up"))
+    pytestconfig.stash[_JUDGED] = judged
+    return judged
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    item.config.stash[_RUNNING] = item.name
+    judged = item.config.stash.get(_JUDGED, None)
+    if judged is not None:
+        judged.next_test()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """What a pod left on its node after its DEL fails the scenario whose teardown found it,
+    naming the pod and the scenario that made it; so does what the scenario left by hand."""
+    result = yield
+    judged = item.config.stash.get(_JUDGED, None)
+    if judged is None:
+        return result
+    leaks = judged.ledger.take()
+    left = judged.scenario_left(leaks)
+    said = []
+    if leaks:
+        said.append("pods left host-side state behind after their DEL:\n  "
+                    + "\n  ".join(leak.describe() for leak in leaks))
+    if left:
+        said.append(f"{item.name} left on the nodes what no pod made:\n  " + "\n  ".join(left))
+    if said:
+        pytest.fail("\n".join(said), pytrace=False)
+    return result
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +127,6 @@ def two_nodes(cluster: Cluster) -> tuple[Node, Node]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def leak_baseline(cluster: Cluster) -> dict[str, NodeSnapshot]:
+def leak_baseline(cluster: JudgedCluster) -> dict[str, NodeSnapshot]:
     """What the nodes held before the first scenario: the audit compares against it."""
     return snapshot(cluster)

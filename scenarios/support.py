@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from lab.api import Cluster, CommandResult, LabError, Node, Pod
 
 # A one-connection TCP echo server and a client that retries while the server starts: python3
@@ -74,9 +76,30 @@ def lab_families(config: Any) -> tuple[int, ...]:
 class Probes:
     node_host: Callable[[Node], Any]
 
-    def unreachable(self, cluster: Cluster, src: Pod, ip: str, what: str) -> str:
+    def unreachable(self, cluster: Cluster, src: Pod | Node, ip: str, what: str,
+                    dst: Pod | None = None) -> str:
         """The failure message of a probe that got nothing back: what, then why."""
-        return f"{what}\n{diagnose(cluster, src, ip)}"
+        return f"{what}\n{diagnose(cluster, src, ip, dst)}"
+
+    @staticmethod
+    def both_ways(a: Pod, b: Pod, check: Callable[[Pod, Pod], str]) -> None:
+        """check(src, dst) -> why it failed ("" if it did not), a -> b and b -> a at once."""
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            failed = [why for why in pool.map(lambda pair: check(*pair), ((a, b), (b, a)))
+                      if why]
+        expect(not failed, "\n".join(failed))
+
+    def full_size(self, cluster: Cluster, a: Pod, b: Pod, family: int) -> None:
+        """A full-size, don't-fragment packet a -> b passes (after a small one, so a loss is
+        about the MTU)."""
+        mtu, ip = cluster.mtu or 1500, address(b, family)
+        what = f"{a.name}@{a.node} -> {b.name}@{b.node} ({ip})"
+        expect(self.ping(a, ip).ok, self.unreachable(
+            cluster, a, ip, f"{what}: no reply even to small packets, so this is not about "
+                            "the MTU", b))
+        if not self.ping(a, ip, mtu=mtu).ok:
+            expect(False, f"a {mtu}-byte DF packet {what} was lost: the pod MTU is larger "
+                          "than the path\n" + diagnose_mtu(cluster, a, ip, mtu))
 
     @staticmethod
     def ping(pod: Pod, ip: str, *, mtu: int | None = None) -> CommandResult:
@@ -135,30 +158,91 @@ def _owner_of(cluster: Cluster, ip: str) -> Node | None:
     return None
 
 
-def diagnose(cluster: Cluster, src: Pod, dst_ip: str) -> str:
-    """The likely cause of no traffic src -> dst_ip, from what the nodes say (routes,
-    neighbours, addresses), then the evidence: printed in the failing scenario's message."""
-    host = _node_of(cluster, src.node)
+def expect(condition: Any, message: str) -> None:
+    """A failed check as its message alone: no `assert False` and no repr of the inputs."""
+    if not condition:
+        pytest.fail(message, pytrace=False)
+
+
+_FORWARDING = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
+
+
+def _forwarding_off(node: Node, family: int) -> bool:
+    res = node.run(["sysctl", "-n", _FORWARDING[family]], timeout=10)
+    return res.ok and res.stdout.strip() == "0"
+
+
+def _link_down(run: Callable[..., CommandResult], dev: str) -> bool:
+    out = run(["ip", "-o", "link", "show", "dev", dev], timeout=10).stdout
+    flags = out.split("<", 1)[-1].split(">", 1)[0].split(",") if "<" in out else []
+    return bool(out) and "UP" not in flags
+
+
+def _route_dev(route_get: str) -> str:
+    words = route_get.split()
+    return words[words.index("dev") + 1] if "dev" in words[:-1] else ""
+
+
+def _pod_side(src: Pod, dst_ip: str, evidence: list[str]) -> str:
+    """Why the pod cannot send to dst_ip itself: no route, or its interface down."""
+    family = family_of(dst_ip)
+    got = src.exec(["ip", "route", "get", dst_ip], timeout=10)
+    evidence.append(f"[pod {src.name}] ip route get {dst_ip}: {_first_line(got)}")
+    if _link_down(src.exec, src.ifname):
+        return f"pod {src.name}'s {src.ifname} is down"
+    if not got.ok:
+        routes = src.exec(["ip", "-o", f"-{family}", "route", "show"], timeout=10).stdout
+        return (f"pod {src.name} has no route to {dst_ip} (its IPv{family} routes: "
+                + ("; ".join(r.strip() for r in routes.splitlines()) or "none") + ")")
+    words = got.stdout.split()
+    gateway = words[words.index("via") + 1] if "via" in words[:-1] else ""
+    if gateway:
+        neigh = src.exec(["ip", "neigh", "show", gateway], timeout=10).stdout
+        if "FAILED" in neigh or "INCOMPLETE" in neigh:
+            return f"pod {src.name} cannot resolve its gateway {gateway} ({neigh.strip()})"
+    return ""
+
+
+def _node_side(host: Node, dst_ip: str, evidence: list[str], *, role: str) -> str:
+    """Why host does not pass packets on to dst_ip: forwarding, no route, a device down."""
+    family = family_of(dst_ip)
+    if role == "via" and _forwarding_off(host, family):
+        evidence.append(f"[{host.name}] {_FORWARDING[family]} = 0")
+        return f"{host.name} has forwarding off ({_FORWARDING[family]}=0)"
+    got = host.run(["ip", "route", "get", dst_ip], timeout=10)
+    evidence.append(f"[{host.name}] ip route get {dst_ip}: {_first_line(got)}")
+    if not got.ok:
+        return f"{host.name} has no route to {dst_ip}"
+    dev = _route_dev(got.stdout)
+    if dev and _link_down(host.run, dev):
+        return f"{host.name}'s route to {dst_ip} leaves by {dev}, which is down"
+    return ""
+
+
+def diagnose(cluster: Cluster, src: Pod | Node, dst_ip: str, dst: Pod | None = None) -> str:
+    """The likely cause of no traffic src -> dst_ip, looked for on the way the packet goes (the
+    sending pod, its node, the receiving node, the receiving pod and the way back), then the
+    evidence: printed in the failing scenario's message. A cause is only said when a probe
+    shows it; with none found the message says so, never that things look right."""
+    is_pod = hasattr(src, "exec")
+    host = _node_of(cluster, src.node) if is_pod else src     # type: ignore[union-attr]
     owner = _owner_of(cluster, dst_ip)
     family = family_of(dst_ip)
-    src_ip = address(src, family) if family in (getattr(src, "ips", None) or {}) else src.ip
-    evidence = [f"[pod {src.name}] ip route get {dst_ip}: "
-                + _first_line(src.exec(["ip", "route", "get", dst_ip])),
-                f"[pod {src.name}] addresses: " + " ".join(
-                    src.exec(["ip", "-o", f"-{family}", "-br", "addr"]).stdout.split())]
-    node_route = host.run(["ip", "route", "get", dst_ip], timeout=10)
-    evidence.append(f"[{host.name}] ip route get {dst_ip}: {_first_line(node_route)}")
-    default = host.run(["ip", "-o", "route", "show", "default"], timeout=10).stdout.strip()
-    cause = ""
-    if not node_route.ok:
-        cause = f"{host.name} has no route to {dst_ip}"
-    elif owner is not None and owner.name != host.name:
+    evidence: list[str] = []
+    if is_pod:
+        pod = src      # type: ignore[assignment]
+        src_ip = address(pod, family) if family in (getattr(pod, "ips", None) or {}) \
+            else pod.ip  # type: ignore[union-attr]
+        cause = _pod_side(pod, dst_ip, evidence)  # type: ignore[arg-type]
+    else:
+        src_ip, cause = host.address, ""      # type: ignore[union-attr]
+    cause = cause or _node_side(host, dst_ip, evidence, role="via" if is_pod else "from")
+    if not cause and owner is not None and owner.name != host.name:
         subnet = cluster.pod_subnet(owner.name, family)
         specific = host.run(["ip", "-o", "route", "show", "match", dst_ip], timeout=10).stdout
-        routes = [r for r in specific.splitlines() if not r.startswith("default")]
-        if not routes:
-            cause = (f"{host.name} has no route to {owner.name}'s pod subnet {subnet}"
-                     + (" (only its default route)" if default else ""))
+        if not [r for r in specific.splitlines() if not r.startswith("default")]:
+            cause = f"{host.name} has no route to {owner.name}'s pod subnet {subnet}" + (
+                " (only its default route)" if specific.strip() else "")
         evidence.append(f"[{host.name}] routes matching {dst_ip}: "
                         + ("; ".join(specific.splitlines()) or "none"))
     neigh = host.run(["ip", "neigh", "show"], timeout=10).stdout.strip().splitlines()
@@ -167,13 +251,49 @@ def diagnose(cluster: Cluster, src: Pod, dst_ip: str) -> str:
         evidence.append(f"[{host.name}] unresolved neighbours: " + "; ".join(failed[:5]))
         cause = cause or f"{host.name} cannot resolve {failed[0].split()[0]}"
     if owner is not None and owner.name != host.name:
+        cause = cause or _node_side(owner, dst_ip, evidence, role="via")
         back = owner.run(["ip", "route", "get", src_ip], timeout=10)
         evidence.append(f"[{owner.name}] ip route get {src_ip} (the way back): "
                         + _first_line(back))
         if not back.ok and not cause:
             cause = f"{owner.name} has no route back to {src_ip}"
-    head = f"diagnosis: {cause}" if cause else "diagnosis: the routes look complete"
+    if dst is not None and not cause:
+        if _link_down(dst.exec, dst.ifname):
+            cause = f"pod {dst.name}'s {dst.ifname} is down"
+        else:
+            back = dst.exec(["ip", "route", "get", src_ip], timeout=10)
+            evidence.append(f"[pod {dst.name}] ip route get {src_ip} (the way back): "
+                            + _first_line(back))
+            if not back.ok:
+                cause = f"pod {dst.name} has no route back to {src_ip}"
+    head = (f"diagnosis: {cause}" if cause else
+            "diagnosis: no cause found: routes, links, forwarding and neighbours on the way "
+            "there and back show none (a filter or the datapath itself?)")
     return head + "\n  " + "\n  ".join(evidence)
+
+
+def diagnose_mtu(cluster: Cluster, src: Pod, dst_ip: str, mtu: int) -> str:
+    """Where a full-size DF packet cannot pass: the first device on the way with a smaller
+    MTU than the pod's (the pod's own, its node's exit, the receiving node's exit)."""
+    family = family_of(dst_ip)
+    hops: list[tuple[str, Callable[..., CommandResult], str]] = [
+        (f"pod {src.name}", src.exec, dst_ip),
+        (_node_of(cluster, src.node).name, _node_of(cluster, src.node).run, dst_ip)]
+    owner = _owner_of(cluster, dst_ip)
+    if owner is not None and owner.name != src.node:
+        hops.append((owner.name, owner.run, dst_ip))
+    seen = []
+    for where, run, ip in hops:
+        dev = _route_dev(run(["ip", "route", "get", ip], timeout=10).stdout)
+        link = run(["ip", "-o", "link", "show", "dev", dev], timeout=10).stdout if dev else ""
+        match = re.search(r"\bmtu (\d+)", link)
+        if match:
+            seen.append(f"[{where}] {dev} mtu {match.group(1)}")
+            if int(match.group(1)) < mtu:
+                return (f"diagnosis: {where}'s {dev} has MTU {match.group(1)}, smaller than the "
+                        f"pod MTU {mtu} (IPv{family})\n  " + "\n  ".join(seen))
+    return ("diagnosis: no device on the way has a smaller MTU than " + str(mtu)
+            + " (a tunnel's overhead or a path MTU beyond the nodes?)\n  " + "\n  ".join(seen))
 
 
 def iperf3_gbits(client_exec: Callable[..., CommandResult], server_exec: Callable[..., Any],
@@ -209,7 +329,7 @@ def make_pods(cluster: Cluster, wanted: list[tuple[str, str]]) -> list[Pod]:
         for fut in futures:
             try:
                 made.append(fut.result())
-            except LabError as e:
+            except BaseException as e:   # a LabError, or pytest.fail from JudgedCluster
                 errors.append(e)
     if errors:
         delete_pods(cluster, made)

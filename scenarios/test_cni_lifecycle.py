@@ -5,7 +5,8 @@ import pytest
 
 from lab.runtime.cni_runtime import version_tuple
 
-from .support import address, delete_pods, make_pods
+from .hostside import host_side
+from .support import address, delete_pods, expect, family_of, make_pods
 
 
 def _address_with_prefix(pod, family):
@@ -17,19 +18,20 @@ def _address_with_prefix(pod, family):
 def test_check_passes_on_a_healthy_pod(cluster, pod_factory, nodes):
     pod = pod_factory(nodes[0], "healthy")
     res = cluster.cni_check(pod)
-    assert res.ok, f"CHECK failed on a pod nobody touched:\n{res.stderr}"
+    expect(res.ok, f"CHECK failed on a pod nobody touched:\n{res.stderr}")
 
 
 def test_check_fails_clearly_after_the_pods_address_is_removed(cluster, pod_factory, nodes,
                                                                family):
     pod = pod_factory(nodes[0], "noaddr")
     ip = address(pod, family)
-    assert pod.exec(["ip", "addr", "del", _address_with_prefix(pod, family), "dev",
-                     pod.ifname]).ok
+    removed = pod.exec(["ip", "addr", "del", _address_with_prefix(pod, family), "dev",
+                        pod.ifname])
+    expect(removed.ok, f"could not take {ip} off pod {pod.name}: {removed.stderr.strip()}")
     res = cluster.cni_check(pod)
-    assert not res.ok, f"CHECK passed although the pod lost its address {ip}"
+    expect(not res.ok, f"CHECK passed although the pod lost its address {ip}")
     message = (res.stdout + res.stderr).lower()
-    assert ip in message or "addr" in message, f"CHECK's message does not say why:\n{message}"
+    expect(ip in message or "addr" in message, f"CHECK's message does not say why:\n{message}")
 
 
 def _prefix_length(dst):
@@ -38,29 +40,32 @@ def _prefix_length(dst):
     return int(dst.split("/")[1]) if "/" in dst else (128 if ":" in dst else 32)
 
 
-def _routes_via_gateway(pod, family):
-    """The pod's routes over the interface under test that go through a gateway, broadest
-    first: the ones a plugin's result lists (the default route as the only network, the pod
-    CIDR as a secondary one) come before the subnet route a ptp-style plugin adds beside them,
-    which no result lists and no CHECK looks at."""
-    out = pod.exec(["ip", "-o", f"-{family}", "route", "show", "dev", pod.ifname])
-    assert out.ok, f"cannot list {pod.ifname}'s routes in {pod.name}: {out.stderr}"
-    routes = [line.split() for line in out.stdout.splitlines() if " via " in line]
-    return sorted(routes, key=lambda route: _prefix_length(route[0]))
+def _result_routes(cluster, pod, family):
+    """The routes the pod's ADD result claims in family, broadest first (the default route
+    of the only network, the pod CIDR of a secondary one): what CHECK must verify."""
+    result = cluster.add_result(pod) or {}
+    claimed = [r for r in result.get("routes") or [] if isinstance(r, dict)]
+    for key in ("ip4", "ip6"):      # 0.1.0/0.2.0
+        claimed += (result.get(key) or {}).get("routes") or []
+    mine = [r for r in claimed if family_of(str(r.get("dst", ""))) == family]
+    return sorted(mine, key=lambda r: _prefix_length(str(r["dst"])))
 
 
 def test_check_fails_clearly_after_a_route_the_plugin_set_is_removed(cluster, pod_factory,
                                                                       nodes, family):
     pod = pod_factory(nodes[0], "noroute")
-    routes = _routes_via_gateway(pod, family)
+    routes = _result_routes(cluster, pod, family)
     if not routes:
-        pytest.skip(f"the plugin set no IPv{family} route via a gateway on {pod.ifname}: "
-                    "nothing to take")
-    gone = routes[0]
-    assert pod.exec(["ip", f"-{family}", "route", "del", *gone[:3], "dev", pod.ifname]).ok
+        pytest.skip(f"not applicable: the ADD result claims no IPv{family} route, so CHECK "
+                    "has none to verify")
+    dst = str(routes[0]["dst"])
+    dst = "default" if _prefix_length(dst) == 0 else dst
+    taken = pod.exec(["ip", f"-{family}", "route", "del", dst, "dev", pod.ifname])
+    expect(taken.ok, f"the ADD result of pod {pod.name} claims the route {dst}, the pod has "
+                     f"none on {pod.ifname} to take away ({taken.stderr.strip()})")
     res = cluster.cni_check(pod)
-    assert not res.ok, f"CHECK passed although the pod lost its route {' '.join(gone[:3])}"
-    assert "route" in (res.stdout + res.stderr).lower(), f"CHECK's message:\n{res.stderr}"
+    expect(not res.ok, f"CHECK passed although the pod lost its route {dst}")
+    expect("route" in (res.stdout + res.stderr).lower(), f"CHECK's message:\n{res.stderr}")
 
 
 def _reads_leases(cluster) -> bool:
@@ -74,27 +79,40 @@ def _require_leases(cluster) -> None:
                     f"network's IPAM is {cluster.ipam_type or '(none)'}")
 
 
-def test_delete_removes_interface_host_veth_and_lease_and_twice_is_fine(cluster, nodes):
-    node = nodes[0].name
-    leases = _reads_leases(cluster)
-    veths_before = set(cluster.host_interfaces(node))
-    pod = cluster.create_pod("deleted", node)
+def _rules_naming(node, ip):
+    """iptables/nftables lines that name ip (a pod's NAT or filter rules)."""
+    listed = node.run(["sh", "-c", "{ iptables-save; ip6tables-save; nft list ruleset; } "
+                                   "2>/dev/null"], timeout=20).stdout
+    return [line.strip() for line in listed.splitlines()
+            if f"{ip}/" in line or f"{ip} " in line or line.endswith(ip)]
+
+
+def test_delete_while_the_netns_exists_removes_the_host_side_and_twice_is_fine(cluster, nodes):
+    """DEL judged on its own: the pod's namespace is still there (deleting it would take the
+    host veth with it), so whatever the host side still has after DEL, DEL left."""
+    node = nodes[0]
+    before = host_side(cluster, node)
+    pod = cluster.create_pod("deleted", node.name)
     try:
-        made = set(cluster.host_interfaces(node)) - veths_before
-        assert not leases or pod.ip in cluster.ipam_leases(node), f"no lease for {pod.ip} on {node}"
+        made = host_side(cluster, node) - before
+        leased = _reads_leases(cluster) and pod.ip in cluster.ipam_leases(node.name)
+        expect(not _reads_leases(cluster) or leased, f"no lease for {pod.ip} on {node.name}")
+        res = cluster.cni_call(pod, "DEL")
+        expect(res.ok, f"DEL of pod {pod.name} (its netns still there) failed:\n{res.stderr}")
+        left = sorted(made & host_side(cluster, node))
+        ips = set((getattr(pod, "ips", None) or {4: pod.ip}).values())
+        rules = [r for ip in ips for r in _rules_naming(node, ip)]
+        inside = pod.exec(["ip", "link", "show", "dev", pod.ifname])
     finally:
         cluster.delete_pod(pod)
-    assert not leases or pod.ip not in cluster.ipam_leases(node), \
-        f"lease for {pod.ip} survived DEL"
-    left = made & set(cluster.host_interfaces(node))
-    assert not left, f"host interfaces survived DEL: {sorted(left)}"
-    host = next(n for n in cluster.nodes() if n.name == node)
-    for ip in (getattr(pod, "ips", None) or {4: pod.ip}).values():
-        exact = f"{ip}/128" if ":" in ip else f"{ip}/32"
-        route = host.run(["ip", "-o", "route", "show", "to", "exact", exact])
-        assert route.ok and not route.stdout.strip(), f"a route to {ip} survived DEL: " \
-            f"{route.stdout.strip()}"
-    assert pod.name not in {p.name for p in cluster.pods()}, "the pod is still listed"
+    expect(not left, f"after DEL, with pod {pod.name}'s netns still there, {node.name} "
+                     "still has what its ADD made:\n  " + "\n  ".join(left))
+    expect(not rules, f"after DEL, {node.name} still has rules naming {sorted(ips)}:\n  "
+                      + "\n  ".join(rules))
+    expect(not inside.ok, f"after DEL, pod {pod.name} still has its {pod.ifname}")
+    expect(not _reads_leases(cluster) or pod.ip not in cluster.ipam_leases(node.name),
+           f"the lease for {pod.ip} survived DEL")
+    expect(pod.name not in {p.name for p in cluster.pods()}, "the pod is still listed")
     cluster.delete_pod(pod)  # DEL for something already gone must succeed
 
 
@@ -113,14 +131,14 @@ def test_gc_removes_a_leaked_attachment_and_keeps_live_ones(cluster, pod_factory
         leaked_links = set(cluster.host_interfaces(node)) - before
         assert leaked_ips, "the leaked attachment holds no lease: nothing to judge GC by"
         res = cluster.cni_gc(node)
-        assert res.ok, f"GC failed on {node}:\n{res.stderr}"
+        expect(res.ok, f"GC failed on {node}:\n{res.stderr}")
         after = cluster.ipam_leases(node)
         kept = [ip for ip in leaked_ips if ip in after]
         assert not kept, f"GC left the leaked lease(s) {kept} on {node}. {res.stderr}".strip()
         left = leaked_links & set(cluster.host_interfaces(node))
         assert not left, f"GC left the leaked host interface(s) {sorted(left)} on {node}"
         assert after.get(live.ip) == live.attachment.container_id, "GC took a live pod's lease"
-        assert cluster.cni_check(live).ok, "the live pod no longer passes CHECK after GC"
+        expect(cluster.cni_check(live).ok, "the live pod no longer passes CHECK after GC")
     finally:
         cluster.delete_stray_attachment(stray)
 

@@ -2,6 +2,8 @@
 interface, lease, pod namespace, or host route to a pod address (v4 or v6)."""
 from __future__ import annotations
 
+import pytest
+
 from .support import snapshot
 
 
@@ -17,3 +19,11 @@ def test_no_stray_pod_host_interface_lease_or_namespace(cluster, leak_baseline):
             if extra:
                 leftovers.append(f"{node}: {what} {sorted(extra)}")
     assert not leftovers, "the suite leaked:\n" + "\n".join(leftovers)
+
+
+def test_every_add_result_of_the_suite_was_true(cluster):
+    """Each pod any scenario made had its ADD result judged as test_add_results judges one."""
+    if cluster.findings:
+        pytest.fail("ADD results that were wrong:\n" + "\n".join(
+            f"  pod {pod} (made by {test}):\n    " + "\n    ".join(found)
+            for test, pod, found in cluster.findings[:10]), pytrace=False)

@@ -2,35 +2,36 @@
 runs (`[v4]`, `[v6]` in the test id)."""
 from __future__ import annotations
 
-from .support import address
+from .support import address, diagnose, expect
 
 
 def test_same_node_pod_to_pod_icmp_both_directions(probe, cluster, neighbours, family):
-    a, b = neighbours
-    for src, dst in ((a, b), (b, a)):
+    def icmp(src, dst):
         ip = address(dst, family)
-        assert probe.ping(src, ip).ok, probe.unreachable(
-            cluster, src, ip, f"{src.name} -> {dst.name} ({ip}) on {src.node}: no ICMP reply")
+        return "" if probe.ping(src, ip).ok else probe.unreachable(
+            cluster, src, ip, f"{src.name} -> {dst.name} ({ip}) on {src.node}: no ICMP reply",
+            dst)
+
+    probe.both_ways(*neighbours, icmp)
 
 
 def test_same_node_pod_to_pod_tcp_both_directions(probe, cluster, neighbours, family):
-    a, b = neighbours
-    for src, dst in ((a, b), (b, a)):
-        assert probe.tcp_echo(src, dst, family=family) == f"pong from-{src.name}", \
-            probe.unreachable(cluster, src, address(dst, family),
-                              f"TCP {src.name} -> {dst.name} on {src.node} failed")
+    def tcp(src, dst):
+        if probe.tcp_echo(src, dst, family=family) == f"pong from-{src.name}":
+            return ""
+        return probe.unreachable(cluster, src, address(dst, family),
+                                 f"TCP {src.name} -> {dst.name} on {src.node} failed", dst)
+
+    probe.both_ways(*neighbours, tcp)
 
 
 def test_same_node_node_reaches_its_pods(probe, cluster, pod_per_node, family):
     for node in cluster.nodes():
         ip = address(pod_per_node[node.name], family)
-        assert probe.node_ping(node, ip).succeeded, f"{node.name} -> its pod {ip}: no reply"
+        if not probe.node_ping(node, ip).succeeded:
+            expect(False, f"{node.name} -> its pod {ip}: no reply\n"
+                          + diagnose(cluster, node, ip, pod_per_node[node.name]))
 
 
 def test_same_node_full_size_packets_pass(probe, cluster, neighbours, family):
-    a, b = neighbours
-    mtu, ip = cluster.mtu or 1500, address(b, family)
-    assert probe.ping(a, ip).ok, probe.unreachable(
-        cluster, a, ip, f"{a.name} -> {b.name}: no reply even to small packets, so this is "
-                        "not about the MTU")
-    assert probe.ping(a, ip, mtu=mtu).ok, f"{mtu}-byte packet {a.name} -> {b.name} ({ip})"
+    probe.full_size(cluster, *neighbours, family)

@@ -443,6 +443,11 @@ class KubeCluster:
                 return runtime, entry
         return None
 
+    def add_result(self, pod: Any) -> dict[str, Any] | None:
+        """The ADD result the node's runtime cached for the pod (None when it holds none)."""
+        found = self._runtime_of(pod)
+        return found[1].result if found else None
+
     def cni_check(self, pod: Any) -> CommandResult:
         return self.cni_call(pod, "CHECK")
 

@@ -36,6 +36,8 @@ class NamespacePod:
     netns_name: str
     host: Node = field(repr=False, compare=False)
     ips: dict[int, str] = field(default_factory=dict)
+    # what ADD returned for the pod, as the runtime cached it (what a judge compares it with)
+    result: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def exec(self, argv: Sequence[str], *, timeout: float = 30) -> CommandResult:
         return self.host.run(["ip", "netns", "exec", self.netns_name, *argv], timeout=timeout)
@@ -147,7 +149,25 @@ class NamespacePodCluster:
             name=netns_name[len(self.pod_prefix):], node=node, ifname=ifname,
             ip=next(iter(ips.values())),
             attachment=Attachment(container_id, ifname, node, netns_path(netns_name)),
-            netns_name=netns_name, host=self._node(node), ips=ips)
+            netns_name=netns_name, host=self._node(node), ips=ips, result=result)
+
+    def add_result(self, pod: Any) -> dict[str, Any] | None:
+        """The ADD result the runtime cached for the pod (None when it holds none)."""
+        cached = self._runtimes[pod.node].cached(pod.attachment.container_id, pod.ifname)
+        return cached.result if cached else None
+
+    def runtime(self, node: str) -> CniRuntime:
+        """The node's runtime, for scenarios that make calls a pod's life never makes."""
+        return self._runtimes[node]
+
+    def bare_namespace(self, node: str) -> str:
+        """A new empty namespace on node, named like a stray (so the leak audit sees it)."""
+        name = self.stray_prefix + secrets.token_hex(4)
+        self._make_netns(self._node(node), name)
+        return netns_path(name)
+
+    def remove_namespace(self, node: str, path: str) -> None:
+        self._remove_netns(self._node(node), path.rsplit("/", 1)[-1])
 
     # -- the runtime's other calls -------------------------------------------------------
     def cni_check(self, pod: Any) -> CommandResult:

@@ -48,6 +48,23 @@ class CniCallError(LabError):
                          output="\n".join(part for part in (details, stderr) if part))
 
 
+def not_json(plugin_type: str, stdout: str) -> str:
+    """Why stdout is no result: a runtime reads it as one JSON document, nothing before it."""
+    lines = stdout.strip().splitlines()
+    for n, line in enumerate(lines):
+        if line.lstrip().startswith("{"):
+            try:
+                json.loads("\n".join(lines[n:]))
+            except ValueError:
+                break
+            if n:
+                return (f"{plugin_type} printed {n} line(s) that are not JSON before its result, "
+                        f"first {lines[0][:120]!r}: stdout must hold the result alone (logs go "
+                        "to stderr)")
+            break
+    return f"{plugin_type} printed something that is not JSON: {(lines or [''])[0][:120]!r}"
+
+
 def version_tuple(version: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in version.split("."))
@@ -291,7 +308,7 @@ class CniRuntime:
             out = json.loads(res.stdout)
         except ValueError:
             raise CniCallError(command, self.node.name, code=None,
-                               msg=f"{plugin_type} printed something that is not JSON",
+                               msg=not_json(plugin_type, res.stdout),
                                details=res.stdout[-2000:], stderr=res.stderr) from None
         return out if isinstance(out, dict) else None
 
