@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from lab.api import LabError
-from lab.cni_runtime import CniCallError, plugin_configs, version_tuple
+from lab.runtime.cni_runtime import CniCallError, plugin_configs, version_tuple
 
 from .hostside import host_side
 from .spec import self_findings, shape_findings

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from lab.api import Attachment
-from lab.cni_runtime import not_json
+from lab.runtime.cni_runtime import not_json
 from scenarios.hostside import Ledger, _item
 from scenarios.judge import Links, PodView, claim_findings
 from scenarios.spec import self_findings, shape_findings
