@@ -68,7 +68,7 @@ def lab_families(config: Any) -> tuple[int, ...]:
                           config.getoption("--lab-name"))
     except (LabError, ValueError, OSError):
         return (4,)     # the lab fixture will say what is wrong with the config, once
-    return lab.runtime.network.families
+    return lab.network.families
 
 
 # -- traffic ------------------------------------------------------------------------------------

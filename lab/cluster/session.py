@@ -6,7 +6,7 @@ Contract used by the pytest plugin and the CLI:
     lab.config      -> lab.config.LabConfig
     lab.provider    -> lab.api.Provider
     lab.nodes()     -> list[lab.api.Node]
-    lab.runtime.network()   -> lab.api.NetworkSpec
+    lab.network()   -> lab.api.NetworkSpec
     lab.cluster()   -> lab.api.Cluster   (netns pods on nodes, or Kubernetes when k3s is on)
     lab.close()
 """
