@@ -69,14 +69,13 @@ func hostMask(addr net.IP) net.IPMask {
 
 // setupPodSide makes the veth pair from inside the pod and wires the pod end: the address with
 // its subnet route replaced by "gateway/32 scope link" and "subnet via gateway", as ptp does.
-func setupPodSide(netns ns.NetNS, ifName, hostName string, mtu int, result *current.Result) (*current.Interface, error) {
-	pod := &current.Interface{Sandbox: netns.Path()}
-	err := netns.Do(func(hostNS ns.NetNS) error {
+func setupPodSide(netns ns.NetNS, ifName, hostName string, mtu int, result *current.Result) error {
+	return netns.Do(func(hostNS ns.NetNS) error {
 		_, contVeth, err := ip.SetupVethWithName(ifName, hostName, mtu, "", hostNS)
 		if err != nil {
 			return err
 		}
-		pod.Name, pod.Mac = contVeth.Name, contVeth.HardwareAddr.String()
+		pod := &current.Interface{Name: contVeth.Name, Mac: contVeth.HardwareAddr.String(), Sandbox: netns.Path()}
 		result.Interfaces = []*current.Interface{{Name: hostName}, pod}
 		for _, ipc := range result.IPs {
 			ipc.Interface = current.Int(1)
@@ -102,7 +101,6 @@ func setupPodSide(netns ns.NetNS, ifName, hostName string, mtu int, result *curr
 		}
 		return nil
 	})
-	return pod, err
 }
 
 // setupHostSide gives the host veth the gateway as a /32 and routes the pod's address to it.
@@ -138,6 +136,15 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return fmt.Errorf("failed to open netns %q: %v", args.Netns, err)
 	}
 	defer netns.Close()
+	// before IPAM: the rollback below must never take another attachment's interface
+	if err := netns.Do(func(ns.NetNS) error {
+		if _, err := netlinksafe.LinkByName(args.IfName); err == nil {
+			return fmt.Errorf("%s already exists in %s", args.IfName, args.Netns)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 
 	r, err := ipam.ExecAdd(conf.IPAM.Type, args.StdinData)
 	if err != nil {
@@ -164,14 +171,11 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err := ip.EnableForward(result.IPs); err != nil {
 		return fmt.Errorf("could not enable IP forwarding: %v", err)
 	}
-	if _, err := setupPodSide(netns, args.IfName, hostName, conf.MTU, result); err != nil {
+	if err := setupPodSide(netns, args.IfName, hostName, conf.MTU, result); err != nil {
 		return err
 	}
 	if err := setupHostSide(hostName, aliasPrefix(conf.Name)+args.ContainerID+":"+args.IfName, result); err != nil {
 		return err
-	}
-	if conf.DNS.Nameservers != nil || conf.DNS.Search != nil || conf.DNS.Domain != "" {
-		result.DNS = conf.DNS
 	}
 	success = true
 	return types.PrintResult(result, conf.CNIVersion)
