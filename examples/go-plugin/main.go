@@ -181,26 +181,6 @@ func cmdAdd(args *skel.CmdArgs) error {
 	return types.PrintResult(result, conf.CNIVersion)
 }
 
-// delAttachment removes what ADD made; anything already gone counts as removed.
-func delAttachment(netnsPath, ifName, hostName string) error {
-	if netnsPath != "" {
-		err := ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
-			if err := ip.DelLinkByName(ifName); err != nil && err != ip.ErrLinkNotFound {
-				return err
-			}
-			return nil
-		})
-		var gone ns.NSPathNotExistErr
-		if err != nil && !errors.As(err, &gone) {
-			return err
-		}
-	}
-	if err := ip.DelLinkByName(hostName); err != nil && err != ip.ErrLinkNotFound {
-		return err
-	}
-	return nil
-}
-
 func cmdDel(args *skel.CmdArgs) error {
 	conf, err := loadConf(args.StdinData)
 	if err != nil {
@@ -209,7 +189,12 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err := ipam.ExecDel(conf.IPAM.Type, args.StdinData); err != nil {
 		return err
 	}
-	return delAttachment(args.Netns, args.IfName, hostVethName(conf.Name, args.ContainerID, args.IfName))
+	// the host end by its name takes the pod end with it, even when CNI_NETNS is empty or gone
+	err = ip.DelLinkByName(hostVethName(conf.Name, args.ContainerID, args.IfName))
+	if err != nil && err != ip.ErrLinkNotFound {
+		return err
+	}
+	return nil
 }
 
 func cmdCheck(args *skel.CmdArgs) error {
@@ -230,12 +215,6 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err := ipam.ExecCheck(conf.IPAM.Type, args.StdinData); err != nil {
 		return err
 	}
-	netns, err := ns.GetNS(args.Netns)
-	if err != nil {
-		return fmt.Errorf("failed to open netns %q: %v", args.Netns, err)
-	}
-	defer netns.Close()
-
 	// the host side: its veth, with a /32 route to every pod address
 	hostName := hostVethName(conf.Name, args.ContainerID, args.IfName)
 	veth, err := netlinksafe.LinkByName(hostName)
@@ -252,7 +231,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 		}
 	}
 	// the pod side: the interface, its addresses and the result's routes
-	return netns.Do(func(ns.NetNS) error {
+	return ns.WithNetNSPath(args.Netns, func(ns.NetNS) error {
 		link, err := netlinksafe.LinkByName(args.IfName)
 		if err != nil {
 			return fmt.Errorf("go-ptp: %s is gone from the pod: %v", args.IfName, err)

@@ -45,8 +45,7 @@ def outcomes_of(junit: Path) -> dict[str, str]:
     return found
 
 
-def test_the_go_plugin_example_builds_from_a_clean_tree_and_passes_every_scenario(
-        tmp_path, record_property):
+def test_the_go_plugin_example_builds_from_a_clean_tree_and_passes_every_scenario(tmp_path):
     if shutil.which("go") is None:
         pytest.skip("the Go plugin example needs the Go toolchain (`go` on PATH, 1.24 or "
                     "newer, or a GOTOOLCHAIN it may download) to build go-ptp")
@@ -63,8 +62,8 @@ def test_the_go_plugin_example_builds_from_a_clean_tree_and_passes_every_scenari
         assert up.returncode == 0, up.stderr[-4000:]
         built = re.search(r"built in ([0-9.]+)s", up.stderr)
         assert built and binary.is_file(), up.stderr[-4000:]    # lab up ran the build
-        record_property("go_build_seconds", built.group(1))
-        record_property("lab_up_seconds", f"{time.monotonic() - started:.1f}")
+        # in the report (-rP, junit system-out): cold and warm Go caches differ by minutes
+        print(f"go build {built.group(1)} s, lab up {time.monotonic() - started:.1f} s")
         assert "go-ptp serves cniVersion 1.0.0" in up.stderr
         junit = tmp_path / "report.xml"
         suite = subprocess.run(
