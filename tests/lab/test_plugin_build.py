@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from test_cli import STAND_IN
+from test_cli import write_config as write_lab_config
 
 from lab.api import LabError
 from lab.cli import main
@@ -18,37 +20,21 @@ from lab.nodes.providers.netns import lab_namespaces
 
 # The "source" is src.txt; the build stamps it into plug.in (a stand-in plugin answering
 # VERSION, printing the source's word for any other command): a node shows which build it has.
-PLUG_IN = """#!/bin/sh
-[ "$CNI_COMMAND" = VERSION ] && echo '{"supportedVersions": ["1.0.0"]}' && exit 0
-echo @WORD@
-"""
+PLUG_IN = (f'#!/bin/sh\n[ "$CNI_COMMAND" = VERSION ] && {STAND_IN.splitlines()[1]} && exit 0\n'
+           "echo @WORD@\n")
 BUILD = ('test -f src.txt && mkdir -p out && sed "s/@WORD@/$(cat src.txt)/" plug.in '
          '> out/plug.tmp && chmod +x out/plug.tmp && mv out/plug.tmp out/plug')
 
 
 def write_config(folder: Path, build: str | None, *, name: str = "demo",
                  extra: str = "") -> Path:
+    """test_cli's two-node lab with plugin.path out/plug (made by the build), plus build."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "lab.toml"
     (folder / "plug.in").write_text(PLUG_IN)
+    path = write_lab_config(folder, name, plugin="out/plug")
     # a TOML multi-line literal string holds the command as written: no escapes
-    build_line = f"build = '''{build}'''" if build is not None else ""
-    path.write_text(textwrap.dedent(f"""
-        [lab]
-        name = "{name}"
-        state_dir = "{folder / 'state'}"
-        [[nodes]]
-        name = "node1"
-        role = "server"
-        [[nodes]]
-        name = "node2"
-        [plugin]
-        path = "out/plug"
-        type = "plug"
-        """) + build_line + "\n" + textwrap.dedent(extra) + """
-        [plugin.config]
-        cniVersion = "1.0.0"
-        """)
+    build_line = f"build = '''{build}'''\n" if build is not None else ""
+    path.write_text(path.read_text() + build_line + textwrap.dedent(extra) + "\n")
     return path
 
 
@@ -170,7 +156,7 @@ def test_lab_up_and_lab_deploy_ship_what_the_build_makes_from_the_source_now(tmp
 
     def shipped() -> set[str]:
         with open_lab(path) as lab:
-            return {node.run([f"{node.state_dir}/bin/plug"]).stdout for node in lab.nodes()}
+            return {node.run([f"{node.state_dir}/bin/cnilab"]).stdout for node in lab.nodes()}
 
     try:
         assert main(["-c", str(path), "up"]) == 0, capsys.readouterr().err
@@ -179,7 +165,7 @@ def test_lab_up_and_lab_deploy_ship_what_the_build_makes_from_the_source_now(tmp
         (tmp_path / "src.txt").write_text("two\n")       # the developer's edit
         assert main(["-c", str(path), "deploy"]) == 0
         err = capsys.readouterr().err
-        assert "build the plugin" in err and "plug -> 2 nodes as plug" in err
+        assert "build the plugin" in err and "plug -> 2 nodes as cnilab" in err
         assert shipped() == {"two\n"}
         (tmp_path / "src.txt").unlink()                   # a build that now fails …
         (tmp_path / "out" / "plug").unlink()

@@ -7,18 +7,15 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from example_labs import ROOT, assert_every_scenario_that_applies_passes, lab
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-LAB = [sys.executable, "-c", "from lab.cli import main_entry; main_entry()"]
 BINARY = "go-ptp"
 # A cold build (no Go build cache, modules from the proxy) took minutes on 2 shared cores.
 UP_TIMEOUT = 1500
@@ -36,15 +33,6 @@ def clean_tree(dest: Path) -> Path:
     return examples / "netns-go-plugin.toml"
 
 
-def outcomes_of(junit: Path) -> dict[str, str]:
-    found = {}
-    for case in ET.parse(junit).getroot().iter("testcase"):
-        tags = {child.tag for child in case}
-        found[str(case.get("name"))] = next(
-            (t for t in ("failure", "error", "skipped") if t in tags), "passed")
-    return found
-
-
 def test_the_go_plugin_example_builds_from_a_clean_tree_and_passes_every_scenario(tmp_path):
     if shutil.which("go") is None:
         pytest.skip("the Go plugin example needs the Go toolchain (`go` on PATH, 1.24 or "
@@ -56,8 +44,7 @@ def test_the_go_plugin_example_builds_from_a_clean_tree_and_passes_every_scenari
     name = "t6" + secrets.token_hex(3)
     common = ["-c", str(config), "--name", name]
     started = time.monotonic()
-    up = subprocess.run([*LAB, "up", *common], cwd=ROOT, capture_output=True, text=True,
-                        timeout=UP_TIMEOUT)
+    up = lab("up", *common, timeout=UP_TIMEOUT)
     try:
         assert up.returncode == 0, up.stderr[-4000:]
         built = re.search(r"built in ([0-9.]+)s", up.stderr)
@@ -65,20 +52,9 @@ def test_the_go_plugin_example_builds_from_a_clean_tree_and_passes_every_scenari
         # in the report (-rP, junit system-out): cold and warm Go caches differ by minutes
         print(f"go build {built.group(1)} s, lab up {time.monotonic() - started:.1f} s")
         assert "go-ptp serves cniVersion 1.0.0" in up.stderr
-        junit = tmp_path / "report.xml"
-        suite = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "scenarios/",
-             "--lab-config", str(config), "--lab-name", name, f"--junitxml={junit}", "-q"],
-            cwd=ROOT, capture_output=True, text=True, timeout=600)
-        outcomes = outcomes_of(junit)
-        assert len(outcomes) >= 18, sorted(outcomes)
-        bad = {t: o for t, o in outcomes.items() if o != "passed"}
-        # GC does not exist at the config's CNI 1.0.0: not applicable, not a failure
-        assert bad == {"test_gc_removes_a_leaked_attachment_and_keeps_live_ones": "skipped"}, (
-            bad, suite.stdout[-3000:])
+        assert_every_scenario_that_applies_passes(config, name, tmp_path)
     finally:
-        down = subprocess.run([*LAB, "down", *common], cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
+        down = lab("down", *common)
     assert down.returncode == 0, down.stderr
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"cnilab-{name}-" not in left, left
