@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lab.api import Action, ActionContext, LabError, Node, Provider
+from lab.cluster.build import build_plugin
 from lab.config import LabConfig
 from lab.nodes.private import private_dir
 from lab.nodes.providers import make_provider, plugin_dir, plugin_executable
@@ -193,6 +194,9 @@ def build_actions(config: LabConfig, report: object = None) -> list[Action]:
 def up(config: LabConfig, progress: Progress | None = None, *, retain: bool = False,
        provider: Provider | None = None) -> list[Node]:
     progress = progress or Silent()
+    if config.plugin.build is not None:   # before preflight: it checks the file the build makes
+        with progress.step(f"build the plugin ({config.plugin.build})"):
+            build_plugin(config, progress.info)
     preflight(config)
     provider = provider or make_provider(config)
     refuse_a_foreign_lab(config, provider)

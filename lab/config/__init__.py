@@ -3,7 +3,8 @@
     [lab]      name, provider, state_dir
     [[nodes]]  name, role
     [network]  underlay, pod_cidr (one /24 per node, in node order)
-    [plugin]   path, type, backend, ifname, config (the CNI network config as a TOML table)
+    [plugin]   path, type, backend, ifname, config (the CNI network config as a TOML table),
+               node_setup, build, build_timeout
     [libvirt] [ssh] [existing] [vagrant] [k3s] [multus]: models owned by their providers
 
 Unknown keys are errors (extra="forbid" everywhere): a typo must never be silently ignored.
@@ -159,6 +160,37 @@ class PluginSection(_Strict):
     # so it must be safe to repeat), with NODE_NAME, NODE_IP, NODE_POD_SUBNET, POD_CIDR,
     # NODES and PEERS (JSON) and CNI_BIN_DIR in its environment: a plugin's per-node set-up.
     node_setup: Path | None = None
+    # A shell command run on the harness, in the config's folder, before `lab up` and `lab
+    # deploy` look at plugin.path: the plugin's own build (`go build -o …`), so a changed
+    # source is what gets shipped. build_timeout: seconds it may take (a cold Go build
+    # downloads modules and compiles the standard library: minutes on a small machine).
+    build: str | None = None
+    build_timeout: float = 900
+
+    @field_validator("build")
+    @classmethod
+    def _build(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("is empty: give the shell command that builds plugin.path, e.g. "
+                             "\"cd go-plugin && go build -o go-ptp .\", or leave it out")
+        if v is not None and "\0" in v:
+            raise ValueError("contains a NUL byte, which no shell command can")
+        return v
+
+    @field_validator("build_timeout")
+    @classmethod
+    def _build_timeout(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError(f"{v:g} is not a time the build can take: give seconds above 0, "
+                             "e.g. 900")
+        return v
+
+    @model_validator(mode="after")
+    def _timeout_needs_a_build(self) -> PluginSection:
+        if "build_timeout" in self.model_fields_set and self.build is None:
+            raise ValueError("build_timeout is set but build is not: add the build command, "
+                             "or remove build_timeout")
+        return self
 
     @property
     def plugin_type(self) -> str:

@@ -205,7 +205,9 @@ def test_examples_load(example):
              "k3s-existing")
     expected = 3 if example.name.startswith(three) else 2
     assert len(config.nodes) == expected, example.name
-    assert config.plugin_path.name in ("cnilab", "ptp")
+    assert config.plugin_path.name in ("cnilab", "ptp", "go-ptp")
+    # a plugin the example builds itself is named by its build (examples/go-plugin)
+    assert (config.plugin.build is not None) == (config.plugin_path.name == "go-ptp")
 
 
 def _libvirt_k3s(**libvirt):

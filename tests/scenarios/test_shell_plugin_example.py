@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import subprocess
-import sys
-import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
+from example_labs import ROOT, assert_every_scenario_that_applies_passes, lab
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
-
-ROOT = Path(__file__).resolve().parents[2]
-LAB = [sys.executable, "-c", "from lab.cli import main_entry; main_entry()"]
 
 
 def test_the_shell_plugin_example_passes_every_scenario_that_applies(tmp_path):
@@ -23,25 +17,10 @@ def test_the_shell_plugin_example_passes_every_scenario_that_applies(tmp_path):
     config = ROOT / "examples" / "shell-plugin" / "lab.toml"
     name = "t4" + secrets.token_hex(3)
     common = ["-c", str(config), "--name", name]
-    up = subprocess.run([*LAB, "up", *common], cwd=ROOT, capture_output=True, text=True,
-                        timeout=120)
+    up = lab("up", *common)
     try:
         assert up.returncode == 0, up.stderr
         assert "myptp serves cniVersion 1.0.0" in up.stderr
-        junit = tmp_path / "report.xml"
-        suite = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "scenarios/",
-             "--lab-config", str(config), "--lab-name", name, f"--junitxml={junit}", "-q"],
-            cwd=ROOT, capture_output=True, text=True, timeout=600)
-        outcomes = {}
-        for case in ET.parse(junit).getroot().iter("testcase"):
-            tags = {child.tag for child in case}
-            outcomes[case.get("name")] = next(
-                (t for t in ("failure", "error", "skipped") if t in tags), "passed")
-        assert len(outcomes) >= 18, sorted(outcomes)
-        bad = {t: o for t, o in outcomes.items() if o != "passed"}
-        # GC does not exist at the config's CNI 1.0.0: not applicable, not a failure
-        assert bad == {"test_gc_removes_a_leaked_attachment_and_keeps_live_ones": "skipped"}, (
-            bad, suite.stdout[-3000:])
+        assert_every_scenario_that_applies_passes(config, name, tmp_path)
     finally:
-        subprocess.run([*LAB, "down", *common], cwd=ROOT, capture_output=True, timeout=120)
+        lab("down", *common)
