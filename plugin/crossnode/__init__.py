@@ -78,11 +78,22 @@ def peers_of(topology: Topology, me: ClusterNode) -> list[ClusterNode]:
 
 
 def lock_name(topology: Topology, me: ClusterNode) -> str:
-    """Per network and node: the nodes of a netns lab share one /run but not their routes,
-    and two labs (networks) that both have a `node1` do not share a lock either."""
+    """Per network and node, and per network namespace the node's routes live in: the nodes
+    of a netns lab share one /run but not their routes, and two labs made from one config
+    (same network, same `node1`) are two namespaces, so they never wait on each other."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_"
                    for c in f"{topology.network}-{me.name}")
-    return f"crossnode-{safe}"
+    return f"crossnode-{safe}-{_netns_id()}"
+
+
+def _netns_id() -> str:
+    """The inode of this thread's network namespace (a resident worker enters the caller's)."""
+    for path in ("/proc/thread-self/ns/net", "/proc/self/ns/net"):
+        try:
+            return str(os.stat(path).st_ino)
+        except OSError:
+            continue
+    return "0"
 
 
 def ensure_peers(topology: Topology, me: ClusterNode, lock_dir: str,

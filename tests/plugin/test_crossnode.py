@@ -313,6 +313,19 @@ def test_parallel_programming_on_a_fresh_node_succeeds_once(lab3, backend):
     assert len(our_routes(lab3.node("node1").ns, proto)) == 2
 
 
+def test_two_labs_from_one_config_never_share_a_nodes_lock(lab2):
+    """Same network name, same node name, two network namespaces: two locks (a second lab
+    made from the same example must not wait on the first one's ADDs)."""
+    topo = topology(lab2.conf("host-gw"))
+    node1 = next(n for n in topo.nodes if n.name == "node1")
+    here = crossnode.lock_name(topo, node1)
+    there = run_in_netns(lab2.node("node1").ns, crossnode.lock_name, topo, node1)
+    other = run_in_netns(lab2.node("node2").ns, crossnode.lock_name, topo, node1)
+    assert len({here, there, other}) == 3
+    assert there == run_in_netns(lab2.node("node1").ns, crossnode.lock_name, topo, node1)
+    assert there.startswith(f"crossnode-{topo.network}-node1-")
+
+
 @pytest.mark.parametrize("backend", ["host-gw", "vxlan"])
 def test_a_programmed_node_takes_no_lock_and_a_change_waits_for_it(lab2, backend, lock_dir):
     raw = lab2.conf(backend)
@@ -321,8 +334,8 @@ def test_a_programmed_node_takes_no_lock_and_a_change_waits_for_it(lab2, backend
     proto = PROTO_HOST_GW if backend == "host-gw" else PROTO_VXLAN
     topo = topology(raw)
     node1 = next(n for n in topo.nodes if n.name == "node1")
-    # another call programming this node:
-    with locking.exclusive(lock_dir, crossnode.lock_name(topo, node1)):
+    # another call programming this node (the lock is named in the node's namespace):
+    with locking.exclusive(lock_dir, run_in_netns(node.ns, crossnode.lock_name, topo, node1)):
         started = time.monotonic()
         assert program(lab2, "node1", raw) == []
         assert time.monotonic() - started < 5, "an ADD with nothing to change waited"
