@@ -312,3 +312,17 @@ def test_shell_completion_code_and_answers(tmp_path):
            "_ARGCOMPLETE_STDOUT_FILENAME": str(out)}
     subprocess.run([str(lab)], env=env, capture_output=True, timeout=30, check=False)
     assert sorted(out.read_text().split()) == ["path", "pod"]
+
+
+def test_a_missing_program_is_said_in_labs_words_not_the_wrappers():
+    from lab.cli.pod import not_found
+
+    for rc, said in ((127, "nsenter: failed to execute nosuchcmd: No such file or directory\n"),
+                     (1, 'exec of "nosuchcmd" failed: No such file or directory\n'),
+                     (127, "sh: 1: nosuchcmd: not found\n"),
+                     (127, "bash: nosuchcmd: command not found\n")):
+        assert not_found(said, rc, "nosuchcmd", "node1") == (
+            "✗ command not found: nosuchcmd on node1\n", 127)
+    # the program's own complaint about a missing file stays as it is
+    own = "cat: nosuchcmd: No such file or directory\n"
+    assert not_found(own, 1, "cat", "node1") == (own, 1)

@@ -3,7 +3,6 @@ cnitool user does it — and the `show` reproducer run as printed."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -52,10 +51,11 @@ def test_manual_check_walk_through(tmp_path, capsys):
         assert main([*cfg, "cni", "show", "web"]) == 0
         script = capsys.readouterr().out
         assert "CNI_COMMAND=CHECK" in script and '"prevResult"' in script
-        env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+        # the reproducer runs as is, without the venv on PATH (as under sudo or env -i)
+        env = {"PATH": "/usr/bin:/bin"}
         ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env,
-                             timeout=60, cwd=REPO)
-        assert ran.returncode == 0, ran.stdout + ran.stderr    # the reproducer runs as is
+                             timeout=60, cwd="/")
+        assert ran.returncode == 0, ran.stdout + ran.stderr
 
         pod_ns = f"cnilab-{name}-pod-web"
         subprocess.run(["ip", "netns", "exec", pod_ns, "ip", "addr", "flush", "dev", "eth0"],
@@ -65,16 +65,45 @@ def test_manual_check_walk_through(tmp_path, capsys):
         error = json.loads(captured.out)
         assert error["code"] >= 100 and web[3] in error["msg"], error
         ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True, env=env,
-                             timeout=60, cwd=REPO)
+                             timeout=60, cwd="/")
         assert ran.returncode != 0 and json.loads(ran.stdout)["code"] == error["code"]
 
+        assert main([*cfg, "cni", "add", "web", "--node", "node2"]) == 1   # not its node
+        assert "pod web is on node1, not node2" in capsys.readouterr().err
         assert main([*cfg, "cni", "del", "web"]) == 0
+        capsys.readouterr()
+        for again in (["cni", "add", "web"], ["pod", "del", "web"]):   # DELeted: --node needed
+            assert main([*cfg, *again]) == 1
+            err = capsys.readouterr().err
+            assert "its namespace is still there" in err and "--node" in err, err
         assert main([*cfg, "cni", "add", "web", "--node", "node1"]) == 0
         capsys.readouterr()
         assert main([*cfg, "cni", "check", "web"]) == 0           # re-attached, healthy
         assert main([*cfg, "cni", "gc", "node1"]) == 0
         assert main([*cfg, "cni", "status", "node1"]) == 0
+        for command in ("GC", "STATUS"):
+            capsys.readouterr()
+            assert main([*cfg, "cni", "show", "node1", "--command", command]) == 0
+            script = capsys.readouterr().out
+            assert f"# CNI {command} on node1" in script and f"CNI_COMMAND={command}" in script
+            assert ('"cni.dev/valid-attachments"' in script) == (command == "GC")
+            ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                                 env={"PATH": "/usr/bin:/bin"}, timeout=60, cwd="/")
+            assert ran.returncode == 0, ran.stdout + ran.stderr
+        capsys.readouterr()
+        assert main([*cfg, "pod", "ls"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].split() == ["NAME", "NODE", "IFNAME", "ADDRESSES", "CONTAINER_ID"]
+        assert lines[1].split()[:3] == web[:3] and lines[1].split()[3].startswith("10.244.0.")
+        assert main([*cfg, "pod", "exec", "web", "--", "ip", "-br", "addr", "show", "eth0"]) == 0
+        assert lines[1].split()[3] + "/24" in capsys.readouterr().out
+        assert main([*cfg, "pod", "exec", "web", "--", "nosuchcmd"]) == 127
+        assert "command not found: nosuchcmd on pod web" in capsys.readouterr().err
+        assert main([*cfg, "exec", "node1", "--", "nosuchcmd"]) == 127
+        err = capsys.readouterr().err
+        assert "command not found: nosuchcmd on node1" in err and "nsenter" not in err
         assert main([*cfg, "pod", "del", "web"]) == 0
+        assert "removed pod web from node1" in capsys.readouterr().err
         assert main([*cfg, "pod", "ls", "--json"]) == 0
         assert json.loads(capsys.readouterr().out) == []
         assert main([*cfg, "cni", "check", "nosuch"]) == 1
