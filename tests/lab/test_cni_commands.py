@@ -111,3 +111,29 @@ def test_manual_check_walk_through(tmp_path, capsys):
     finally:
         main([*cfg, "down"])
     assert lab_namespaces(name) == []
+
+
+@pytest.mark.root
+def test_dual_stack_labs_show_both_families(capsys):
+    """`lab up`, `lab status`, `lab pod add` and `pod ls --json` with the v6 address too."""
+    if not (REPO / "dist" / "cnilab").exists():
+        pytest.skip("dist/cnilab is not built (python -m plugin.build)")
+    name = "t3" + secrets.token_hex(3)
+    cfg = ["-c", str(REPO / "examples" / "netns-dualstack.toml"), "--name", name]
+    try:
+        assert main([*cfg, "up"]) == 0
+        assert f"lab {name} is up: node1 10.99.0.11 fd00:99::11," in capsys.readouterr().err
+        assert main([*cfg, "status"]) == 0
+        assert "node2\t10.99.0.12,fd00:99::12\trunning" in capsys.readouterr().out
+        assert main([*cfg, "status", "--json"]) == 0
+        nodes = json.loads(capsys.readouterr().out)["nodes"]
+        assert nodes[0]["addresses"] == ["10.99.0.11", "fd00:99::11"]
+        assert main([*cfg, "pod", "add", "node1", "web"]) == 0
+        added = capsys.readouterr().out.split()
+        assert added[3].split(",")[0].startswith("10.244.0.") and ":" in added[3].split(",")[1]
+        assert main([*cfg, "pod", "ls", "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert listed[0]["ips"] == added[3].split(",")
+    finally:
+        main([*cfg, "down"])
+    assert lab_namespaces(name) == []
