@@ -1,4 +1,5 @@
-"""`lab ls [--json]`: the labs on this host, found in the resources themselves.
+"""`lab ls [--json]`: the labs on this host, found in the resources themselves, with the state,
+age, pod count and config of each.
 
 netns labs from their namespaces (`cnilab-<lab>-<node>`: lab names hold no '-'), libvirt labs
 from the cnilab tag in each domain's metadata, and labs whose nodes live elsewhere (existing
