@@ -465,3 +465,22 @@ def test_scenarios_without_a_lab_config_say_lab_config_in_one_line(tmp_path):
     assert said == [f"ERROR: no lab config at {tmp_path / 'lab.toml'}: pass one with "
                     f"--lab-config PATH (examples: {Path(__file__).resolve().parents[2]}"
                     "/examples/netns-hostgw.toml and the others there)"]
+
+
+def test_every_positional_argument_says_what_it_is():
+    """`lab pod add --help` tells NODE from NAME; before, positionals had no help at all."""
+    import argparse
+
+    from lab.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        silent = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    silent += walk(sub, f"{path} {name}")
+            elif not action.option_strings and not action.help:
+                silent.append(f"{path} {action.metavar or action.dest}")
+        return silent
+
+    assert walk(build_parser(), "lab") == []
