@@ -185,8 +185,9 @@ def _attach_lab_logs(item: pytest.Item, report: pytest.TestReport, opened: Any) 
              for call in getattr(cluster, "plugin_calls", list)()]
     extra = {"plugin-calls.txt": "\n".join(calls) + "\n"} if calls else {}
     try:
-        tarball = write_tarball(opened.provider, opened.name, logs_dir / f"{safe_id}.tar.gz",
-                                extra)
+        # per lab: the same test run against two labs keeps both tarballs
+        tarball = write_tarball(opened.provider, opened.name,
+                                logs_dir / opened.name / f"{safe_id}.tar.gz", extra)
         item.user_properties.append(("lab_logs", str(tarball.resolve())))
         lines.append(f"lab logs: {tarball.resolve()}")
     except Exception as e:  # logs are a courtesy: never hide the test's own failure

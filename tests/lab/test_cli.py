@@ -123,7 +123,26 @@ def test_up_status_exec_logs_down(lab_toml, tmp_path, capsys):
     assert main(["-c", str(path), "logs", "-o", str(out_path)]) == 0
     assert capsys.readouterr().out.strip() == str(out_path)
     with tarfile.open(out_path) as tar:
-        assert f"cnilab-{name}-logs/node2/ip-neigh.txt" in tar.getnames()
+        names = tar.getnames()
+        root = f"cnilab-{name}-logs/node2"
+        for part in ("ip-neigh.txt", "sysctl.txt", "nft-ruleset.txt", "iptables-save.txt",
+                     "network-config.json"):
+            assert f"{root}/{part}" in names, part
+        sysctls = tar.extractfile(f"{root}/sysctl.txt").read().decode()   # type: ignore[union-attr]
+        assert "net.ipv4.ip_forward = " in sysctls
+        got = json.loads(tar.extractfile(f"{root}/network-config.json").read())  # type: ignore[union-attr]
+        assert got["type"] == "cnilab" and got["nodes"][1]["ip"] == "10.99.0.12"
+    # by default under lab-logs/<lab>/, never the working directory's top
+    import os
+
+    here = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        assert main(["-c", str(path), "logs"]) == 0
+    finally:
+        os.chdir(here)
+    default = Path(capsys.readouterr().out.strip())
+    assert default.parent == Path("lab-logs") / name and (tmp_path / default).is_file()
 
     assert main(["-c", str(path), "down"]) == 0
     assert lab_namespaces(name) == []

@@ -6,6 +6,7 @@ import json
 import secrets
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,12 @@ def test_manual_check_walk_through(tmp_path, capsys):
         assert [(p["name"], p["ip"]) for p in listed] == [("web", web[3])]
 
         assert main([*cfg, "cni", "check", "web"]) == 0           # healthy: CHECK passes
+        logs = tmp_path / "logs.tar.gz"
+        assert main([*cfg, "logs", "-o", str(logs)]) == 0
+        with tarfile.open(logs) as tar:                          # the pod's own namespace
+            pod_addr = tar.extractfile(f"cnilab-{name}-logs/node1/pods/cnilab-{name}-pod-web/"
+                                       "ip-addr.txt")
+            assert pod_addr is not None and f"{web[3]}/24" in pod_addr.read().decode()
         assert main([*cfg, "cni", "show", "web"]) == 0
         script = capsys.readouterr().out
         assert "CNI_COMMAND=CHECK" in script and '"prevResult"' in script
