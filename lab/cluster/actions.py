@@ -176,7 +176,8 @@ def identity_differences(theirs: dict[str, object], ours: dict[str, object]) -> 
 
     lines = []
     for key in ours:
-        if key in IDENTITY_NOTES or theirs.get(key) == ours[key]:
+        # a key the lab's record lacks was not recorded when it was made: not a difference
+        if key in IDENTITY_NOTES or key not in theirs or theirs[key] == ours[key]:
             continue
         up, mine = flat(theirs.get(key), key), flat(ours[key], key)
         for dotted in sorted(set(up) | set(mine)):

@@ -503,3 +503,16 @@ def test_every_positional_argument_says_what_it_is():
         return silent
 
     assert walk(build_parser(), "lab") == []
+
+
+def test_identity_differences_name_each_setting_and_skip_what_was_not_recorded():
+    from lab.cluster.actions import identity_differences
+
+    ours = {"underlay": "10.99.0.0/24", "plugin_config": {"backend": "vxlan", "mtu": 1500},
+            "source": "/b.toml"}
+    theirs = {"underlay": "10.99.0.0/24", "plugin_config": {"backend": "host-gw", "mtu": 1500},
+              "source": "/a.toml"}
+    assert identity_differences(theirs, ours) == [
+        "plugin_config.backend: up 'host-gw', this config 'vxlan'"]
+    # a lab recorded before plugin configs were: converges rather than refusing
+    assert identity_differences({"underlay": "10.99.0.0/24"}, ours) == []
