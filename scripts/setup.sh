@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 NETNS_PACKAGES=(
   iproute2 iputils-ping iperf3 procps kmod            # netns lab, scenarios
   containernetworking-plugins                         # host-local IPAM + reference ptp/bridge baselines
+  jq                                                  # the shell-plugin example (examples/shell-plugin)
 )
 ALL_PACKAGES=(
-  "${NETNS_PACKAGES[@]}" strace jq                    # strace: tests; jq: the shell-plugin example
+  "${NETNS_PACKAGES[@]}" strace                       # strace: tests
   openssh-server openssh-client                       # a real sshd for the SSH tests
   sudo                                                # SshNode's sudo path, tested for real
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
@@ -23,7 +24,7 @@ ALL_PACKAGES=(
   hyperfine                                           # bench/
 )
 case "${1:-all}" in
-  netns) APT_PACKAGES=("${NETNS_PACKAGES[@]}"); EXTRAS="" ;;
+  netns) APT_PACKAGES=("${NETNS_PACKAGES[@]}"); EXTRAS="[demo]" ;;
   all) APT_PACKAGES=("${ALL_PACKAGES[@]}"); EXTRAS="[dev]" ;;
   *) echo "usage: $0 [netns|all]" >&2; exit 2 ;;
 esac

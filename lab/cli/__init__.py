@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "lab exec NODE -- ip -br addr", file=sys.stderr)
             return e.code if isinstance(e.code, int) else 2
         if command is not None:
-            if not hasattr(args, "argv"):    # only exec and ssh take a command
+            if not hasattr(args, "argv"):    # only exec, ssh and pod exec take a command
                 print(f"lab {args.command}: unexpected arguments after --: "
                       f"{' '.join(command)}", file=sys.stderr)
                 return 2

@@ -15,7 +15,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "completion", help="print shell completion code (eval it in your shell's rc file)",
         description='Shell completion for lab: eval "$(lab completion bash)"')
-    p.add_argument("shell", choices=["bash", "zsh", "fish"])
+    p.add_argument("shell", choices=["bash", "zsh", "fish"], help="the shell to complete in")
     return p
 
 

@@ -40,10 +40,11 @@ def run(args: argparse.Namespace) -> int:
 
             deploy_plugin(lab.config, nodes, progress.info)
         else:   # netns and VM labs: the plugin where the harness's runtime looks for it
-            from lab.cluster.actions import InstallPlugin
+            from lab.cluster.actions import InstallPlugin, node_setup_actions
 
-            InstallPlugin().run(ActionContext(config=lab.config, nodes=nodes,
-                                              state_dir=lab.config.harness_dir,
-                                              report=progress.info))
+            ctx = ActionContext(config=lab.config, nodes=nodes,
+                                state_dir=lab.config.harness_dir, report=progress.info)
+            for action in [InstallPlugin(), *node_setup_actions(lab.config)]:
+                action.run(ctx)
     progress.info(f"deployed in {time.monotonic() - started:.1f}s")
     return 0

@@ -7,13 +7,14 @@ from typing import Any
 
 from lab.api import LabError
 from lab.cli._common import lab_from
+from lab.cli.pod import not_found
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "exec", help="run a command on a node",
         description="Run CMD on NODE (in its namespace, or over SSH) and pass its exit code on.")
-    p.add_argument("node", metavar="NODE")
+    p.add_argument("node", metavar="NODE", help="the node (`lab status` lists them)")
     p.add_argument("argv", metavar="CMD", nargs="*",
                    help="the command, after -- (needed once it has options of its own)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
@@ -35,5 +36,6 @@ def run(args: argparse.Namespace) -> int:
         else None
     result = node.run(argv, input=data, timeout=args.timeout)
     sys.stdout.write(result.stdout)
-    sys.stderr.write(result.stderr)
-    return result.rc
+    stderr, rc = not_found(result.stderr, result.rc, argv[0], node.name)
+    sys.stderr.write(stderr)
+    return rc

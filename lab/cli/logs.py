@@ -14,10 +14,11 @@ from lab.progress import Progress
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "logs", help="collect diagnostics into a tarball",
-        description="Write each node's ip addr/route/neigh, plugin logs and CNI result cache "
-                    "into one .tar.gz.")
+        description="Write each node's ip addr/route/neigh/link, sysctls, nft and iptables "
+                    "rules, plugin logs, CNI result cache and network config, and each pod "
+                    "namespace's links, addresses, routes and neighbours into one .tar.gz.")
     p.add_argument("-o", "--output", type=Path, default=None,
-                   help="tarball path (default: ./cnilab-<lab>-logs-<time>.tar.gz)")
+                   help="tarball path (default: lab-logs/<lab>/cnilab-<lab>-logs-<time>.tar.gz)")
     return p
 
 

@@ -1,4 +1,5 @@
-"""`lab ls [--json]`: the labs on this host, found in the resources themselves.
+"""`lab ls [--json]`: the labs on this host, found in the resources themselves, with the state,
+age, pod count and config of each.
 
 netns labs from their namespaces (`cnilab-<lab>-<node>`: lab names hold no '-'), libvirt labs
 from the cnilab tag in each domain's metadata, and labs whose nodes live elsewhere (existing
@@ -8,6 +9,7 @@ a config: it answers "what is running on this machine, and whose is it".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -72,24 +74,88 @@ def state_labs(root: Path = STATE_ROOT) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 
 
-def run(args: argparse.Namespace) -> int:
+# What a lab's row says about a harness dir: `lab up` states (lab.cluster.actions) and a lab
+# whose failed `lab up` cleaned itself up, leaving only its logs (`lab down` removes those).
+UP_FAILED = "up failed"
+
+
+def lab_details(lab: str, row: dict[str, Any]) -> None:
+    """config, age, pods and state of one row, from what the lab left on this host."""
+    import time
+
+    from lab.cluster.actions import IDENTITY_FILE, LOGS_SUBDIR, UP_STATE_FILE
+    from lab.nodes.providers.netns import HOST_ROOT, NETNS_DIR, POD_PREFIX, ns_prefix
+
+    identity: dict[str, Any] = {}
+    places = [STATE_ROOT.expanduser() / lab / IDENTITY_FILE]
+    places += [HOST_ROOT / lab / node / IDENTITY_FILE for node in row["nodes"]]
+    for place in places:
+        try:
+            identity = json.loads(place.read_text())
+            break
+        except (OSError, ValueError):
+            continue
+    harness = Path(identity.get("harness_dir") or STATE_ROOT.expanduser() / lab)
+    row["config"] = identity.get("source") or None
+    row["pods"] = None
+    row["age_s"] = None
+    if row["provider"] == "netns":
+        prefix = ns_prefix(lab) + POD_PREFIX
+        row["pods"] = sum(1 for p in NETNS_DIR.iterdir() if p.name.startswith(prefix))
+        first = NETNS_DIR / (ns_prefix(lab) + row["nodes"][0])
+        with contextlib.suppress(OSError):   # removed while we looked
+            row["age_s"] = int(time.time() - first.stat().st_mtime)
+    try:
+        row["state"] = (harness / UP_STATE_FILE).read_text().strip() or "up"
+    except OSError:
+        row["state"] = "up" if row["nodes"] else "-"
+    if not row["nodes"]:
+        logs = sorted((harness / LOGS_SUBDIR).glob("up-failed-*")) if harness.is_dir() else []
+        if logs:
+            row["state"] = UP_FAILED
+            row["logs"] = str(logs[-1])
+
+
+def all_labs(uri: str) -> list[dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
-    for provider, labs in (("netns", netns_labs()), ("libvirt", libvirt_labs(args.uri))):
+    for provider, labs in (("netns", netns_labs()), ("libvirt", libvirt_labs(uri))):
         for lab, nodes in labs.items():
             found[lab] = {"lab": lab, "provider": provider, "nodes": nodes}
     for lab in state_labs():
         found.setdefault(lab, {"lab": lab, "provider": "-", "nodes": []})
         found[lab]["state_dir"] = str(STATE_ROOT.expanduser() / lab)
-    rows = [found[name] for name in sorted(found)]
+    for lab, row in found.items():
+        lab_details(lab, row)
+    return [found[name] for name in sorted(found)]
+
+
+def age(seconds: int | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = all_labs(args.uri)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
         print("no labs on this host")
         return 0
-    print(f"{'LAB':<20} {'PROVIDER':<9} NODES")
+    print(f"{'LAB':<20} {'PROVIDER':<9} {'STATE':<11} {'AGE':>5} {'PODS':>4}  NODES / CONFIG")
     for row in rows:
-        listed = ", ".join(row["nodes"]) or ("(harness state only: existing machines, "
-                                              "Vagrant, or a lab down with its logs kept)")
-        print(f"{row['lab']:<20} {row['provider']:<9} {listed}")
+        if row["state"] == UP_FAILED:
+            listed = f"(up failed; its logs: {row['logs']}; `lab down --name {row['lab']}` " \
+                     "removes them)"
+        else:
+            listed = ", ".join(row["nodes"]) or ("(harness state only: existing machines, "
+                                                  "Vagrant, or a lab down with its logs kept)")
+        pods = "-" if row["pods"] is None else str(row["pods"])
+        state = row["state"] if len(row["state"]) <= 11 else row["state"][:10] + "…"
+        print(f"{row['lab']:<20} {row['provider']:<9} {state:<11} {age(row['age_s']):>5} "
+              f"{pods:>4}  {listed}" + (f"  {row['config']}" if row["config"] else ""))
     return 0

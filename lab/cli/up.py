@@ -22,5 +22,5 @@ def run(args: argparse.Namespace) -> int:
     config = config_from(args)
     progress = Progress()
     nodes = up(config, progress, retain=args.retain)
-    progress.info(f"lab {config.name} is up: {nodes_summary(nodes)}")
+    progress.info(f"lab {config.name} is up: {nodes_summary(nodes, config)}")
     return 0

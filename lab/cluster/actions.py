@@ -50,19 +50,40 @@ class InstallPlugin:
         local = plugin_executable(config)
         plugin_type = config.plugin.plugin_type
 
-        setup = node_setup_script(config)
-
         def install(node: Node) -> None:
             bin_dir = plugin_dir(config.lab.provider, node)
             node.put_file(local, f"{bin_dir}/{plugin_type}")
-            if setup is not None:
-                run_node_setup(config, ctx.nodes, node, setup, bin_dir)
 
         # SSH copies are slow one by one; threads are plenty for a handful of uploads.
         with ThreadPoolExecutor(max_workers=min(8, len(ctx.nodes) or 1)) as pool:
             list(pool.map(install, ctx.nodes))
         if ctx.report:
             ctx.report(f"{local.name} -> {len(ctx.nodes)} nodes as {plugin_type}")
+
+
+class RunNodeSetup:
+    """plugin.node_setup on every node, as a step of its own: its output and time show."""
+
+    def __init__(self, script: Path) -> None:
+        self.script = script
+        self.name = f"run plugin.node_setup {script.name} on every node"
+
+    def run(self, ctx: ActionContext) -> None:
+        config: LabConfig = ctx.config
+
+        def setup(node: Node) -> None:
+            run_node_setup(config, ctx.nodes, node, self.script,
+                           plugin_dir(config.lab.provider, node))
+
+        with ThreadPoolExecutor(max_workers=min(8, len(ctx.nodes) or 1)) as pool:
+            list(pool.map(setup, ctx.nodes))
+        if ctx.report:
+            ctx.report(f"{self.script.name} ran on {', '.join(n.name for n in ctx.nodes)}")
+
+
+def node_setup_actions(config: LabConfig) -> list[Action]:
+    script = node_setup_script(config)
+    return [] if script is None else [RunNodeSetup(script)]
 
 
 def node_setup_script(config: LabConfig) -> Path | None:
@@ -124,41 +145,79 @@ class CheckPluginVersion:
 
 
 IDENTITY_FILE = "cnilab-lab.json"   # in each node's state dir: which config made the lab
+# Recorded for `lab ls` and the messages, not compared: one config may move or be copied.
+IDENTITY_NOTES = ("source", "harness_dir")
 
 
 def lab_identity(config: LabConfig) -> dict[str, object]:
     """What makes a lab this lab: a second `lab up` under the same name with other values
-    here would stack a second address and plugin on the first lab's nodes."""
-    return {"provider": config.lab.provider,
-            "nodes": [[n.name, n.role] for n in config.nodes],
-            "underlay": config.network.underlay, "pod_cidr": config.network.pod_cidr,
-            "plugin_type": config.plugin.plugin_type, "k3s": config.k3s is not None,
-            "source": str(config.source or "")}
+    here would stack a second address, plugin or datapath on the first lab's nodes (host-gw
+    routes beside a vxlan device). The plugin config is the one the nodes get, defaults filled
+    in, so a changed backend, MTU or IPAM range counts."""
+    from lab.runtime.network import base_config
+
+    identity = {"provider": config.lab.provider,
+                "nodes": [[n.name, n.role] for n in config.nodes],
+                "underlay": config.network.underlay, "pod_cidr": config.network.pod_cidr,
+                "plugin_type": config.plugin.plugin_type, "ifname": config.plugin.ifname,
+                "plugin_config": base_config(config), "k3s": config.k3s is not None,
+                "source": str(config.source or ""), "harness_dir": str(config.harness_dir)}
+    normal: dict[str, object] = json.loads(json.dumps(identity, default=str))   # as read back
+    return normal
 
 
-def refuse_a_foreign_lab(config: LabConfig, provider: Provider) -> None:
-    """Before provisioning: the nodes of a lab of this name, if any, came from this config."""
-    existing = provider.nodes()
-    if not existing:
-        return
-    node = existing[0]
+def identity_differences(theirs: dict[str, object], ours: dict[str, object]) -> list[str]:
+    """`key: up X, this config Y` for every compared value that differs (dotted inside the
+    plugin config, so the line names the one setting)."""
+    def flat(value: object, prefix: str) -> dict[str, object]:
+        if isinstance(value, dict) and value:
+            return {k: v for key, item in value.items()
+                    for k, v in flat(item, f"{prefix}.{key}").items()}
+        return {prefix: value}
+
+    lines = []
+    for key in ours:
+        # a key the lab's record lacks was not recorded when it was made: not a difference
+        if key in IDENTITY_NOTES or key not in theirs or theirs[key] == ours[key]:
+            continue
+        up, mine = flat(theirs.get(key), key), flat(ours[key], key)
+        for dotted in sorted(set(up) | set(mine)):
+            if up.get(dotted) != mine.get(dotted):
+                lines.append(f"{dotted}: up {up.get(dotted)!r}, this config {mine.get(dotted)!r}")
+    return lines
+
+
+def recorded_identity(nodes: Sequence[Node]) -> dict[str, object] | None:
+    """The identity the lab's first node holds; None when it has none (made before
+    identities were recorded, half made, or not answering)."""
+    if not nodes:
+        return None
+    node = nodes[0]
     try:
         res = node.run(["cat", f"{node.state_dir}/{IDENTITY_FILE}"], timeout=30)
         theirs = json.loads(res.stdout) if res.ok else None
-    except (LabError, ValueError):   # a node that does not answer yet: provisioning decides
-        theirs = None
-    if not isinstance(theirs, dict):
-        return      # made before identities were recorded, or half made: converge
-    ours = lab_identity(config)
-    differs = [k for k in ours if k != "source" and theirs.get(k) != ours[k]]
+    except (LabError, ValueError):
+        return None
+    return theirs if isinstance(theirs, dict) else None
+
+
+def refuse_a_foreign_lab(config: LabConfig, nodes: Sequence[Node], *,
+                         hint: str | None = None) -> None:
+    """The nodes of a lab of this name, if any, came from this config (or one that says the
+    same): `lab up` before provisioning, the pytest plugin at session start."""
+    theirs = recorded_identity(nodes)
+    if theirs is None:
+        return      # converge
+    differs = identity_differences(theirs, lab_identity(config))
     if differs:
+        keys = sorted({line.split(":")[0].split(".")[0] for line in differs})
+        made_by = theirs.get("source") or "<that config>"
         raise LabError(
             f"lab {config.name} is already up from another config "
-            f"({theirs.get('source') or 'unknown'}): {', '.join(differs)} differ",
-            output="\n".join(f"{k}: up {theirs.get(k)!r}, this config {ours[k]!r}"
-                             for k in differs),
-            hint=f"`lab down --name {config.name} -c <that config>` first, or bring this one "
-                 "up under another --name")
+            f"({theirs.get('source') or 'unknown'}): {', '.join(keys)} differ",
+            output="\n".join(differs),
+            hint=hint or (f"`lab down --name {config.name} -c {made_by}` first, or bring "
+                          "this one up under another --name"))
 
 
 class RecordIdentity:
@@ -166,6 +225,9 @@ class RecordIdentity:
 
     def run(self, ctx: ActionContext) -> None:
         text = json.dumps(lab_identity(ctx.config), indent=2)
+
+        # and beside the harness's files: `lab ls` and `lab down --all` find the config there
+        (ctx.state_dir / IDENTITY_FILE).write_text(text)
 
         def record(node: Node) -> None:
             path = f"{node.state_dir}/{IDENTITY_FILE}"
@@ -177,7 +239,8 @@ class RecordIdentity:
 
 
 def build_actions(config: LabConfig, report: object = None) -> list[Action]:
-    actions: list[Action] = [RecordIdentity(), InstallPlugin(), CheckPluginVersion()]
+    actions: list[Action] = [RecordIdentity(), InstallPlugin(), *node_setup_actions(config),
+                             CheckPluginVersion()]
     if config.k3s is not None:
         try:   # the K3s work; loaded only when the config asks for K3s
             k3s_actions = importlib.import_module("lab.kube.actions")
@@ -191,6 +254,22 @@ def build_actions(config: LabConfig, report: object = None) -> list[Action]:
     return actions
 
 
+UP_STATE_FILE = "up-state"   # in the harness dir: whether the last `lab up` finished
+
+
+def record_up_state(config: LabConfig, state: str) -> None:
+    (config.harness_dir / UP_STATE_FILE).write_text(state + "\n")
+
+
+def up_state(config: LabConfig) -> str | None:
+    """"up" once `lab up` finished; "interrupted" or "failed: …" while a lab kept by --retain
+    waits for another `lab up` or `lab down`; None for a lab made before states were kept."""
+    try:
+        return (config.harness_dir / UP_STATE_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def up(config: LabConfig, progress: Progress | None = None, *, retain: bool = False,
        provider: Provider | None = None) -> list[Node]:
     progress = progress or Silent()
@@ -199,8 +278,9 @@ def up(config: LabConfig, progress: Progress | None = None, *, retain: bool = Fa
             build_plugin(config, progress.info)
     preflight(config)
     provider = provider or make_provider(config)
-    refuse_a_foreign_lab(config, provider)
+    refuse_a_foreign_lab(config, provider.nodes())
     harness_dir = private_dir(config.harness_dir)
+    record_up_state(config, "in progress")
     try:
         with progress.step(f"provision {len(config.nodes)} {config.lab.provider} nodes "
                            f"of lab {config.name}"):
@@ -210,6 +290,7 @@ def up(config: LabConfig, progress: Progress | None = None, *, retain: bool = Fa
         for action in build_actions(config, progress.info):
             with progress.step(action.name):
                 action.run(ctx)
+        record_up_state(config, "up")
         return nodes
     except (Exception, KeyboardInterrupt) as failure:
         _after_failure(config, provider, progress, retain, failure)
@@ -227,6 +308,9 @@ def _after_failure(config: LabConfig, provider: Provider, progress: Progress, re
     except Exception as e:  # best effort: the original failure is what the user must see
         progress.info(f"could not collect logs: {e}")
     if retain:
+        with contextlib.suppress(OSError):
+            record_up_state(config, "interrupted" if isinstance(failure, KeyboardInterrupt)
+                            else f"failed: {str(failure).splitlines()[0][:200]}")
         progress.info("--retain: the lab is left as it is; `lab down` removes it")
         return
     with progress.step("clean up the failed lab"):
@@ -278,8 +362,16 @@ def _stop_resident_helpers(config: LabConfig, provider: Provider) -> None:
                                   '--resident-stop || true'], timeout=30)
 
 
-def nodes_summary(nodes: Sequence[Node]) -> str:
-    return ", ".join(f"{n.name} {n.address}" for n in nodes)
+def nodes_summary(nodes: Sequence[Node], config: LabConfig | None = None) -> str:
+    """`node1 10.99.0.11, …`; with the config, every family's address (dual-stack: v6 too)."""
+    from lab.runtime.network import node_addresses
+
+    def addresses(node: Node) -> str:
+        if config is None or not node.address:
+            return node.address
+        return " ".join(node_addresses(config, node).values())
+
+    return ", ".join(f"{n.name} {addresses(n)}" for n in nodes)
 
 
 __all__ = ["InstallPlugin", "build_actions", "down", "nodes_summary", "up"]

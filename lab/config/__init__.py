@@ -36,6 +36,7 @@ from pydantic import (
 from lab.api import LabError
 from lab.config.k3s import K3sSettings, MultusSettings
 from lab.config.libvirt import LibvirtSettings
+from lab.config.plugin_config import ifname_problem, placeholder_problem, value_problem
 from lab.config.remote import ExistingSettings, SshSettings, VagrantSettings
 
 # The lab name is the separator-free part of every resource name ("cnilab-<lab>-<node>"):
@@ -192,6 +193,14 @@ class PluginSection(_Strict):
                              "or remove build_timeout")
         return self
 
+    @field_validator("ifname")
+    @classmethod
+    def _ifname(cls, v: str) -> str:
+        problem = ifname_problem(v)
+        if problem:
+            raise ValueError(f"{v!r} {problem}; e.g. eth0 or net1")
+        return v
+
     @property
     def plugin_type(self) -> str:
         return self.type or self.path.name
@@ -255,6 +264,11 @@ class LabConfig(_Strict):
                              "(each route goes via the peer's v6 address): add a v6 network to "
                              "network.underlay, or set plugin.backend = \"vxlan\" (it carries "
                              "v6 over the v4 underlay)")
+        problem = value_problem(self.plugin.config) or placeholder_problem(
+            self.plugin.config, tuple(self.network.underlay_nets), self.network.families,
+            self.lab.provider)
+        if problem:
+            raise ValueError(problem)
         if self.plugin.backend is not None and not self.plugin_is_cnilab:
             raise ValueError(f"plugin.backend is a setting of cnilab, not of "
                              f"{self.plugin.plugin_type}: remove it (a plugin's own options go "
@@ -362,11 +376,59 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+# pydantic names each member of a union in the error location ("network.underlay.str",
+# "…list[str]"): a reader knows the key, not the validator's branches.
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "bytes"}
+_NOUNS = {"str": "a string", "list[str]": "a list of strings", "int": "an integer",
+          "float": "a number", "bool": "true or false", "dict": "a table", "none": "nothing"}
+_TYPE_ERRORS = {"string_type": "a string", "int_type": "an integer", "int_parsing": "an integer",
+                "list_type": "a list", "dict_type": "a table", "bool_type": "true or false",
+                "bool_parsing": "true or false", "path_type": "a path (a string)",
+                "float_type": "a number", "float_parsing": "a number",
+                "model_type": "a table", "model_attributes_type": "a table"}
+
+
+def _is_tag(part: int | str) -> bool:
+    return isinstance(part, str) and ("[" in part or part in _TYPE_TAGS)
+
+
+def _fold_unions(errors: list[Any]) -> list[Any]:
+    """One error per key: of a union's branches, the one the value's shape chose (the deepest
+    location), else one "must be A or B" for all of them."""
+    groups: dict[tuple[int | str, ...], list[Any]] = {}
+    for item in errors:
+        loc = tuple(item["loc"])
+        cut = next((i for i, part in enumerate(loc) if _is_tag(part)), len(loc))
+        groups.setdefault(loc[:cut], []).append({**item, "_tag": loc[cut] if cut < len(loc)
+                                                 else None, "_rest": loc[cut + 1:]})
+    folded = []
+    for key, items in groups.items():
+        tagged = [i for i in items if i["_tag"] is not None]
+        if len(tagged) < 2:
+            folded += [{**i, "loc": key + i["_rest"]} for i in items]
+            continue
+        deepest = max(len(i["_rest"]) for i in tagged)
+        if deepest:
+            folded += [{**i, "loc": key + i["_rest"]} for i in tagged
+                       if len(i["_rest"]) == deepest]
+            continue
+        nouns = [_NOUNS.get(str(i["_tag"]), str(i["_tag"])) for i in tagged]
+        folded.append({"loc": key, "type": "union",
+                       "msg": f"must be {' or '.join(dict.fromkeys(nouns))}, got "
+                              f"{tagged[0].get('input')!r}"})
+    return folded
+
+
 def _as_lab_error(err: ValidationError, source: str) -> LabError:
     lines = []
-    for item in err.errors():
+    for item in _fold_unions(err.errors()):
         loc = _dotted(tuple(item["loc"]))
         kind = item["type"]
+        if kind in _TYPE_ERRORS:
+            item = {**item, "msg": f"must be {_TYPE_ERRORS[kind]}, got {item.get('input')!r}"}
+        elif kind == "literal_error":
+            item = {**item, "msg": f"must be {(item.get('ctx') or {}).get('expected')}, "
+                                   f"got {item.get('input')!r}"}
         if kind == "extra_forbidden":
             lines.append(f"{loc}: unknown key; " + _unknown_key_fix(tuple(item["loc"])))
         elif kind == "missing":

@@ -210,6 +210,10 @@ class NamespacePodCluster:
         return self._runtimes[pod.node].calls_for(command, pod.attachment.container_id,
                                                   pod.ifname)
 
+    def cni_node_calls(self, node: str, command: str) -> list[tuple[list[str], str]]:
+        self._node(node)
+        return self._runtimes[node].node_calls_for(command)
+
     def cni_status(self, node: str) -> CommandResult:
         argv = ("CNI", "STATUS", node)
         try:

@@ -40,11 +40,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where `lab logs` tarballs of failing tests go (default: ./lab-logs)")
 
 
+def _missing_config(config: pytest.Config) -> str | None:
+    path = Path(config.getoption("--lab-config"))
+    if path.exists():
+        return None
+    # pytest's own -c/--config is something else: name ours
+    return (f"no lab config at {path.absolute()}: pass one with --lab-config PATH "
+            f"({examples_hint()})")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Before any test runs, one line (pytest's usage error) when tests need a lab and there
+    is no config; runs without lab tests need none."""
+    if any("lab" in getattr(item, "fixturenames", ()) for item in items):
+        missing = _missing_config(config)
+        if missing:
+            raise pytest.UsageError(missing)
+
+
 @pytest.fixture(scope="session")
 def lab(pytestconfig: pytest.Config) -> Iterator[Any]:
     from lab.cluster.session import open_lab  # only scenarios pay for the config/provider imports
 
     path = Path(pytestconfig.getoption("--lab-config"))
+    missing = _missing_config(pytestconfig)
+    if missing:
+        _stop(missing)
     try:
         opened = open_lab(path, pytestconfig.getoption("--lab-name"))
     except LabError as e:
@@ -65,10 +86,29 @@ def cluster(lab: Any, pytestconfig: pytest.Config) -> Cluster:
     try:
         if not lab.nodes():
             raise LabError(f"lab {lab.name} has no nodes")
+    except LabError as e:
+        _stop(f"lab {lab.name} is not up: run `{up}` first\n{e.describe()}")
+    try:    # a lab made from another config would be judged against the wrong network
+        from lab.cluster.actions import refuse_a_foreign_lab
+
+        refuse_a_foreign_lab(lab.config, lab.nodes(),
+                             hint=f"pass the config it was made from as --lab-config, or "
+                                  f"`lab down --name {lab.name}` and `{up}`")
+    except LabError as e:
+        _stop(e.describe())
+    try:
         made: Cluster = lab.cluster()
         return made
     except LabError as e:
         _stop(f"lab {lab.name} is not up: run `{up}` first\n{e.describe()}")
+
+
+def examples_hint() -> str:
+    """Where example lab configs are: beside this install in a checkout, else in one."""
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    if examples.is_dir():
+        return f"examples: {examples}/netns-hostgw.toml and the others there"
+    return "examples: examples/*.toml in a cnilab checkout, e.g. netns-hostgw.toml"
 
 
 def _stop(why: str) -> NoReturn:
@@ -179,8 +219,9 @@ def _attach_lab_logs(item: pytest.Item, report: pytest.TestReport, opened: Any) 
              for call in getattr(cluster, "plugin_calls", list)()]
     extra = {"plugin-calls.txt": "\n".join(calls) + "\n"} if calls else {}
     try:
-        tarball = write_tarball(opened.provider, opened.name, logs_dir / f"{safe_id}.tar.gz",
-                                extra)
+        # per lab: the same test run against two labs keeps both tarballs
+        tarball = write_tarball(opened.provider, opened.name,
+                                logs_dir / opened.name / f"{safe_id}.tar.gz", extra)
         item.user_properties.append(("lab_logs", str(tarball.resolve())))
         lines.append(f"lab logs: {tarball.resolve()}")
     except Exception as e:  # logs are a courtesy: never hide the test's own failure

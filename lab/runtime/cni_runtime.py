@@ -163,14 +163,25 @@ class CniRuntime:
         if version_tuple(self.cni_version) < (1, 1, 0):
             return (f"GC skipped: the config's cniVersion {self.cni_version} predates 1.1.0, "
                     "so a runtime never sends GC")
+        for conf in self._gc_configs(valid):
+            self._invoke("GC", conf, "", "", "", "")
+        return ""
+
+    def _gc_configs(self, valid: Sequence[Attachment] | None) -> list[dict[str, Any]]:
         if valid is None:
             valid = [c.attachment(self.node.name) for c in self.cached_attachments()]
         listed = [{"containerID": a.container_id, "ifname": a.ifname} for a in valid]
-        for conf in plugin_configs(self.config):
+        confs = plugin_configs(self.config)
+        for conf in confs:
             conf["cni.dev/valid-attachments"] = listed
             conf["cni.dev/attachments"] = listed  # the 1.1.0 tag's wording; libcni sends both
-            self._invoke("GC", conf, "", "", "", "")
-        return ""
+        return confs
+
+    def node_calls_for(self, command: str) -> list[tuple[list[str], str]]:
+        """The plugin calls GC (the cached attachments as the valid ones) or STATUS would
+        make now (`lab cni show --command GC NODE`)."""
+        confs = self._gc_configs(None) if command == "GC" else plugin_configs(self.config)
+        return [self.invocation(command, conf, "", "", "", "") for conf in confs]
 
     def gc_result(self, valid: Sequence[Attachment] | None = None) -> CommandResult:
         """gc() as the CommandResult a scenario asserts on: rc 1 with the plugin's error, or

@@ -18,12 +18,6 @@ from lab.config import LabConfig
 from lab.nodes.providers import plugin_dir
 from lab.runtime.cni_runtime import version_tuple
 
-# What a plugin config (any plugin's) may name; each is replaced per node. The string ones
-# anywhere in a string; ${NODES} and ${PEERS} as a whole value become a list of
-# {"name", "ip", "podSubnet"} for every node / every other node.
-STRING_VARS = ("NODE_NAME", "NODE_IP", "NODE_POD_SUBNET", "POD_CIDR", "NODE_IP4", "NODE_IP6",
-               "NODE_POD_SUBNET4", "NODE_POD_SUBNET6", "POD_CIDR4", "POD_CIDR6")
-LIST_VARS = ("NODES", "PEERS")
 DEFAULT_CNI_VERSION = "1.1.0"
 DEFAULT_MTU = 1500
 VXLAN_OVERHEAD = 50
@@ -69,7 +63,8 @@ def node_entry(config: LabConfig, node: Node) -> dict[str, Any]:
 
 def node_variables(config: LabConfig, nodes: Sequence[Node],
                    node: Node) -> tuple[dict[str, str], dict[str, list[Any]]]:
-    """The values of STRING_VARS and LIST_VARS for one node (also the node setup hook's
+    """The values of the placeholders (lab.config.plugin_config: checked there when the
+    config is read) for one node (also the node setup hook's
     environment). ${NODE_POD_SUBNET}, ${NODE_IP} and ${POD_CIDR} are the primary family's
     (v4 when the lab has it); the 4 and 6 forms name one family."""
     subnets = config.pod_subnets_by_family()

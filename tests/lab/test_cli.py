@@ -123,7 +123,26 @@ def test_up_status_exec_logs_down(lab_toml, tmp_path, capsys):
     assert main(["-c", str(path), "logs", "-o", str(out_path)]) == 0
     assert capsys.readouterr().out.strip() == str(out_path)
     with tarfile.open(out_path) as tar:
-        assert f"cnilab-{name}-logs/node2/ip-neigh.txt" in tar.getnames()
+        names = tar.getnames()
+        root = f"cnilab-{name}-logs/node2"
+        for part in ("ip-neigh.txt", "sysctl.txt", "nft-ruleset.txt", "iptables-save.txt",
+                     "network-config.json"):
+            assert f"{root}/{part}" in names, part
+        sysctls = tar.extractfile(f"{root}/sysctl.txt").read().decode()   # type: ignore[union-attr]
+        assert "net.ipv4.ip_forward = " in sysctls
+        got = json.loads(tar.extractfile(f"{root}/network-config.json").read())  # type: ignore[union-attr]
+        assert got["type"] == "cnilab" and got["nodes"][1]["ip"] == "10.99.0.12"
+    # by default under lab-logs/<lab>/, never the working directory's top
+    import os
+
+    here = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        assert main(["-c", str(path), "logs"]) == 0
+    finally:
+        os.chdir(here)
+    default = Path(capsys.readouterr().out.strip())
+    assert default.parent == Path("lab-logs") / name and (tmp_path / default).is_file()
 
     assert main(["-c", str(path), "down"]) == 0
     assert lab_namespaces(name) == []
@@ -242,9 +261,13 @@ def test_ls_lists_this_hosts_labs_from_their_resources(lab_toml, capsys):
     rows = {row["lab"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows[name]["provider"] == "netns"
     assert rows[name]["nodes"] == ["node1", "node2"]     # not the switch, not pods
+    assert rows[name]["config"] == str(path) and rows[name]["pods"] == 0
+    assert rows[name]["state"] == "up" and 0 <= rows[name]["age_s"] < 600
     assert main(["ls"]) == 0
-    assert any(line.split()[:2] == [name, "netns"] for line in
-               capsys.readouterr().out.splitlines())
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:5] == ["LAB", "PROVIDER", "STATE", "AGE", "PODS"]
+    assert any(line.split()[:3] == [name, "netns", "up"] and line.endswith(str(path))
+               for line in out)
     assert main(["-c", str(path), "down"]) == 0
     capsys.readouterr()
     assert main(["ls", "--json"]) == 0
@@ -296,6 +319,25 @@ def test_a_lab_name_taken_by_another_config_is_refused(lab_toml, tmp_path, capsy
         addrs = lab.node("node1").run(["ip", "-o", "-4", "addr", "show", "dev", "eth0"]).stdout
     assert addrs.count(" inet ") == 1 and "10.99.0.11/" in addrs
     assert main(["-c", str(path), "up"]) == 0               # its own config still converges
+    # not only the underlay: any setting of the network the nodes get (the datapath here)
+    vxlan = tmp_path / "vxlan.toml"
+    vxlan.write_text(path.read_text() + 'backend = "vxlan"\n')
+    capsys.readouterr()
+    assert main(["-c", str(vxlan), "up"]) == 1
+    err = capsys.readouterr().err
+    assert "plugin_config.backend: up 'host-gw', this config 'vxlan'" in err
+    assert f"`lab down --name {name} -c {path}` first, or bring this one up under" in err
+    # and the scenarios refuse it at session start, whatever they would have found
+    (tmp_path / "test_any.py").write_text("def test_any(cluster):\n    assert cluster\n")
+    import subprocess
+    import sys
+
+    ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          str(tmp_path / "test_any.py"), "--lab-config", str(vxlan)],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert ran.returncode != 0, ran.stdout
+    assert f"lab {name} is already up from another config" in ran.stdout + ran.stderr
+    assert "1 passed" not in ran.stdout
 
 
 def test_shell_completion_code_and_answers(tmp_path):
@@ -312,3 +354,165 @@ def test_shell_completion_code_and_answers(tmp_path):
            "_ARGCOMPLETE_STDOUT_FILENAME": str(out)}
     subprocess.run([str(lab)], env=env, capture_output=True, timeout=30, check=False)
     assert sorted(out.read_text().split()) == ["path", "pod"]
+
+
+def test_a_missing_program_is_said_in_labs_words_not_the_wrappers():
+    from lab.cli.pod import not_found
+
+    for rc, said in ((127, "nsenter: failed to execute nosuchcmd: No such file or directory\n"),
+                     (1, 'exec of "nosuchcmd" failed: No such file or directory\n'),
+                     (127, "sh: 1: nosuchcmd: not found\n"),
+                     (127, "bash: nosuchcmd: command not found\n")):
+        assert not_found(said, rc, "nosuchcmd", "node1") == (
+            "✗ command not found: nosuchcmd on node1\n", 127)
+    # the program's own complaint about a missing file stays as it is
+    own = "cat: nosuchcmd: No such file or directory\n"
+    assert not_found(own, 1, "cat", "node1") == (own, 1)
+
+
+def test_down_of_a_lab_that_never_existed_names_the_labs_that_do(tmp_path, capsys):
+    path = write_config(tmp_path, "t3" + secrets.token_hex(3))
+    assert main(["-c", str(path), "--name", "nuneverup", "down"]) == 1
+    err = capsys.readouterr().err
+    assert "no lab nuneverup on this host: nothing to remove" in err
+    assert "labs here: " in err and "Traceback" not in err
+
+
+@pytest.mark.root
+def test_a_failed_up_is_listed_as_such_until_down_removes_its_logs(tmp_path, capsys):
+    """The harness dir of a failed `lab up` keeps its logs: `lab ls` says so, `lab down` of it
+    removes them (before: listed forever, as harness state)."""
+    name = "t3" + secrets.token_hex(3)
+    broken = tmp_path / "broken"
+    broken.write_text("#!/bin/sh\necho not-json\n")
+    broken.chmod(0o755)
+    path = tmp_path / "lab.toml"
+    path.write_text(f'[lab]\nname = "{name}"\n[[nodes]]\nname = "node1"\n'
+                    f'[plugin]\npath = "{broken}"\n')
+    harness = Path(f"~/.local/state/cnilab/{name}").expanduser()
+    try:
+        assert main(["-c", str(path), "up"]) == 1
+        capsys.readouterr()
+        assert main(["ls", "--json"]) == 0
+        row = {r["lab"]: r for r in json.loads(capsys.readouterr().out)}[name]
+        assert row["state"] == "up failed" and "up-failed-" in row["logs"]
+        assert main(["-c", str(path), "down"]) == 0
+        assert "remove the logs of lab" in capsys.readouterr().err
+        assert not harness.exists()
+        assert main(["ls", "--json"]) == 0
+        assert name not in {r["lab"] for r in json.loads(capsys.readouterr().out)}
+    finally:
+        import shutil
+
+        shutil.rmtree(harness, ignore_errors=True)
+        main(["-c", str(path), "down"])
+
+
+@pytest.mark.root
+def test_an_interrupted_up_kept_by_retain_is_not_running(lab_toml, capsys, monkeypatch):
+    from lab.cluster import actions
+
+    path, name = lab_toml
+
+    def interrupt(self, ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(actions.CheckPluginVersion, "run", interrupt)
+    assert main(["-c", str(path), "up", "--retain"]) == 130
+    assert len(lab_namespaces(name)) == 3                  # kept
+    capsys.readouterr()
+    assert main(["-c", str(path), "status", "--json"]) == 1
+    captured = capsys.readouterr()
+    status = json.loads(captured.out)
+    assert status["up"] == "interrupted"
+    assert {n["state"] for n in status["nodes"]} == {"incomplete"}
+    assert "`lab up` did not finish (interrupted; kept by --retain)" in captured.err
+    monkeypatch.undo()
+    assert main(["-c", str(path), "up"]) == 0              # finishing it
+    capsys.readouterr()
+    assert main(["-c", str(path), "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["up"] == "up"
+
+
+@pytest.mark.root
+def test_node_setup_is_a_step_of_up(tmp_path, capsys):
+    name = "t3" + secrets.token_hex(3)
+    path = write_config(tmp_path, name)
+    setup = tmp_path / "setup.sh"
+    setup.write_text('#!/bin/sh\necho "$NODE_NAME" > "$CNI_BIN_DIR/setup-ran"\n')
+    setup.chmod(0o755)
+    path.write_text(path.read_text() + f'node_setup = "{setup}"\n')
+    try:
+        assert main(["-c", str(path), "up"]) == 0
+        err = capsys.readouterr().err
+        assert "• run plugin.node_setup setup.sh on every node" in err
+        assert "setup.sh ran on node1, node2" in err
+    finally:
+        main(["-c", str(path), "down"])
+
+
+@pytest.mark.root
+def test_down_all_removes_each_listed_lab_from_its_config(tmp_path, capsys, monkeypatch):
+    """Against this test's own lab only: other people's labs live on this host."""
+    import lab.cli.ls as ls
+
+    name = "t3" + secrets.token_hex(3)
+    path = write_config(tmp_path, name)
+    assert main(["-c", str(path), "up"]) == 0
+    mine = [row for row in ls.all_labs("qemu:///system") if row["lab"] == name]
+    assert mine and mine[0]["config"] == str(path)
+    orphan = {"lab": "noconfig", "provider": "netns", "nodes": [], "config": None}
+    monkeypatch.setattr(ls, "all_labs", lambda uri: [*mine, orphan])
+    capsys.readouterr()
+    assert main(["down", "--all"]) == 1                 # one could not be removed: said so
+    err = capsys.readouterr().err
+    assert f"✓ remove lab {name}" in err
+    assert "not removed: noconfig: no config recorded" in err
+    assert lab_namespaces(name) == []
+
+
+def test_scenarios_without_a_lab_config_say_lab_config_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "test_any.py").write_text("def test_any(cluster):\n    assert cluster\n")
+    ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "test_any.py"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert ran.returncode == 4, ran.stdout       # pytest's usage error: nothing ran
+    said = [line for line in ran.stderr.splitlines() if line.strip()]
+    assert said == [f"ERROR: no lab config at {tmp_path / 'lab.toml'}: pass one with "
+                    f"--lab-config PATH (examples: {Path(__file__).resolve().parents[2]}"
+                    "/examples/netns-hostgw.toml and the others there)"]
+
+
+def test_every_positional_argument_says_what_it_is():
+    """`lab pod add --help` tells NODE from NAME; before, positionals had no help at all."""
+    import argparse
+
+    from lab.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        silent = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    silent += walk(sub, f"{path} {name}")
+            elif not action.option_strings and not action.help:
+                silent.append(f"{path} {action.metavar or action.dest}")
+        return silent
+
+    assert walk(build_parser(), "lab") == []
+
+
+def test_identity_differences_name_each_setting_and_skip_what_was_not_recorded():
+    from lab.cluster.actions import identity_differences
+
+    ours = {"underlay": "10.99.0.0/24", "plugin_config": {"backend": "vxlan", "mtu": 1500},
+            "source": "/b.toml"}
+    theirs = {"underlay": "10.99.0.0/24", "plugin_config": {"backend": "host-gw", "mtu": 1500},
+              "source": "/a.toml"}
+    assert identity_differences(theirs, ours) == [
+        "plugin_config.backend: up 'host-gw', this config 'vxlan'"]
+    # a lab recorded before plugin configs were: converges rather than refusing
+    assert identity_differences({"underlay": "10.99.0.0/24"}, ours) == []

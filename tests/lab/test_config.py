@@ -283,3 +283,49 @@ def test_dual_stack_and_v6_only_labs_split_both_families():
     v6 = parse_config({"nodes": [{"name": "a"}], "plugin": {"path": "/bin/true"},
                        "network": {"underlay": "fd00:99::/64", "pod_cidr": "fd00:244::/56"}})
     assert v6.network.families == (6,) and str(v6.underlay_addresses()["a"]) == "fd00:99::11"
+
+
+V4_PLUGIN = GOOD.replace('path = "dist/cnilab"', 'path = "/usr/lib/cni/ptp"')
+
+
+@pytest.mark.parametrize(("extra", "said"), [
+    ('[plugin.config.ipam]\ntype = "host-local"\nsubnet = "${NODE_POD_SUBNT}"\n',
+     "plugin.config.ipam.subnet: unknown placeholder ${NODE_POD_SUBNT}; did you mean "
+     "${NODE_POD_SUBNET}? known: ${NODE_NAME}, ${NODE_IP}"),
+    ('[plugin.config.ipam]\ntype = "host-local"\nsubnet = "${NODE_POD_SUBNET6}"\n',
+     "plugin.config.ipam.subnet: ${NODE_POD_SUBNET6} is an IPv6 value but network.pod_cidr "
+     "has no IPv6 network; add one there or use ${NODE_POD_SUBNET}"),
+    ('[plugin.config]\nmtu = "1500"\n',
+     "plugin.config.mtu: must be an integer, got '1500'; write mtu = 1500 (no quotes)"),
+    ('[plugin.config]\nname = "my net"\n',
+     "plugin.config.name: 'my net' is not a CNI network name"),
+    ('[plugin.config]\nplugins = [{type = "ptp", mtu = "9000"}]\n',
+     "plugin.config.plugins[0].mtu: must be an integer, got '9000'"),
+])
+def test_plugin_config_mistakes_are_caught_when_the_config_is_read(tmp_path, extra, said):
+    """Before: found by the first ADD, after the lab was made."""
+    assert said in error_of(tmp_path, V4_PLUGIN + extra)
+
+
+def test_an_interface_name_the_kernel_refuses_is_caught_when_read(tmp_path):
+    text = V4_PLUGIN.replace('[plugin]\n', '[plugin]\nifname = "averylonginterface0"\n')
+    assert ("plugin.ifname: 'averylonginterface0' is longer than 15 bytes (the kernel's limit)"
+            in error_of(tmp_path, text))
+
+
+def test_the_known_placeholders_of_the_labs_families_pass(tmp_path):
+    text = V4_PLUGIN + ('[plugin.config.ipam]\ntype = "host-local"\n'
+                        'subnet = "${NODE_POD_SUBNET4}"\nnodes = "${PEERS}"\n')
+    assert load_config(write(tmp_path, text)).plugin.config["ipam"]["subnet"] == \
+        "${NODE_POD_SUBNET4}"
+
+
+@pytest.mark.parametrize(("network", "said"), [
+    ('underlay = 5', "network.underlay: must be a string or a list of strings, got 5"),
+    ('pod_cidr = ["10.244.0.0/16", 3]', "network.pod_cidr[1]: must be a string, got 3"),
+])
+def test_type_errors_are_one_line_without_validator_branches(tmp_path, network, said):
+    text = GOOD.replace('underlay = "10.99.0.0/24"\npod_cidr = "10.244.0.0/16"', network)
+    err = error_of(tmp_path, text)
+    assert said in err
+    assert ".str:" not in err and "list[str]" not in err and len(err.splitlines()) == 3

@@ -69,7 +69,7 @@ def test_reference_ptp_fails_cross_node_and_passes_same_node(tmp_path):
     assert "no reachability, so no throughput to measure" in output
     import tarfile
 
-    tarball = next((tmp_path / "logs").glob("*cross_node_pod_to_pod_icmp*.tar.gz"))
+    tarball = next((tmp_path / "logs").rglob("*cross_node_pod_to_pod_icmp*.tar.gz"))
     with tarfile.open(tarball) as tar:
         calls = next(m for m in tar.getmembers() if m.name.endswith("/plugin-calls.txt"))
         text = tar.extractfile(calls).read().decode()  # type: ignore[union-attr]
