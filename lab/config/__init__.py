@@ -41,8 +41,11 @@ from lab.config.remote import ExistingSettings, SshSettings, VagrantSettings
 
 # The lab name is the separator-free part of every resource name ("cnilab-<lab>-<node>"):
 # without '-' in it, "cnilab-a-b-node1" can only ever belong to lab "a", never to lab "a-b".
-LAB_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,19}$")
-NODE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+LAB_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_]{0,19}")
+NODE_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?")
+# A CNI plugin type is a file name in the CNI bin dir (the spec: a binary name), and it reaches
+# shell lines and paths on the nodes: no path, no shell characters, no leading dot or dash.
+PLUGIN_TYPE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,63}")
 RESERVED_NODE_NAMES = ("sw",)        # the lab switch namespace is "cnilab-<lab>-sw"
 RESERVED_NODE_PREFIX = "pod-"        # pod namespaces are "cnilab-<lab>-pod-*"
 NODE_PREFIX = 24                     # each node gets one /24 of pod_cidr
@@ -64,7 +67,7 @@ class LabSection(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not LAB_NAME_RE.match(v):
+        if not LAB_NAME_RE.fullmatch(v):
             raise ValueError(f"{v!r} is not a lab name: use 1-20 lowercase letters, digits or '_' "
                              "(no '-': it separates the lab name in resource names)")
         return v
@@ -77,7 +80,7 @@ class NodeSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not NODE_NAME_RE.match(v):
+        if not NODE_NAME_RE.fullmatch(v):
             raise ValueError(f"{v!r} is not a node name: use lowercase letters, digits and '-' "
                              "(at most 32, starting and ending with a letter or digit)")
         if v in RESERVED_NODE_NAMES or v.startswith(RESERVED_NODE_PREFIX):
@@ -167,6 +170,22 @@ class PluginSection(_Strict):
     # downloads modules and compiles the standard library: minutes on a small machine).
     build: str | None = None
     build_timeout: float = 900
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str | None) -> str | None:
+        if v is not None and not PLUGIN_TYPE_RE.fullmatch(v):
+            raise ValueError(f"{v[:80]!r} is not a plugin type: the file name of the plugin in "
+                             "the CNI bin dir (letters, digits, '.', '_', '+', '-'; at most 64; "
+                             "no '/'), e.g. cnilab or ptp")
+        return v
+
+    @model_validator(mode="after")
+    def _type_from_path(self) -> PluginSection:
+        if self.type is None and not PLUGIN_TYPE_RE.fullmatch(self.path.name):
+            raise ValueError(f"the plugin's file name {self.path.name[:80]!r} cannot be its type "
+                             "(letters, digits, '.', '_', '+', '-' only): set plugin.type")
+        return self
 
     @field_validator("build")
     @classmethod
@@ -419,6 +438,11 @@ def _fold_unions(errors: list[Any]) -> list[Any]:
     return folded
 
 
+def _short(line: str, limit: int = 400) -> str:
+    """A 10 kB value quoted in a message must not bury the message: its middle goes."""
+    return line if len(line) <= limit else f"{line[:limit // 2]} … {line[-limit // 3:]}"
+
+
 def _as_lab_error(err: ValidationError, source: str) -> LabError:
     lines = []
     for item in _fold_unions(err.errors()):
@@ -437,7 +461,7 @@ def _as_lab_error(err: ValidationError, source: str) -> LabError:
             msg = str(item["msg"]).removeprefix("Value error, ")
             # model-level checks already name their key ("nodes: …"); field ones get it here.
             lines.append(msg if not loc else f"{loc}: {msg}")
-    return LabError(f"invalid lab config {source}", output="\n".join(lines),
+    return LabError(f"invalid lab config {source}", output="\n".join(map(_short, lines)),
                     hint="fix the keys above; docs/lab.md describes every section")
 
 

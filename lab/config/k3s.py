@@ -32,12 +32,13 @@ _URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(?::\d+)?(?:/[A-Za-z0-9._~%/+\-
 # Flags the harness sets itself: a user copy would fight ours (and --token would print the secret
 # into the unit file and `ps`).
 _RESERVED_ARGS = ("--token", "--token-file", "--node-ip", "--node-name", "--server",
-                  "--write-kubeconfig-mode")
+                  "--write-kubeconfig-mode",
+                  "-t", "-s", "-i")      # K3s's short forms of --token, --server, --node-ip
 
 
 def k3s_minor(version: str) -> int:
     """The Kubernetes minor of a K3s release tag ("v1.35.0+k3s1" -> 35)."""
-    match = _K3S_VERSION.match(version)
+    match = _K3S_VERSION.fullmatch(version)
     if not match:
         raise ValueError(f"{version!r} is not a K3s release tag like {K3S_DEFAULT_VERSION}")
     return int(match.group(1))
@@ -106,7 +107,7 @@ class K3sSettings(BaseModel):
     @field_validator("sha256")
     @classmethod
     def _hex_digest(cls, digest: str | None) -> str | None:
-        if digest is not None and not _SHA256.match(digest.lower()):
+        if digest is not None and not _SHA256.fullmatch(digest.lower()):
             raise ValueError("must be 64 hex characters (the line for `k3s` in the release's "
                              "sha256sum-<arch>.txt)")
         return digest.lower() if digest else digest
@@ -163,7 +164,7 @@ class MultusSettings(BaseModel):
     @field_validator("version")
     @classmethod
     def _tag(cls, version: str) -> str:
-        if not re.match(r"^v\d+\.\d+\.\d+$", version):
+        if not re.fullmatch(r"v\d+\.\d+\.\d+", version):
             raise ValueError(f"{version!r} is not a Multus release tag like "
                              f"{MULTUS_DEFAULT_VERSION}")
         return version

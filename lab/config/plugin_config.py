@@ -80,6 +80,9 @@ def value_problem(config: dict[str, Any]) -> str:
     return ""
 
 
+_IFNAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*")
+
+
 def ifname_problem(name: str) -> str:
     """Why `name` cannot be a pod interface name ("" when it can)."""
     if not name:
@@ -88,4 +91,8 @@ def ifname_problem(name: str) -> str:
         return f"is longer than {MAX_IFNAME_BYTES} bytes (the kernel's limit)"
     if name in (".", "..") or any(c in name for c in "/:") or any(c.isspace() for c in name):
         return "cannot be . or .., nor hold '/', ':' or whitespace"
+    # The kernel takes more, but the name reaches ip command lines and the runtime's shell
+    # reproducers: letters, digits, '_', '.', '-', and no leading '-' (it would be an option).
+    if not _IFNAME.fullmatch(name):
+        return "may hold only letters, digits, '_', '.' and '-', and not start with '-'"
     return ""

@@ -32,6 +32,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 _KEY_LINE = re.compile(
     r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( .*)?$")
+# Both reach generated ssh_config files and command lines: whole-string matches only.
+_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}\$?")
+_ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}|[0-9A-Fa-f:.]{2,45}")
+
+
+def _user(v: str | None) -> str | None:
+    if v is not None and not _USER.fullmatch(v):
+        raise ValueError(f"{v[:80]!r} is not a login name: lowercase letters, digits, '_' and "
+                         "'-', starting with a letter or '_', at most 32 (e.g. debian)")
+    return v
 
 
 class _Strict(BaseModel):
@@ -43,6 +53,8 @@ class SshSettings(_Strict):
     port: int = Field(default=22, ge=1, le=65535)
     key: Path | None = None          # client key override; default: the lab's generated key
     connect_timeout: float = Field(default=10, gt=0)
+
+    _check_user = field_validator("user")(classmethod(lambda cls, v: _user(v)))
 
     @property
     def key_path(self) -> Path | None:
@@ -56,6 +68,16 @@ class ExistingHost(_Strict):
     port: int | None = Field(default=None, ge=1, le=65535)
     host_key: str | None = None
     trust_on_first_use: bool = False
+
+    _check_user = field_validator("user")(classmethod(lambda cls, v: _user(v)))
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if not _ADDRESS.fullmatch(v):
+            raise ValueError(f"{v[:80]!r} is not a host name or IP address (e.g. 192.0.2.10 "
+                             "or runner1.example.org)")
+        return v
 
     @field_validator("host_key")
     @classmethod

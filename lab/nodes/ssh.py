@@ -339,16 +339,27 @@ def remote_command_line(argv: Sequence[str], *, as_root: bool, timeout: float | 
     return shlex.join(words)
 
 
+def _config_word(value: object, what: str) -> str:
+    """One ssh_config argument: double-quoted when it has spaces, refused when it could end
+    the line or the quotes (a value must never add an option of its own)."""
+    text = str(value)
+    if not text or any(c in text for c in '"\n\r\0') or not text.isprintable():
+        raise LabError(f"{what} {text[:80]!r} cannot go into an ssh_config",
+                       hint="use a value without quotes, newlines or control characters")
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
 def ssh_config_text(node: SshNode) -> str:
     """An OpenSSH client config for node that paramiko's SSHConfig also reads."""
+    address = _config_word(node.address, "the address")
     lines = [
-        f"Host {node.name} {node.address}",
-        f"  HostName {node.address}",
-        f"  User {node.user}",
-        f"  Port {node.port}",
-        f"  IdentityFile {node.key_path}",
+        f"Host {_config_word(node.name, 'the node name')} {address}",
+        f"  HostName {address}",
+        f"  User {_config_word(node.user, 'the user')}",
+        f"  Port {int(node.port)}",
+        f"  IdentityFile {_config_word(node.key_path, 'the key path')}",
         "  IdentitiesOnly yes",
-        f"  UserKnownHostsFile {node.known_hosts_path}",
+        f"  UserKnownHostsFile {_config_word(node.known_hosts_path, 'the known_hosts path')}",
         "  GlobalKnownHostsFile /dev/null",
         "  StrictHostKeyChecking yes",
         f"  HostKeyAlgorithms {node.host_key.key_type}",

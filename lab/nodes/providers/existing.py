@@ -7,6 +7,7 @@ upload replaced one), then the state dir itself.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 from lab.api import LabError, Node, NodeStatus
 from lab.config.remote import ExistingHost, ExistingSettings, SshSettings
 from lab.nodes import keys
+from lab.nodes.private import private_dir, read_private, write_private
 from lab.nodes.providers.ssh_nodes import collect_logs, probe
 from lab.nodes.ssh import SshNode, lab_ssh_dir, scan_host_key
 
@@ -129,16 +131,18 @@ class ExistingProvider:
     def _host_key(self, host: ExistingHost, *, first_contact: bool) -> keys.HostKeys:
         if host.host_key is not None:
             return keys.parse_public_line(host.host_key)
-        recorded = lab_ssh_dir(self.harness_dir) / "tofu" / f"{host.name}.pub"
-        if recorded.exists():
-            return keys.parse_public_line(recorded.read_text())
+        # the record is as trusted as a pinned key: kept like the lab's other key files (a
+        # private dir, never read through a link or from a file someone else made)
+        tofu_dir = private_dir(lab_ssh_dir(self.harness_dir) / "tofu", "the host key records")
+        recorded = tofu_dir / f"{host.name}.pub"
+        if os.path.lexists(recorded):
+            return keys.parse_public_line(read_private(recorded))
         if not first_contact:
             raise LabError(f"no host key recorded for {host.name} yet", where=host.name,
                            hint="run `lab up` first (trust_on_first_use records it there)")
         port = host.port or self.ssh.port
         line = scan_host_key(host.address, port, timeout=self.ssh.connect_timeout)
-        recorded.parent.mkdir(parents=True, exist_ok=True)
-        recorded.write_text(line + "\n")
+        write_private(recorded, (line + "\n").encode())
         print(f"warning: trusting the host key {host.name} ({host.address}:{port}) offered on "
               f"first contact: {line}\n  recorded in {recorded}; pin it as host_key in lab.toml",
               file=sys.stderr)

@@ -17,14 +17,14 @@ PREFIX = "cnilab-"
 
 
 def check_lab_name(lab: str) -> str:
-    if not _LAB_NAME.match(lab):
+    if not _LAB_NAME.fullmatch(lab):
         raise LabError(f"lab name {lab!r} cannot name libvirt resources",
                        hint="use lowercase letters, digits and '-', at most 40 characters")
     return lab
 
 
 def check_node_name(node: str) -> str:
-    if not _NODE_NAME.match(node):
+    if not _NODE_NAME.fullmatch(node):
         raise LabError(f"node name {node!r} cannot be a VM hostname",
                        hint="use lowercase letters, digits and '-', at most 32 characters")
     return node
