@@ -246,3 +246,31 @@ def test_failed_up_collects_logs_then_cleans_up_unless_retained(make_lab, tmp_pa
     with pytest.raises(LabError):
         actions.up(config, provider=provider, retain=True)
     assert len(lab_namespaces(config.name)) == 2
+
+
+def _stand_in_helper(tmp_path: Path) -> Path:
+    """A plugin that, like ours, leaves a resident process holding its own file open (fd 9)
+    in whatever namespace it was first called in, then answers VERSION."""
+    plugin = tmp_path / "helperplugin"
+    plugin.write_text(
+        "#!/bin/sh\n"
+        "( exec 9<\"$0\"; exec sleep 600 ) >/dev/null 2>&1 </dev/null &\n"
+        "echo '{\"cniVersion\":\"1.1.0\",\"supportedVersions\":[\"1.0.0\",\"1.1.0\"]}'\n")
+    plugin.chmod(0o755)
+    return plugin
+
+
+def test_down_stops_every_helper_the_labs_plugin_started(make_lab, tmp_path):
+    """`lab up; lab up; lab down` (and a failed up) leave no process of the lab's plugin,
+    wherever it runs: the first up's helper too, and one in a namespace already gone."""
+    from lab.nodes.providers.netns import holders_of
+
+    config, provider = make_lab(nodes=("node1", "node2"), plugin=str(_stand_in_helper(tmp_path)))
+    actions.up(config, provider=provider)
+    actions.up(config, provider=provider)
+    assert holders_of(provider.host_root), "the stand-in plugin started no helper"
+    actions.down(config, provider=provider)
+    deadline = time.monotonic() + 5
+    while holders_of(provider.host_root) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert holders_of(provider.host_root) == []

@@ -278,6 +278,9 @@ class NetnsProvider:
         # veths alive after its name is gone: stop them first. They run in namespaces only this
         # lab makes, so they are this lab's.
         _stop_processes(namespaces)
+        # ... and every helper this lab's plugin files ever started, in whatever namespace
+        # (one started by an earlier `lab up`, or in a node namespace a failed up removed).
+        _stop(holders_of(self.host_root))
         if namespaces:
             _wait_all({"host": _ip_batch([f"netns del {ns}" for ns in namespaces])},
                       "removing namespaces")
@@ -308,6 +311,28 @@ def _stop_processes(namespaces: Sequence[str]) -> None:
     for proc in procs.values():
         out, _ = proc.communicate(timeout=IP_TIMEOUT)
         pids += [int(p) for p in out.split() if p.isdigit() and int(p) != os.getpid()]
+    _stop(pids)
+
+
+def holders_of(root: Path) -> list[int]:
+    """Processes holding a file under root open: a resident plugin helper keeps its own
+    executable at an fd, wherever it lives (even in a namespace whose name is long gone)."""
+    prefix = str(root).rstrip("/") + "/"
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        pid = int(fd_dir.parent.name)
+        if pid == os.getpid():
+            continue
+        try:
+            targets = [os.readlink(fd) for fd in fd_dir.iterdir()]
+        except OSError:       # gone, or not ours to look at
+            continue
+        if any(target.startswith(prefix) for target in targets):
+            found.append(pid)
+    return found
+
+
+def _stop(pids: Sequence[int]) -> None:
     if not pids:
         return
     for pid in pids:
