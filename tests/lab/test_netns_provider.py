@@ -249,12 +249,13 @@ def test_failed_up_collects_logs_then_cleans_up_unless_retained(make_lab, tmp_pa
 
 
 def _stand_in_helper(tmp_path: Path) -> Path:
-    """A plugin that, like ours, leaves a resident process holding its own file open (fd 9)
-    in whatever namespace it was first called in, then answers VERSION."""
+    """A plugin that, like ours, leaves a resident process holding its own file open (fd 9),
+    here in a network namespace of its own that has no name (as a helper left in a node
+    namespace a failed up deleted is), then answers VERSION."""
     plugin = tmp_path / "helperplugin"
     plugin.write_text(
         "#!/bin/sh\n"
-        "( exec 9<\"$0\"; exec sleep 600 ) >/dev/null 2>&1 </dev/null &\n"
+        "( exec 9<\"$0\"; exec unshare --net sleep 600 ) >/dev/null 2>&1 </dev/null &\n"
         "echo '{\"cniVersion\":\"1.1.0\",\"supportedVersions\":[\"1.0.0\",\"1.1.0\"]}'\n")
     plugin.chmod(0o755)
     return plugin
