@@ -135,3 +135,14 @@ def test_the_node_image_has_what_nodes_and_k3s_run_and_its_init():
     imported = image.import_argv(STORAGE, Path("/w/rootfs.tar"), "localhost/cnilab/node:t")
     assert imported[-2:] == ["/w/rootfs.tar", "localhost/cnilab/node:t"]
     assert f'ENTRYPOINT ["{image.INIT}"]' in imported
+
+
+def test_k3s_labs_give_the_harness_a_port_with_the_second_address_and_no_route():
+    cmds = cmdlines.host_link_batch("lab1", False, {4: "10.99.0.2/24", 6: "fd00:99::2/64"})
+    assert cmds == ["link add cl-lab1 type veth peer name h-host netns cnilab-lab1-sw",
+                    "addr replace 10.99.0.2/24 dev cl-lab1",
+                    "addr replace fd00:99::2/64 dev cl-lab1 nodad", "link set cl-lab1 up"]
+    assert not any("route" in c or "forward" in c for c in cmds)
+    assert cmdlines.host_link_batch("lab1", True, {4: "10.99.0.2/24"})[0].startswith("addr")
+    assert cmdlines.host_address(ipaddress.ip_network("10.99.0.0/24")) == "10.99.0.2"
+    assert len(cmdlines.host_link("a_twenty_char_name_x")) <= 15

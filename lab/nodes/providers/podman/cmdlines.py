@@ -6,6 +6,9 @@ node's wiring.
     cnilab-<lab>-<node>-<vol>    its volumes (K3s state, kubelet, CNI dirs)
     cnilab-<lab>-sw              the lab switch netns: bridge br0, the gateway address, one veth
                                  per node whose peer is the node's eth0 (as netns labs have)
+    cl-<lab>                     K3s labs only: the harness's own port on the switch (its
+                                 address .2 / ::2), so the harness reaches the K3s API as it
+                                 reaches a libvirt lab's; nothing is routed or forwarded
 
 Labels on each container say what it is (lab, node, role, config): the provider finds its
 nodes by asking podman, never from a state file.
@@ -132,6 +135,32 @@ def volumes_argv(storage: Storage, lab: str) -> list[str]:
 
 def volume_rm_argv(storage: Storage, names: Sequence[str]) -> list[str]:
     return storage.argv("volume", "rm", "--force", *names)
+
+
+HOST_PORT = "h-host"     # the switch side of the harness's port
+
+
+def host_link(lab: str) -> str:
+    """The harness's port on the host (IFNAMSIZ: a hash when `cl-<lab>` does not fit)."""
+    name = f"cl-{lab}"
+    return name if len(name) <= 15 else "cl-" + hashlib.sha1(lab.encode()).hexdigest()[:12]
+
+
+def host_address(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """The harness's address on each family: the second host (the switch has the first)."""
+    return str(net.network_address + 2)
+
+
+def host_link_batch(lab: str, exists: bool, addresses: dict[int, str]) -> list[str]:
+    """`ip -batch` lines on the host: the harness's port (its peer made in the switch netns)
+    with its address per family. No route but the connected one, no forwarding: the nodes
+    reach the harness on the lab subnet and nothing beyond it."""
+    link = host_link(lab)
+    cmds = [] if exists else [f"link add {link} type veth peer name {HOST_PORT} "
+                              f"netns {switch_ns(lab)}"]
+    for address in addresses.values():
+        cmds.append(f"addr replace {address} dev {link}" + (" nodad" if ":" in address else ""))
+    return [*cmds, f"link set {link} up"]
 
 
 def gateway(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:

@@ -150,6 +150,9 @@ class PodmanProvider:
                                        "link", "show", cmdlines.NODE_IF], capture_output=True,
                                       timeout=IP_TIMEOUT, check=False).returncode == 0
             ports[cmdlines.switch_port(name)] = None if has_eth0 and name not in fresh else pid
+        if self.config.k3s is not None:
+            self._host_port(existing)
+            ports[cmdlines.HOST_PORT] = None
         stale = cmdlines.stale_ports(ports, existing)
         if stale:   # "Cannot find device" only means the kernel was first
             ip_batch(stale, netns=sw, what="removing stale switch ports", force=True)
@@ -165,6 +168,19 @@ class PodmanProvider:
             subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "--", "sysctl", "-qw",
                             "net.ipv4.ip_forward=1"], capture_output=True, timeout=IP_TIMEOUT,
                            check=True)
+
+    def _host_port(self, switch_links: set[str]) -> None:
+        """K3s labs: the harness's port on the switch, so it reaches the K3s API."""
+        link = cmdlines.host_link(self.lab)
+        exists = (Path("/sys/class/net") / link).exists()
+        if exists and cmdlines.HOST_PORT not in switch_links:   # half made: start over
+            subprocess.run(["ip", "link", "del", link], capture_output=True, timeout=IP_TIMEOUT,
+                           check=False)
+            exists = False
+        nets = self.config.network.underlay_nets
+        ip_batch(cmdlines.host_link_batch(self.lab, exists, {
+            v: f"{cmdlines.host_address(net)}/{net.prefixlen}" for v, net in nets.items()}),
+            what="the harness's port on the lab switch")
 
     def nodes(self) -> list[Node]:
         found = self.containers()
@@ -207,6 +223,10 @@ class PodmanProvider:
             if volumes:
                 podman(cmdlines.volume_rm_argv(self.storage, volumes), what="removing volumes")
         sw = cmdlines.switch_ns(self.lab)
+        link = cmdlines.host_link(self.lab)
+        if (Path("/sys/class/net") / link).exists():
+            subprocess.run(["ip", "link", "del", link], capture_output=True, timeout=IP_TIMEOUT,
+                           check=False)
         if (NETNS_DIR / sw).exists():
             subprocess.run(["ip", "netns", "del", sw], capture_output=True, timeout=IP_TIMEOUT,
                            check=False)
