@@ -9,13 +9,13 @@ kubelet makes the pod cgroups below its own), never in the caller's.
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from lab.api import CommandResult, LabError
+from lab.nodes.local_run import run_local, text
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PUT_TIMEOUT = 600          # the K3s binary and image tarballs are hundreds of MB
@@ -63,6 +63,9 @@ def join_cgroups(dirs: Sequence[Path]) -> None:
 
 @dataclass
 class ContainerNode:
+    """A node that is a container, reached through its init's PID (podman's view is read once
+    per `lab` process by the provider: a restarted container is a new node object)."""
+
     name: str
     address: str
     state_dir: str
@@ -75,22 +78,14 @@ class ContainerNode:
     def run(self, argv: Sequence[str], *, input: str | bytes | None = None,
             timeout: float = 60,
             env: dict[str, str] | None = None) -> CommandResult:
-        proc_env = {**os.environ, **env} if env is not None else None
-        data = input.encode() if isinstance(input, str) else input
         try:
             dirs = cgroup_dirs(self.pid)
         except OSError:
             return CommandResult(tuple(argv), 125, "",
                                  f"node {self.name}: its container (pid {self.pid}) is not "
                                  "running; `lab status` shows it, `lab up` starts it again")
-        try:
-            done = subprocess.run(nsenter_argv(self.pid, argv), input=data,
-                                  capture_output=True, timeout=timeout, env=proc_env,
-                                  check=False, preexec_fn=lambda: join_cgroups(dirs))
-        except subprocess.TimeoutExpired as e:
-            return CommandResult(tuple(argv), 124, _text(e.stdout),
-                                 _text(e.stderr) + f"\ntimed out after {timeout}s on {self.name}")
-        return CommandResult(tuple(argv), done.returncode, _text(done.stdout), _text(done.stderr))
+        return run_local(nsenter_argv(self.pid, argv), argv, where=self.name, input=input,
+                         timeout=timeout, env=env, preexec_fn=lambda: join_cgroups(dirs))
 
     def put_file(self, local: Path, remote: str, mode: int = 0o755) -> None:
         """Streams the file into the node through `cat` inside it, not by writing under
@@ -107,14 +102,8 @@ class ContainerNode:
                                   preexec_fn=lambda: join_cgroups(dirs))
         if done.returncode != 0:
             raise LabError(f"cannot copy {local} to {remote}", where=self.name,
-                           output=_text(done.stderr))
+                           output=text(done.stderr))
 
     @property
     def testinfra_url(self) -> str:
         return f"nsenter://{self.pid}"
-
-
-def _text(data: str | bytes | None) -> str:
-    if data is None:
-        return ""
-    return data.decode(errors="replace") if isinstance(data, bytes) else data
