@@ -1,16 +1,18 @@
 """`python -m bench <what>`: plugin (ADD/CHECK/DEL vs ptp), lab (up/down), scenario (suite),
-vm (libvirt boot to SSH), k8s (lab deploy, lab up phases on K3s)."""
+vm (libvirt boot to SSH), k8s (lab deploy, lab up phases on K3s), podman (container-node labs:
+up, suites, down)."""
 from __future__ import annotations
 
 import sys
 
-USAGE = """usage: python -m bench {plugin,lab,scenario,vm,k8s} [options]
+USAGE = """usage: python -m bench {plugin,lab,scenario,vm,k8s,podman} [options]
 
   plugin    cnilab ADD/CHECK/DEL vs the reference ptp, serial and 4 in parallel
   lab       `lab up`/`lab down` times for netns labs (bench/lab_bench.py)
   scenario  scenario suite wall time (bench/scenario_bench.py)
   vm        libvirt VMs: provision to SSH for 1 and 3 nodes, image build, destroy
   k8s       K3s labs: `lab deploy` vs the former way, `lab up` per phase (bench/k8s_bench.py)
+  podman    container-node labs: `lab up` per phase, scenario suites, `lab down`, leftovers
 """
 
 
@@ -23,7 +25,7 @@ def main(argv: list[str]) -> int:
         from bench import plugin_bench
 
         return plugin_bench.main(rest)
-    if what in ("lab", "scenario", "vm", "k8s"):
+    if what in ("lab", "scenario", "vm", "k8s", "podman"):
         import importlib
 
         module = importlib.import_module(f"bench.{what}_bench")

@@ -17,7 +17,8 @@ ALL_PACKAGES=(
   sudo                                                # SshNode's sudo path, tested for real
   qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
   dnsmasq-base iptables mmdebstrap e2fsprogs xorriso  # VMs: libvirt, image build
-  podman                                              # lab image pod: pod images for K3s
+  podman runc                                         # lab image pod/node; container nodes (runc:
+                                                      # crun refuses where root cannot raise rlimits)
   docker-registry                                     # live tests: a registry mirror on the lab network
   xdelta3                                             # lab deploy: a changed plugin as a delta
   vagrant vagrant-libvirt                             # `vagrant validate` of the Vagrantfile

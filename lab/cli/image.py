@@ -1,4 +1,5 @@
-"""`lab image build|list|path|pod`: VM base images (libvirt provider) and pod images (K3s).
+"""`lab image build|list|path|pod|node`: VM base images (libvirt provider), pod images (K3s),
+the container nodes' image (podman provider).
 
     lab image build [--force]     a Debian 12 VM image from Debian packages (mmdebstrap), cached
     lab image list                what the image cache holds
@@ -6,6 +7,8 @@
     lab image pod [-o DIR]        the scenario pod image and a pause image as tarballs for
                                   k3s.images (air-gapped clusters import them at start)
     lab image multus --from DIR   the Multus daemonset image around binaries built from source
+    lab image node [--force]      the podman provider's node image, into the lab's podman
+                                  storage ([podman] storage_dir)
 """
 from __future__ import annotations
 
@@ -68,6 +71,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     multus.add_argument("--force", action="store_true", help="rebuild even if current")
     multus.add_argument("--mirror", default=None,
                         help="Debian mirror (default: the one apt on this machine uses)")
+    node = subcommands.add_parser(
+        "node", parents=common,
+        help="build the container node image (podman provider; mmdebstrap, ~3-5 min)",
+        description="Builds localhost/cnilab/node from Debian packages into the podman "
+                    "storage of the config's [podman] section (default "
+                    "/var/lib/cnilab-podman): what `lab up` starts container nodes from.")
+    node.add_argument("--force", action="store_true", help="rebuild even if current")
+    node.add_argument("--mirror", default=None,
+                      help="Debian mirror (default: the one apt on this machine uses)")
     path = subcommands.add_parser("path", parents=common, help="print the local path of an image")
     path.add_argument("image", nargs="?", default=None,
                       help="image name, path or URL (default: the config's [libvirt] image, "
@@ -113,7 +125,26 @@ def _build_multus(args: argparse.Namespace) -> int:
     return 0
 
 
+def _node_image(args: argparse.Namespace) -> int:
+    from lab.config.podman import PodmanSettings
+    from lab.nodes.providers.podman.cmdlines import Storage
+    from lab.nodes.providers.podman.image import build_node_image
+
+    settings = PodmanSettings()
+    config_path = getattr(args, "config", None)
+    if config_path is not None and Path(config_path).is_file():
+        from lab.cli._common import config_from
+
+        settings = config_from(args).podman or settings
+    storage = Storage(settings.storage_dir, settings.runtime, settings.cgroup_manager)
+    ref, seconds = build_node_image(storage, mirror=args.mirror, force=args.force, report=_say)
+    print(f"{ref}" + (f" (built in {seconds:.0f} s)" if seconds is not None else " (current)"))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.image_command == "node":
+        return _node_image(args)
     from lab.nodes.providers.libvirt import image_build, images
 
     if args.image_command == "pod":

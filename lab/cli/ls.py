@@ -2,7 +2,8 @@
 age, pod count and config of each.
 
 netns labs from their namespaces (`cnilab-<lab>-<node>`: lab names hold no '-'), libvirt labs
-from the cnilab tag in each domain's metadata, and labs whose nodes live elsewhere (existing
+from the cnilab tag in each domain's metadata, podman labs from their containers' labels (in
+the harness's default podman storage), and labs whose nodes live elsewhere (existing
 machines, Vagrant) from the harness state dirs under ~/.local/state/cnilab. Nothing here needs
 a config: it answers "what is running on this machine, and whose is it".
 """
@@ -69,6 +70,31 @@ def libvirt_labs(uri: str) -> dict[str, list[str]]:
     return {lab: sorted(nodes) for lab, nodes in labs.items()}
 
 
+def podman_labs() -> dict[str, list[str]]:
+    """Labs with containers in the default podman storage; {} when there is none."""
+    import subprocess
+
+    from lab.config.podman import PodmanSettings
+    from lab.nodes.providers.podman.cmdlines import LABEL_LAB, LABEL_NODE, Storage
+
+    settings = PodmanSettings()
+    if not (settings.storage_dir / "storage").is_dir():
+        return {}
+    argv = Storage(settings.storage_dir).argv("ps", "--all", "--format", "json",
+                                              "--filter", f"label={LABEL_LAB}")
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        listed = json.loads(done.stdout or "[]")
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return {}
+    labs: dict[str, list[str]] = defaultdict(list)
+    for container in listed:
+        labels = container.get("Labels") or {}
+        if labels.get(LABEL_LAB) and labels.get(LABEL_NODE):
+            labs[labels[LABEL_LAB]].append(labels[LABEL_NODE])
+    return {lab: sorted(nodes) for lab, nodes in labs.items()}
+
+
 def state_labs(root: Path = STATE_ROOT) -> list[str]:
     root = root.expanduser()
     return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -118,7 +144,8 @@ def lab_details(lab: str, row: dict[str, Any]) -> None:
 
 def all_labs(uri: str) -> list[dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
-    for provider, labs in (("netns", netns_labs()), ("libvirt", libvirt_labs(uri))):
+    for provider, labs in (("netns", netns_labs()), ("libvirt", libvirt_labs(uri)),
+                           ("podman", podman_labs())):
         for lab, nodes in labs.items():
             found[lab] = {"lab": lab, "provider": provider, "nodes": nodes}
     for lab in state_labs():

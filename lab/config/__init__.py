@@ -5,7 +5,8 @@
     [network]  underlay, pod_cidr (one /24 per node, in node order)
     [plugin]   path, type, backend, ifname, config (the CNI network config as a TOML table),
                node_setup, build, build_timeout
-    [libvirt] [ssh] [existing] [vagrant] [k3s] [multus]: models owned by their providers
+    [libvirt] [podman] [ssh] [existing] [vagrant] [k3s] [multus]: models owned by their
+               providers
 
 Unknown keys are errors (extra="forbid" everywhere): a typo must never be silently ignored.
 
@@ -37,6 +38,7 @@ from lab.api import LabError
 from lab.config.k3s import K3sSettings, MultusSettings
 from lab.config.libvirt import LibvirtSettings
 from lab.config.plugin_config import ifname_problem, placeholder_problem, value_problem
+from lab.config.podman import PodmanSettings
 from lab.config.remote import ExistingSettings, SshSettings, VagrantSettings
 
 # The lab name is the separator-free part of every resource name ("cnilab-<lab>-<node>"):
@@ -50,7 +52,7 @@ RESERVED_NODE_NAMES = ("sw",)        # the lab switch namespace is "cnilab-<lab>
 RESERVED_NODE_PREFIX = "pod-"        # pod namespaces are "cnilab-<lab>-pod-*"
 NODE_PREFIX = 24                     # each node gets one /24 of pod_cidr
 FIRST_NODE_HOST = 10                 # node i gets the underlay's host number 11 + i (.11, .12, …)
-Provider = Literal["netns", "libvirt", "existing", "vagrant"]
+Provider = Literal["netns", "libvirt", "podman", "existing", "vagrant"]
 DEFAULT_CONFIG = Path("lab.toml")
 CNILAB_MARK = b"# cnilab build"      # second line of every dist/cnilab (plugin/delivery/build.py)
 
@@ -238,6 +240,7 @@ class LabConfig(_Strict):
     network: NetworkSection = Field(default_factory=NetworkSection)
     plugin: PluginSection
     libvirt: LibvirtSettings | None = None
+    podman: PodmanSettings | None = None
     ssh: SshSettings | None = None
     existing: ExistingSettings | None = None
     vagrant: VagrantSettings | None = None

@@ -23,8 +23,10 @@ import pytest
 
 from lab.api import Cluster, LabError, Node, Pod
 from lab.nodes.testinfra_netns import register as register_netns_backend
+from lab.nodes.testinfra_nsenter import register as register_nsenter_backend
 
 register_netns_backend()  # so node.testinfra_url = netns://… resolves in testinfra.get_host
+register_nsenter_backend()  # and nsenter://PID (container nodes)
 
 _LAB_KEY = pytest.StashKey[Any]()
 EXCERPT_COMMANDS = (["ip", "-br", "addr"], ["ip", "route"])

@@ -96,6 +96,7 @@ class NodeFacts:
     lab_iface: str | None = None     # the interface holding ip (read on the node)
     pause_image: str | None = None   # the sandbox image, when K3s's own cannot be had
     other_ips: tuple[str, ...] = ()  # dual-stack: the node's address in the other family
+    extra_args: tuple[str, ...] = ()  # what this kind of node needs (lab.kube.node_kind)
 
 
 def _common_args(settings: K3sSettings, node: NodeFacts) -> list[str]:
@@ -109,7 +110,7 @@ def _common_args(settings: K3sSettings, node: NodeFacts) -> list[str]:
         args += ["--flannel-iface", iface]
     if node.pause_image:
         args += ["--pause-image", node.pause_image]
-    return args
+    return args + list(node.extra_args)
 
 
 # K3s's own service CIDRs; a dual-stack cluster needs one per family.
@@ -283,6 +284,9 @@ def diagnostics() -> dict[str, list[str]]:
     return {
         "k3s-journal.txt": ["journalctl", "--no-pager", "-n", "2000", "-u", "k3s",
                             "-u", "k3s-agent"],
+        # nodes without systemd (container nodes): the supervisor's log (lab.kube.node_kind)
+        "k3s-log.txt": ["sh", "-c", "tail -n 3000 /var/log/k3s.log /var/log/k3s-agent.log "
+                                    "2>/dev/null; true"],
         "k3s-containerd-config.toml": ["cat", "/var/lib/rancher/k3s/agent/etc/containerd/"
                                               "config.toml"],
         "k3s-cni-conf.txt": ["sh", "-c", "for f in /var/lib/rancher/k3s/agent/etc/cni/net.d/*;"

@@ -11,7 +11,7 @@ from typing import Any
 
 from lab.api import ActionContext, LabError, Node
 from lab.config.k3s import K3sSettings
-from lab.kube import cmdlines, kubeconfig
+from lab.kube import cmdlines, kubeconfig, node_kind
 from lab.kube.airgap import pod_image_of, resolve_inputs
 from lab.kube.kubeconfig import write_private
 from lab.kube.paths import (
@@ -137,8 +137,19 @@ def node_facts(ctx: ActionContext, node: Node) -> cmdlines.NodeFacts:
     from lab.runtime.network import node_addresses
 
     others = tuple(ip for ip in node_addresses(ctx.config, node).values() if ip != node.address)
+    extra = node_kind.extra_args(kind_of(node), settings.minor)
     return cmdlines.NodeFacts(node.name, node.address, iface,
-                              resolve_inputs(ctx.config).pause_image, other_ips=others)
+                              resolve_inputs(ctx.config).pause_image, other_ips=others,
+                              extra_args=tuple(extra))
+
+
+def kind_of(node: Node) -> node_kind.NodeKind:
+    """What the node is (systemd or not, cgroup v1, what root may do there), asked of it."""
+    res = node.run(["sh", "-c", node_kind.probe()], timeout=30)
+    if not res.ok:
+        raise LabError("cannot tell what kind of node this is", where=node.name,
+                       output=res.stderr or res.stdout)
+    return node_kind.parse_probe(res.stdout)
 
 
 def give_a_way_out(ctx: ActionContext, node: Node) -> None:
@@ -162,24 +173,35 @@ def give_a_way_out(ctx: ActionContext, node: Node) -> None:
 def crash_loop(node: Node, role: str, limit: int = 2) -> LabError | None:
     """An error with the journal's tail when systemd keeps restarting K3s on node, else None:
     a unit that crashed twice will not come up by waiting longer."""
-    res = node.run(cmdlines.restart_count(role), timeout=30)
+    systemd = kind_of(node).systemd
+    res = node.run(cmdlines.restart_count(role) if systemd else node_kind.restart_count(role),
+                   timeout=30)
     try:
         restarts = int(res.stdout.strip()) if res.ok else 0
     except ValueError:
         restarts = 0
     if restarts < limit:
         return None
-    tail = node.run(cmdlines.journal_tail(role), timeout=30)
+    tail = node.run(cmdlines.journal_tail(role) if systemd else node_kind.log_tail(role),
+                    timeout=30)
     return LabError(f"K3s {role} keeps restarting ({restarts} restarts)", where=node.name,
                     output=tail.stdout or tail.stderr,
-                    hint=f"`lab exec {node.name} -- journalctl -u {cmdlines.SERVICE[role]}` shows "
+                    hint=f"`lab exec {node.name} -- journalctl -u {cmdlines.SERVICE[role]}` "
+                         f"(container nodes: {node_kind.log_path(role)}) shows "
                          "all of it; under TCG give K3s nodes 2 vCPUs and 2 GiB")
 
 
 def start_k3s(ctx: ActionContext, node: Node, args: list[str]) -> None:
     role = args[0]
     inputs = resolve_inputs(ctx.config)
-    if inputs.install_script is not None:
+    kind = kind_of(node)
+    if kind.oom_restricted:
+        restrict_oom_score_adj(ctx, node)
+    if not kind.systemd:    # a container node: K3s under a supervisor, as k3d runs it
+        sh(node, node_kind.install_supervised(role),
+           input=node_kind.supervisor_script(args, ctx.config.name), timeout=120,
+           what=f"cannot start K3s {role}")
+    elif inputs.install_script is not None:
         script = inputs.install_script
         node.put_file(script, cmdlines.INSTALL_SCRIPT_PATH, 0o755)
         sh(node, cmdlines.install_with_script(args, k3s_settings(ctx).version), timeout=300,
@@ -187,6 +209,20 @@ def start_k3s(ctx: ActionContext, node: Node, args: list[str]) -> None:
     else:
         sh(node, cmdlines.install_unit(role), input=cmdlines.systemd_unit(args, ctx.config.name),
            timeout=300, what=f"cannot start K3s {role}")
+
+
+def restrict_oom_score_adj(ctx: ActionContext, node: Node) -> None:
+    """containerd's restrict_oom_score_adj, on nodes whose root lacks CAP_SYS_RESOURCE (the
+    kubelet asks a negative score for sandboxes; runc fails to start every one of them)."""
+    minor = k3s_settings(ctx).minor
+    if minor < node_kind.TEMPLATE_BASE_MINOR:
+        raise LabError(f"this node's root cannot lower oom_score_adj, and K3s v1.{minor} has no "
+                       "base containerd template to add restrict_oom_score_adj to",
+                       where=node.name,
+                       hint=f"use K3s v1.{node_kind.TEMPLATE_BASE_MINOR} or newer on this "
+                            "host, or run the lab where root has CAP_SYS_RESOURCE")
+    write_file(node, node_kind.CONTAINERD_OOM_FILE, node_kind.containerd_oom_import())
+    write_file(node, node_kind.CONTAINERD_TEMPLATE, node_kind.containerd_oom_template())
 
 
 class InstallK3sServer:
@@ -216,7 +252,8 @@ class InstallK3sServer:
         wait_until(api_ready, settings.ready_timeout, lambda why: LabError(
             f"the K3s API did not answer within {settings.ready_timeout:.0f}s",
             where=server.name, output=why,
-            hint=f"`lab exec {server.name} -- journalctl -u k3s` shows why"), self.poll)
+            hint=f"`lab exec {server.name} -- journalctl -u k3s` (container nodes: "
+                 f"{node_kind.log_path('server')}) shows why"), self.poll)
         if ctx.report:
             ctx.report(f"K3s {settings.version} server on {server.name} ({server.address})")
 
@@ -291,7 +328,8 @@ class WaitNodesReady:
             return LabError(
                 f"node(s) {', '.join(last)} not Ready after {settings.ready_timeout:.0f}s",
                 where=first, output="\n".join(f"{n}: {why}" for n, why in last.items()),
-                hint=f"`lab exec {first} -- journalctl -u {service}` shows why")
+                hint=f"`lab exec {first} -- journalctl -u {service}` (container nodes: "
+                     f"/var/log/{service}.log) shows why")
 
         wait_until(check, settings.ready_timeout, fail, self.poll)
 

@@ -40,9 +40,9 @@ def _substitute(value: Any, words: dict[str, str], lists: dict[str, list[Any]]) 
 
 def node_addresses(config: LabConfig, node: Node) -> dict[int, str]:
     """family -> the node's underlay address: the one it answers on, and for providers that
-    choose addresses (netns, libvirt) the other family's from the config."""
+    choose addresses (netns, libvirt, podman) the other family's from the config."""
     found: dict[int, str] = {ipaddress.ip_address(node.address).version: node.address}
-    if config.lab.provider in ("netns", "libvirt"):
+    if config.lab.provider in ("netns", "libvirt", "podman"):
         for version, addresses in config.underlay_addresses_by_family().items():
             found.setdefault(version, str(addresses.get(node.name, "")) or "")
     return {v: a for v, a in sorted(found.items()) if a}

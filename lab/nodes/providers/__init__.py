@@ -1,4 +1,4 @@
-"""Providers make nodes: netns (default), libvirt, existing (SSH), vagrant.
+"""Providers make nodes: netns (default), libvirt, podman (containers), existing (SSH), vagrant.
 
 `make_provider` imports only the backend asked for, so `lab status` on a netns lab never loads
 libvirt or paramiko.
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 PROVIDERS = {
     "netns": ("lab.nodes.providers.netns", "NetnsProvider"),
     "libvirt": ("lab.nodes.providers.libvirt.provider", "LibvirtProvider"),
+    "podman": ("lab.nodes.providers.podman.provider", "PodmanProvider"),
     "existing": ("lab.nodes.providers.existing", "ExistingProvider"),
     "vagrant": ("lab.nodes.providers.vagrant", "VagrantProvider"),
 }

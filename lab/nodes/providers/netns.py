@@ -24,6 +24,7 @@ from pathlib import Path
 
 from lab.api import CommandResult, LabError, Node, NodeStatus
 from lab.config import LabConfig
+from lab.nodes.local_run import run_local
 
 NETNS_DIR = Path("/run/netns")
 HOST_ROOT = Path("/var/lib/cnilab")   # node state dirs: the nodes share the host's filesystem
@@ -118,15 +119,7 @@ class NetnsNode:
             timeout: float = 60,
             env: dict[str, str] | None = None) -> CommandResult:
         full = ("nsenter", f"--net={NETNS_DIR / self.netns}", "--", *argv)
-        proc_env = {**os.environ, **env} if env is not None else None
-        data = input.encode() if isinstance(input, str) else input   # bytes pass unchanged
-        try:
-            done = subprocess.run(full, input=data, capture_output=True, timeout=timeout,
-                                  env=proc_env, check=False)
-        except subprocess.TimeoutExpired as e:
-            return CommandResult(tuple(argv), 124, _text(e.stdout),
-                                 _text(e.stderr) + f"\ntimed out after {timeout}s on {self.name}")
-        return CommandResult(tuple(argv), done.returncode, _text(done.stdout), _text(done.stderr))
+        return run_local(full, argv, where=self.name, input=input, timeout=timeout, env=env)
 
     def put_file(self, local: Path, remote: str, mode: int = 0o755) -> None:
         """Copies onto the host filesystem (shared by every netns node); atomic, so a plugin
@@ -141,12 +134,6 @@ class NetnsNode:
     @property
     def testinfra_url(self) -> str:
         return f"netns://{self.netns}"
-
-
-def _text(data: str | bytes | None) -> str:
-    if data is None:
-        return ""
-    return data.decode(errors="replace") if isinstance(data, bytes) else data
 
 
 class NetnsProvider:

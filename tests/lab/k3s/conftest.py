@@ -83,7 +83,14 @@ class OverlayNode:
 
 
 @pytest.fixture
-def make_node(tmp_path):
+def make_node(tmp_path, monkeypatch):
+    # These nodes stand in for VMs: K3s there runs as a systemd unit. This host has no
+    # systemd, and the actions ask the node (lab.kube.node_kind): answer as a VM would, or
+    # they would start a supervisor whose /run and /var/log files land on the host.
+    from lab.kube import k3s_install
+    from lab.kube.node_kind import NodeKind
+
+    monkeypatch.setattr(k3s_install, "kind_of", lambda node: NodeKind())
     made: list[Path] = []
 
     def make(name: str, address: str) -> OverlayNode:

@@ -56,7 +56,14 @@ class OverlaySshd(Sshd):
 
 
 @pytest.fixture
-def ssh_node(tmp_path):
+def ssh_node(tmp_path, monkeypatch):
+    # The node stands in for a VM: K3s there is a systemd unit. This host has no systemd, and
+    # the actions ask the node (lab.kube.node_kind): answer as a VM would, or they would start
+    # a supervisor on this very host (the SSH server is this host).
+    from lab.kube import k3s_install
+    from lab.kube.node_kind import NodeKind
+
+    monkeypatch.setattr(k3s_install, "kind_of", lambda node: NodeKind())
     from lab.nodes.ssh import SshNode
 
     lab_dir = tmp_path / "lab"

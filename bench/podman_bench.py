@@ -1,0 +1,106 @@
+"""Container-node labs end to end: `lab up`, the scenario suites, `lab down`, per run.
+
+    .venv/bin/python -m bench podman -c examples/k3s-podman.toml [--runs 1] [--json]
+    .venv/bin/python -m bench podman -c examples/podman.toml --runs 3
+
+Each run brings the config up under its own lab name (a fresh cluster, as CI gets it), times
+each phase of `lab up` from its progress lines, runs `pytest scenarios/` against it, takes it
+down, and checks that nothing of it is left (containers, volumes, switch, host port).
+Targets (issue 21, 3-node K3s + Multus on this 2-core machine): up <= 90 s, suites <= 180 s,
+down <= 10 s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB = [sys.executable, "-c", "from lab.cli import main_entry; main_entry()"]
+TARGETS = {"up": 90.0, "suites": 180.0, "down": 10.0}
+
+
+def _timed(argv: list[str], timeout: float) -> tuple[float, subprocess.CompletedProcess[str]]:
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    return time.perf_counter() - start, done
+
+
+def _phases(output: str) -> dict[str, float]:
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r"(?m)^✓ (.+?) \(([\d.]+)s\)$", output)}
+
+
+def _leftovers(config: Path, name: str) -> list[str]:
+    from lab.config import load_config
+    from lab.nodes.providers.podman import cmdlines
+    from lab.nodes.providers.podman.provider import NETNS_DIR, PodmanProvider
+
+    provider = PodmanProvider(load_config(config, name))
+    left = [f"container {n}" for n in provider.containers()]
+    volumes = subprocess.run(cmdlines.volumes_argv(provider.storage, name), capture_output=True,
+                             text=True, check=False).stdout.split()
+    left += [f"volume {v}" for v in volumes]
+    if (NETNS_DIR / cmdlines.switch_ns(name)).exists():
+        left.append("switch netns")
+    if (Path("/sys/class/net") / cmdlines.host_link(name)).exists():
+        left.append("host port")
+    return left
+
+
+def one_run(config: Path, logs: Path) -> dict[str, object]:
+    name = "b21" + secrets.token_hex(3)
+    common = ["-c", str(config), "--name", name]
+    up_s, up = _timed([*LAB, "up", *common], 1800)
+    result: dict[str, object] = {"lab": name, "up_s": round(up_s, 1),
+                                 "phases": _phases(up.stdout + up.stderr)}
+    try:
+        if up.returncode != 0:
+            result["error"] = (up.stdout + up.stderr)[-3000:]
+            return result
+        report = logs / f"{name}.xml"
+        suites_s, suites = _timed([sys.executable, "-m", "pytest", "scenarios/", "-q",
+                                   "-p", "no:cacheprovider", "--lab-config", str(config),
+                                   "--lab-name", name, f"--junitxml={report}",
+                                   "--lab-logs-dir", str(logs / "lab-logs")], 3600)
+        result["suites_s"] = round(suites_s, 1)
+        result["suites"] = suites.stdout.strip().splitlines()[-1:]   # the pytest summary
+        result["suites_ok"] = suites.returncode == 0
+    finally:
+        down_s, down = _timed([*LAB, "down", *common], 600)
+        result["down_s"] = round(down_s, 1)
+        result["down_ok"] = down.returncode == 0
+        result["left"] = _leftovers(config, name)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-c", "--config", type=Path, required=True)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    logs = Path(tempfile.mkdtemp(prefix="bench-podman-"))
+    runs = [one_run(args.config, logs) for _ in range(args.runs)]
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return 0
+    for run in runs:
+        print(f"{run['lab']}: up {run['up_s']} s, suites {run.get('suites_s', '-')} s "
+              f"{run.get('suites', '')}, down {run['down_s']} s, left {run['left'] or 'nothing'}")
+        for phase, seconds in dict(run.get("phases") or {}).items():   # type: ignore[call-overload]
+            print(f"    {seconds:7.1f} s  {phase}")
+        if "error" in run:
+            print(run["error"])
+    for key, target in TARGETS.items():
+        seen = [float(r[f"{key}_s"]) for r in runs if f"{key}_s" in r]   # type: ignore[arg-type]
+        if seen:
+            print(f"{key}: {min(seen):.1f}-{max(seen):.1f} s (target <= {target:.0f} s)")
+    return 0 if all(r.get("suites_ok", False) and not r["left"] for r in runs) else 1

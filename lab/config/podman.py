@@ -1,0 +1,35 @@
+"""`[podman]` section of lab.toml: container nodes (the `podman` provider).
+
+Each node is a privileged container from the node image `lab image node` builds; the lab
+network is a bridge in the lab's switch namespace, as for netns labs, with the `[network]`
+addresses. podman keeps this harness's containers, images and volumes in its own storage
+(`storage_dir`), never in the host's default one.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_STORAGE = Path("/var/lib/cnilab-podman")   # not under /var/lib/cnilab: netns labs own that
+
+
+class PodmanSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # the node image: the one `lab image node` builds (default), or any image reference the
+    # lab's storage holds (it needs what the node image has: python3, iproute2, nsenter, …)
+    image: str | None = Field(default=None)
+    # OCI runtime: runc works where crun refuses (hosts whose root cannot raise rlimits)
+    runtime: str = Field(default="runc", pattern=r"^[a-z0-9_.-]+$")
+    cgroup_manager: Literal["cgroupfs", "systemd"] = Field(default="cgroupfs")
+    # the harness's own podman storage (containers, images, volumes): the host's default
+    # storage is never touched
+    storage_dir: Path = Field(default=DEFAULT_STORAGE)
+    # rlimits each node gets: root cannot raise them on some hosts (podman would fail to start
+    # the container); K3s and containerd run within these
+    nofile: int = Field(default=1024, ge=256)
+    nproc: int = Field(default=1024, ge=64)
+    # seconds until every container is up and wired
+    start_timeout: float = Field(default=120, gt=0)

@@ -1,0 +1,111 @@
+"""The Kubernetes path on container nodes (issue 21): `lab up` of examples/k3s-podman.toml as
+shipped (3 podman nodes, air-gapped K3s, Multus in host mode, the plugin as net1), the
+scenario suites through pods, and `lab down` leaving no container, volume, switch or host
+port. Minutes, not the half hour of the VM labs: CI runs it first among the K3s labs. Skips,
+naming what is missing, without the air-gapped inputs or podman."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from live_k3s import (
+    LiveLab,
+    airgap_dir,
+    assert_suite_passed,
+    example_copy,
+    phases_of,
+    require_budget,
+    run_lab,
+    run_scenarios,
+    within_budget,
+)
+
+pytestmark = [pytest.mark.k8s, pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+EXAMPLE = "k3s-podman.toml"
+NEEDS = 10          # minutes for up, the suites and down, with room on a loaded 2-core host
+UP_TARGET = 90      # seconds, issue 21 (a quiet machine); asserted with room for a busy one
+EXPECTED_SKIPS: dict[str, str] = {}
+
+
+def _require_podman() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("container nodes need root")
+    missing = [t for t in ("podman", "runc", "nsenter") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"container nodes need {', '.join(missing)} (scripts/setup.sh installs them)")
+
+
+def leftovers(config: Path, name: str) -> list[str]:
+    from lab.config import load_config
+    from lab.nodes.providers.podman import cmdlines
+    from lab.nodes.providers.podman.provider import NETNS_DIR, PodmanProvider
+
+    provider = PodmanProvider(load_config(config))
+    left = [f"container {n}" for n in provider.containers()]
+    volumes = subprocess.run(cmdlines.volumes_argv(provider.storage, name),
+                             capture_output=True, text=True, check=False).stdout.split()
+    left += [f"volume {v}" for v in volumes]
+    if (NETNS_DIR / cmdlines.switch_ns(name)).exists():
+        left.append(f"netns {cmdlines.switch_ns(name)}")
+    if (Path("/sys/class/net") / cmdlines.host_link(name)).exists():
+        left.append(f"host link {cmdlines.host_link(name)}")
+    return left
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveLab]:
+    _require_podman()
+    folder = airgap_dir()
+    require_budget(NEEDS, f"a live lab of {EXAMPLE}")
+    tmp = tmp_path_factory.mktemp("k3s-podman")
+    config, name = example_copy(EXAMPLE, tmp)
+    env = {**os.environ, "CNILAB_AIRGAP_DIR": str(folder)}
+    started = time.monotonic()
+    try:
+        up = run_lab("up", config=config, env=env, timeout=within_budget(900))
+        seconds = time.monotonic() - started
+        assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}"
+        output = up.stdout + up.stderr
+        yield LiveLab(config, name, env, output, seconds, phases_of(output))
+    finally:
+        down = run_lab("down", config=config, env=env, timeout=300)
+        left = leftovers(config, name)
+        assert down.returncode == 0, f"lab down failed:\n{down.stdout}\n{down.stderr}"
+        assert not left, f"lab down left: {left}"
+
+
+def test_lab_up_runs_every_phase_in_minutes(live, record_property):
+    for phase in ("provision 3 podman nodes", "install K3s server", "install K3s agents",
+                  "wait for every node to be Ready", "unpack the pod images on every node",
+                  "install Multus", "deploy the plugin and its NetworkAttachmentDefinition"):
+        assert any(p.startswith(phase) for p in live.phases), (phase, live.up_output)
+    for phase, seconds in live.phases.items():
+        record_property(f"up: {phase}", seconds)
+    record_property("up: total", round(live.up_seconds, 1))
+    assert live.up_seconds < 3 * UP_TARGET, f"lab up took {live.up_seconds:.0f} s"
+
+
+def test_k3s_runs_supervised_inside_each_nodes_cgroup(live):
+    """No systemd in a container node: K3s runs under the supervisor, inside the node's own
+    cgroup (its kubelet makes the pod cgroups below it, never at the host's root)."""
+    for node, log in (("node1", "/var/log/k3s.log"), ("node2", "/var/log/k3s-agent.log")):
+        res = live.lab("exec", node, "--", "sh", "-c",
+                       f"test -s {log} && pgrep -x k3s-server -o || pgrep -f 'k3s agent' -o",
+                       timeout=60)
+        assert res.returncode == 0, (node, res.stdout, res.stderr)
+        pid = res.stdout.split()[0]
+        cgroup = live.lab("exec", node, "--", "cat", f"/proc/{pid}/cgroup", timeout=60).stdout
+        assert cgroup and all(line.endswith(":/") for line in cgroup.splitlines()), cgroup
+
+
+def test_scenario_suites_pass_through_pods(live, tmp_path, record_property):
+    result = run_scenarios(live, tmp_path)
+    record_property("suites seconds", round(result.seconds, 1))
+    assert_suite_passed(result, EXPECTED_SKIPS)
+    assert len(result.passed) >= 10, result
