@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from lab.api import Cluster, LabError, Node, Pod
+from lab.drivers.probe_record import ProbeRecorder
 
 from .hostside import JudgedCluster
 from .judge import judge_add
@@ -92,8 +93,9 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def probe(node_host: Callable[[Node], Any]) -> Probes:
-    return Probes(node_host)
+def probe(node_host: Callable[[Node], Any], probe_recorder: ProbeRecorder) -> Probes:
+    """The traffic probes, reporting to the run's recorder (the end-of-run matrix)."""
+    return Probes(node_host, probe_recorder)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from lab.api import Cluster, CommandResult, LabError, Node, Pod
+from lab.drivers.probe_record import Endpoint, ProbeRecorder
 
 # A one-connection TCP echo server and a client that retries while the server starts: python3
 # is on every node (the plugin needs it) and in the pod images the lab uses; nc is not.
@@ -72,14 +73,54 @@ def lab_families(config: Any) -> tuple[int, ...]:
 
 
 # -- traffic ------------------------------------------------------------------------------------
+def endpoint(end: Pod | Node) -> Endpoint:
+    pod_node = getattr(end, "node", None)
+    return Endpoint(end.name, pod_node, True) if isinstance(pod_node, str) \
+        else Endpoint(end.name, end.name, False)
+
+
 @dataclass
 class Probes:
+    """The traffic probes. The verdicts `pod_to_pod` and `node_to_pod` reach go to the run's
+    recorder (the end-of-run connectivity matrix) when there is one."""
+
     node_host: Callable[[Node], Any]
+    recorder: ProbeRecorder | None = None
 
     def unreachable(self, cluster: Cluster, src: Pod | Node, ip: str, what: str,
                     dst: Pod | None = None) -> str:
         """The failure message of a probe that got nothing back: what, then why."""
         return f"{what}\n{diagnose(cluster, src, ip, dst)}"
+
+    def record(self, src: Pod | Node, dst: Pod, family: int, kind: str, passed: bool,
+               why: str = "") -> None:
+        if self.recorder is not None:
+            self.recorder.record(endpoint(src), endpoint(dst), family, kind, passed, why)
+
+    def pod_to_pod(self, cluster: Cluster, src: Pod, dst: Pod, family: int,
+                   kind: str = "icmp") -> str:
+        """src reaches dst over ICMP or TCP ("tcp": an echo both ways): "" if it did, else
+        what failed and the diagnosis; recorded either way."""
+        ip = address(dst, family)
+        what = f"{src.name}@{src.node} -> {dst.name}@{dst.node} ({ip})"
+        if kind == "tcp":
+            passed = self.tcp_echo(src, dst, family=family) == f"pong from-{src.name}"
+            what = f"TCP {what} failed"
+        else:
+            passed = self.ping(src, ip).ok
+            what += ": no ICMP reply"
+        why = "" if passed else self.unreachable(cluster, src, ip, what, dst)
+        self.record(src, dst, family, kind, passed, why.partition("\n")[2])
+        return why
+
+    def node_to_pod(self, cluster: Cluster, node: Node, pod: Pod, family: int) -> str:
+        """node reaches pod over ICMP: "" if it did, else what failed and the diagnosis."""
+        ip = address(pod, family)
+        passed = self.node_ping(node, ip).succeeded
+        why = "" if passed else self.unreachable(
+            cluster, node, ip, f"{node.name} -> {pod.name}@{pod.node} ({ip}): no reply", pod)
+        self.record(node, pod, family, "icmp", passed, why.partition("\n")[2])
+        return why
 
     @staticmethod
     def both_ways(a: Pod, b: Pod, check: Callable[[Pod, Pod], str]) -> None:
@@ -94,12 +135,14 @@ class Probes:
         about the MTU)."""
         mtu, ip = cluster.mtu or 1500, address(b, family)
         what = f"{a.name}@{a.node} -> {b.name}@{b.node} ({ip})"
-        expect(self.ping(a, ip).ok, self.unreachable(
-            cluster, a, ip, f"{what}: no reply even to small packets, so this is not about "
-                            "the MTU", b))
-        if not self.ping(a, ip, mtu=mtu).ok:
-            expect(False, f"a {mtu}-byte DF packet {what} was lost: the pod MTU is larger "
-                          "than the path\n" + diagnose_mtu(cluster, a, ip, mtu))
+        unreachable = self.pod_to_pod(cluster, a, b, family)
+        expect(not unreachable, unreachable.replace(
+            "no ICMP reply", "no reply even to small packets, so this is not about the MTU", 1))
+        passed = self.ping(a, ip, mtu=mtu).ok
+        why = "" if passed else diagnose_mtu(cluster, a, ip, mtu)
+        self.record(a, b, family, "mtu", passed, why)
+        expect(passed, f"a {mtu}-byte DF packet {what} was lost: the pod MTU is larger than "
+                       f"the path\n{why}")
 
     @staticmethod
     def ping(pod: Pod, ip: str, *, mtu: int | None = None) -> CommandResult:

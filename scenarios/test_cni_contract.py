@@ -17,7 +17,7 @@ from lab.runtime.cni_runtime import CniCallError, plugin_configs, version_tuple
 
 from .hostside import host_side
 from .spec import self_findings, shape_findings
-from .support import delete_pods, expect, make_pods
+from .support import delete_pods, expect, family_of, make_pods
 
 
 def _runtime(cluster, node):
@@ -147,10 +147,10 @@ def test_eight_adds_at_once_on_one_node_give_eight_distinct_working_pods(cluster
         expect(len(set(ips)) == 8, f"8 ADDs at once on {node.name} gave {len(set(ips))} "
                                    f"distinct IPs: {sorted(ips)}")
         with ThreadPoolExecutor(max_workers=8) as pool:
-            replies = list(pool.map(lambda p: probe.node_ping(node, p.ip).succeeded, pods))
-        silent = [f"{p.name} ({p.ip})" for p, ok in zip(pods, replies) if not ok]
-        expect(not silent, f"of 8 pods added at once, {node.name} cannot reach: "
-                           + ", ".join(silent))
+            failed = [why for why in pool.map(
+                lambda p: probe.node_to_pod(cluster, node, p, family_of(p.ip)), pods) if why]
+        expect(not failed, f"of 8 pods added at once, {node.name} cannot reach "
+                           f"{len(failed)}:\n" + "\n".join(failed))
         wrong = [f"{pod}: {'; '.join(found)}" for _, pod, found in cluster.findings
                  if pod in {p.name for p in pods}]
         expect(not wrong, "ADD results of pods added at once are wrong:\n  " + "\n  ".join(wrong))

@@ -3,56 +3,41 @@ scenario runs in each family the lab has (`[v4]`, `[v6]` in the test id)."""
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .support import address, diagnose, expect, iperf3_gbits
+from .support import address, expect, iperf3_gbits
 
 
 def test_cross_node_pod_to_pod_icmp_both_directions(probe, cluster, two_nodes, pod_per_node,
                                                     family):
-    def icmp(src, dst):
-        ip = address(dst, family)
-        return "" if probe.ping(src, ip).ok else probe.unreachable(
-            cluster, src, ip, f"{src.name}@{src.node} -> {dst.name}@{dst.node} ({ip}): "
-                              "no ICMP reply", dst)
-
-    probe.both_ways(*(pod_per_node[n.name] for n in two_nodes), icmp)
+    probe.both_ways(*(pod_per_node[n.name] for n in two_nodes),
+                    lambda src, dst: probe.pod_to_pod(cluster, src, dst, family))
 
 
 def test_cross_node_pod_to_pod_tcp_both_directions(probe, cluster, two_nodes, pod_per_node,
                                                    family):
-    def tcp(src, dst):
-        if probe.tcp_echo(src, dst, family=family) == f"pong from-{src.name}":
-            return ""
-        return probe.unreachable(cluster, src, address(dst, family),
-                                 f"TCP {src.name}@{src.node} -> {dst.name}@{dst.node} failed",
-                                 dst)
-
-    probe.both_ways(*(pod_per_node[n.name] for n in two_nodes), tcp)
+    probe.both_ways(*(pod_per_node[n.name] for n in two_nodes),
+                    lambda src, dst: probe.pod_to_pod(cluster, src, dst, family, "tcp"))
 
 
 def test_cross_node_node_reaches_pods_on_other_nodes(probe, cluster, pod_per_node, family):
-    failures = [(node, pod) for node in cluster.nodes() for pod in pod_per_node.values()
-                if pod.node != node.name
-                and not probe.node_ping(node, address(pod, family)).succeeded]
-    if failures:
-        node, pod = failures[0]
-        expect(False, "no reply: " + ", ".join(
-            f"{n.name} -> {p.name}@{p.node} ({address(p, family)})" for n, p in failures)
-            + "\n" + diagnose(cluster, node, address(pod, family), pod))
+    pairs = [(node, pod) for node in cluster.nodes() for pod in pod_per_node.values()
+             if pod.node != node.name]
+    failed = [why for why in (probe.node_to_pod(cluster, n, p, family) for n, p in pairs) if why]
+    expect(not failed, "\n".join(failed))
 
 
 def test_cross_node_full_mesh_icmp(probe, cluster, pod_per_node, family):
     if len(pod_per_node) < 3:
         pytest.skip("the full mesh needs 3 nodes")
-    failures = [(a, b) for a, b in itertools.permutations(pod_per_node.values(), 2)
-                if not probe.ping(a, address(b, family)).ok]
-    if failures:
-        expect(False, probe.unreachable(
-            cluster, failures[0][0], address(failures[0][1], family),
-            "pod pairs without ICMP: " + ", ".join(f"{a.node} -> {b.node}" for a, b in failures),
-            failures[0][1]))
+    pairs = list(itertools.permutations(pod_per_node.values(), 2))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        failed = [why for why in pool.map(
+            lambda pair: probe.pod_to_pod(cluster, *pair, family), pairs) if why]
+    expect(not failed, f"{len(failed)} of {len(pairs)} pod pairs without ICMP:\n"
+                       + "\n".join(failed))
 
 
 def test_cross_node_full_size_packets_pass(probe, cluster, two_nodes, pod_per_node, family):
@@ -70,9 +55,9 @@ def test_cross_node_throughput_pod_to_pod_vs_node_to_node(probe, cluster, two_no
     n1, n2 = two_nodes
     a, b = pod_per_node[n1.name], pod_per_node[n2.name]
     ip = address(b, family)
-    expect(probe.ping(a, ip).ok, probe.unreachable(
-        cluster, a, ip, f"{a.name}@{n1.name} -> {b.name}@{n2.name}: no reachability, so no "
-                        "throughput to measure (iperf3 not run)", b))
+    unreachable = probe.pod_to_pod(cluster, a, b, family)
+    expect(not unreachable, "no reachability, so no throughput to measure (iperf3 not run): "
+                            + unreachable)
     pods = iperf3_gbits(a.exec, b.exec, ip)
     nodes = iperf3_gbits(n1.run, n2.run, n2.address)
     record_property(f"pod_to_pod_gbits_v{family}", round(pods, 2))

@@ -7,6 +7,10 @@ test), `nodes`, `node_host` (a testinfra host for a node) and `pod_factory` (mak
 deletes them after the test). When a test that used the lab fails, `lab logs` is collected
 into a tarball whose path, with a short excerpt, lands in the report (and so in --junitxml).
 
+At the end of a run that used the lab: the connectivity matrix and the scenario groups in the
+terminal, and as a self-contained HTML page beside the --junitxml file (or at --lab-report);
+the probes report to the run's ProbeRecorder (fixture `probe_recorder`).
+
 Importing this module needs no lab: the options and fixtures only matter when a test asks.
 """
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
+import sys
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +27,7 @@ from typing import Any, NoReturn
 import pytest
 
 from lab.api import Cluster, LabError, Node, Pod
+from lab.drivers.probe_record import ProbeRecorder
 from lab.nodes.testinfra_netns import register as register_netns_backend
 from lab.nodes.testinfra_nsenter import register as register_nsenter_backend
 
@@ -29,6 +35,8 @@ register_netns_backend()  # so node.testinfra_url = netns://… resolves in test
 register_nsenter_backend()  # and nsenter://PID (container nodes)
 
 _LAB_KEY = pytest.StashKey[Any]()
+_RECORDER = pytest.StashKey[ProbeRecorder]()
+_REPORT = pytest.StashKey[Path]()             # the HTML report written
 EXCERPT_COMMANDS = (["ip", "-br", "addr"], ["ip", "route"])
 
 
@@ -40,6 +48,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="override the lab name from the config")
     group.addoption("--lab-logs-dir", default="lab-logs", metavar="DIR",
                     help="where `lab logs` tarballs of failing tests go (default: ./lab-logs)")
+    group.addoption("--lab-report", default=None, metavar="PATH",
+                    help="write the run's HTML summary (connectivity matrix, scenario groups, "
+                         "failures) here (default: beside --junitxml, as <stem>.html)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_RECORDER] = ProbeRecorder()
 
 
 def _missing_config(config: pytest.Config) -> str | None:
@@ -117,6 +132,12 @@ def _stop(why: str) -> NoReturn:
     """Ends the whole run with one message: every scenario needs the lab, so twenty identical
     errors would say nothing more (the exit code is 1: never a green run without a lab)."""
     pytest.exit(why, returncode=pytest.ExitCode.TESTS_FAILED)
+
+
+@pytest.fixture(scope="session")
+def probe_recorder(pytestconfig: pytest.Config) -> ProbeRecorder:
+    """Where the run's traffic probes report what they did (the end-of-run summary)."""
+    return pytestconfig.stash[_RECORDER]
 
 
 @pytest.fixture(scope="session")
@@ -206,6 +227,8 @@ def pytest_runtest_makereport(
     report = yield
     opened = item.config.stash.get(_LAB_KEY, None)
     uses_lab = "lab" in getattr(item, "fixturenames", ())
+    if uses_lab:
+        _record_outcome(item, report)
     if report.failed and report.when == "call" and opened is not None and uses_lab:
         _attach_lab_logs(item, report, opened)
     return report
@@ -241,3 +264,80 @@ def _attach_lab_logs(item: pytest.Item, report: pytest.TestReport, opened: Any) 
     text = "\n".join(lines)
     report.sections.append(("lab logs", text))
     item.user_properties.append(("lab_logs_excerpt", text[-4000:]))
+
+
+# -- the run's summary ----------------------------------------------------------------------------
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.config.stash[_RECORDER].scenario = item.nodeid
+
+
+def _record_outcome(item: pytest.Item, report: pytest.TestReport) -> None:
+    recorder = item.config.stash[_RECORDER]
+    if report.failed:
+        recorder.outcome(report.nodeid, "failed", _failure_message(report))
+    elif report.skipped:
+        recorder.outcome(report.nodeid, "skipped")
+    elif report.when == "call":
+        recorder.outcome(report.nodeid, "passed")
+
+
+def _failure_message(report: pytest.TestReport) -> str:
+    """What the scenario said: pytest.fail's message or the assertion, not the traceback."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    message = getattr(crash, "message", "") or report.longreprtext
+    return message.removeprefix("Failed: ")[:20000]
+
+
+def report_path(config: pytest.Config) -> Path | None:
+    """--lab-report, else the --junitxml file's stem + .html, else none."""
+    wanted = config.getoption("--lab-report")
+    if wanted:
+        return Path(wanted)
+    junit = getattr(config.option, "xmlpath", None)
+    return Path(junit).with_suffix(".html") if junit else None
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from lab.drivers.run_summary import summary_html
+
+    config = session.config
+    recorder = config.stash.get(_RECORDER, None)
+    path = report_path(config)
+    if recorder is None or path is None or not (recorder.outcomes or recorder.probes):
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(summary_html(recorder, title=f"cnilab scenarios: {_lab_title(config)}"),
+                        encoding="utf-8")
+        config.stash[_REPORT] = path
+    except OSError as e:     # a report is a courtesy: never turn a run's verdict around
+        sys.stderr.write(f"cnilab: could not write the HTML report {path}: {e}\n")
+
+
+def _lab_title(config: pytest.Config) -> str:
+    name = config.getoption("--lab-name")
+    return f"{config.getoption('--lab-config')}" + (f" (lab {name})" if name else "")
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    from lab.drivers.run_summary import summary_text
+
+    recorder = config.stash.get(_RECORDER, None)
+    if recorder is None or not (recorder.outcomes or recorder.probes):
+        return
+    terminalreporter.write_sep("=", "cnilab summary")
+    for line in summary_text(recorder, unicode=_terminal_speaks_utf8(terminalreporter)):
+        terminalreporter.write_line(line)
+    written = config.stash.get(_REPORT, None)
+    if written is not None:
+        terminalreporter.write_line(f"HTML report: {written.resolve()}")
+
+
+def _terminal_speaks_utf8(terminalreporter: Any) -> bool:
+    """Whether the terminal's stream can carry the marks (else the plain ASCII fallback)."""
+    stream = getattr(getattr(terminalreporter, "_tw", None), "_file", None) or sys.stdout
+    try:
+        "✓✗·→…".encode(getattr(stream, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
