@@ -73,10 +73,17 @@ def lab_families(config: Any) -> tuple[int, ...]:
 
 
 # -- traffic ------------------------------------------------------------------------------------
+# the suites name their pods <role>-<random hex> (make_pods, pod_factory)
+_RANDOM_SUFFIX = re.compile(r"-[0-9a-f]{4,6}$")
+
+
 def endpoint(end: Pod | Node) -> Endpoint:
+    """A probe's end as the matrix shows it: a pod by its role (its name without the suites'
+    random suffix, so the pods one role gets in two modules are one row) on its node."""
     pod_node = getattr(end, "node", None)
-    return Endpoint(end.name, pod_node, True) if isinstance(pod_node, str) \
-        else Endpoint(end.name, end.name, False)
+    if isinstance(pod_node, str):
+        return Endpoint(_RANDOM_SUFFIX.sub("", end.name) or end.name, pod_node)
+    return Endpoint(end.name, end.name, is_pod=False)
 
 
 @dataclass

@@ -116,8 +116,9 @@ def one_line(text: str) -> str:
 
 
 def endpoints(probes: Iterable[Probe]) -> tuple[list[Endpoint], list[Endpoint]]:
-    """Sources and destinations of the probes: pods by node then first appearance, nodes
-    after the pods."""
+    """Sources and destinations of the probes, in the order a matrix shows them: pods by node
+    then first appearance, nodes after the pods; the destinations that are also sources first
+    and in the same order (a square with its diagonal), then the others."""
     listed = list(probes)
     seen: dict[Endpoint, int] = {}
     for probe in listed:
@@ -128,5 +129,7 @@ def endpoints(probes: Iterable[Probe]) -> tuple[list[Endpoint], list[Endpoint]]:
         return (not end.is_pod, end.node, seen[end])
 
     sources = sorted({p.source for p in listed}, key=order)
-    destinations = sorted({p.destination for p in listed}, key=order)
+    rank = {end: i for i, end in enumerate(sources)}
+    destinations = sorted({p.destination for p in listed},
+                          key=lambda end: (rank.get(end, len(rank)), order(end)))
     return sources, destinations
