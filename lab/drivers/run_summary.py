@@ -68,6 +68,8 @@ def matrix_text(grid: Matrix, *, unicode: bool = True) -> list[str]:
     for end, label in zip(grid.rows, labels):
         lines.append(label.ljust(pad) + "".join(
             f"{marks[grid.state(end, column)]:>{width}}" for column in grid.columns))
+    lines += _legend([f"{number[end]} {end.label}" for end in grid.columns
+                      if end not in grid.rows], pad + width * len(grid.columns))
     failed = grid.failed()
     for source, destination, kinds, why in failed[:FAILED_LINES]:
         lines.append(f"  {marks['fail']} {source.label} {marks['to']} {destination.label} "
@@ -75,6 +77,17 @@ def matrix_text(grid: Matrix, *, unicode: bool = True) -> list[str]:
     if len(failed) > FAILED_LINES:
         lines.append(f"  {'…' if unicode else '...'} and {len(failed) - FAILED_LINES} more "
                      "failed pairs (the HTML report lists them all)")
+    return lines
+
+
+def _legend(entries: list[str], width: int) -> list[str]:
+    """The columns no row names (pods only probed, never probing), as wrapped lines."""
+    lines: list[str] = []
+    for entry in entries:
+        if lines and len(lines[-1]) + 2 + len(entry) <= max(width, 78):
+            lines[-1] += "  " + entry
+        else:
+            lines.append(("  to: " if not lines else "      ") + entry)
     return lines
 
 

@@ -93,6 +93,9 @@ def test_a_3_node_lab_fits_a_screen():
     lines = summary_text(rec)
     assert max(len(li) for li in lines) <= 100
     assert len(lines) <= 45
+    # the pods only probed (never probing) are no row: a legend names their columns
+    assert any(li.startswith("  to: 6 burst-0-9c1d@node1  7 burst-1-9c1d@node1") for li in lines)
+    assert sum("13 burst-7-9c1d@node1" in li for li in lines) == 2      # v4 and v6
 
 
 def test_the_html_report_is_self_contained_and_escapes_untrusted_text():
@@ -134,3 +137,15 @@ def test_groups_and_one_line_diagnoses():
     assert group_of("cnilab_scenarios/test_add_results.py::t") == "results"
     assert group_of("tests/test_my_own_checks.py::t") == "my-own-checks"
     assert one_line("\ndiagnosis: pod a has no route\n  evidence") == "pod a has no route"
+
+
+def test_the_matrix_shows_a_suite_pod_by_its_role_on_its_node():
+    from types import SimpleNamespace
+
+    from scenarios.support import endpoint
+
+    pod = SimpleNamespace(name="on-node2-77aa", node="node2")
+    node = SimpleNamespace(name="node2", address="10.99.0.12")
+    assert endpoint(pod) == Endpoint("on-node2", "node2")           # type: ignore[arg-type]
+    assert endpoint(SimpleNamespace(name="web", node="node1")).label == "web@node1"  # type: ignore[arg-type]
+    assert endpoint(node) == Endpoint("node2", "node2", is_pod=False)  # type: ignore[arg-type]
