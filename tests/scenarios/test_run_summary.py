@@ -149,3 +149,18 @@ def test_the_matrix_shows_a_suite_pod_by_its_role_on_its_node():
     assert endpoint(pod) == Endpoint("on-node2", "node2")           # type: ignore[arg-type]
     assert endpoint(SimpleNamespace(name="web", node="node1")).label == "web@node1"  # type: ignore[arg-type]
     assert endpoint(node) == Endpoint("node2", "node2", is_pod=False)  # type: ignore[arg-type]
+
+
+def test_the_terminal_stream_decides_between_marks_and_ascii():
+    import io
+    from types import SimpleNamespace
+
+    from lab.drivers.pytest_plugin import _terminal_speaks_utf8
+
+    def reporter(encoding: str) -> object:
+        stream = io.TextIOWrapper(io.BytesIO(), encoding=encoding)
+        return SimpleNamespace(_tw=SimpleNamespace(_file=stream))
+
+    assert _terminal_speaks_utf8(reporter("utf-8"))
+    assert not _terminal_speaks_utf8(reporter("ascii"))
+    assert not _terminal_speaks_utf8(reporter("latin-1"))
