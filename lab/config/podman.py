@@ -34,5 +34,8 @@ class PodmanSettings(BaseModel):
     # able to set it: 1024 can be set here where 65536 cannot.
     nofile: int | None = Field(default=None, ge=256)
     nproc: int = Field(default=1024, ge=64)
+    # containerd's images and snapshots on the rancher volume instead of tmpfs (RAM): slower
+    # to remove (13 s a node here at `lab down`), for hosts short of memory
+    containerd_on_disk: bool = False
     # seconds until every container is up and wired
     start_timeout: float = Field(default=120, gt=0)

@@ -37,13 +37,17 @@ def test_a_node_is_a_privileged_container_with_its_k3s_dirs_on_named_volumes():
                  "--volume cnilab-lab1-node2-kubelet:/var/lib/kubelet",
                  "--volume cnilab-lab1-node2-cni:/var/lib/cni",
                  "--volume cnilab-lab1-node2-etccni:/etc/cni",
-                 "--volume cnilab-lab1-node2-optcni:/opt/cni"):
+                 "--volume cnilab-lab1-node2-optcni:/opt/cni", "--pids-limit -1",
+                 "--tmpfs /var/lib/rancher/k3s/agent/containerd:rw,exec,mode=0700"):
         assert flag in line, flag
     assert "/lib/modules" not in line           # only where the host has modules
     assert argv[-1] == "localhost/cnilab/node:x"
     with_modules = " ".join(cmdlines.run_argv(STORAGE, NodeRun("l", "n", "server", "i",
                                                                modules=True)))
     assert "--volume /lib/modules:/lib/modules:ro" in with_modules
+    on_disk = " ".join(cmdlines.run_argv(STORAGE, NodeRun("l", "n", "server", "i",
+                                                          containerd_tmpfs=False)))
+    assert "/var/lib/rancher/k3s/agent/containerd" not in on_disk
 
 
 def test_listing_and_removal_select_this_lab_only():

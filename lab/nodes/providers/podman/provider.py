@@ -135,7 +135,7 @@ class PodmanProvider:
             spec = cmdlines.NodeRun(self.lab, name, wanted[name], image, source,
                                     self.settings.nofile or hard_limit(resource.RLIMIT_NOFILE),
                                     self.settings.nproc,
-                                    modules)
+                                    modules, not self.settings.containerd_on_disk)
             podman(cmdlines.run_argv(self.storage, spec), what=f"starting node {name}",
                    timeout=self.settings.start_timeout)
         pids = {n: self._pid(info) for n, info in self.containers().items() if n in wanted}
