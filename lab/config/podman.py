@@ -27,9 +27,15 @@ class PodmanSettings(BaseModel):
     # the harness's own podman storage (containers, images, volumes): the host's default
     # storage is never touched
     storage_dir: Path = Field(default=DEFAULT_STORAGE)
-    # rlimits each node gets: root cannot raise them on some hosts (podman would fail to start
-    # the container); K3s and containerd run within these
-    nofile: int = Field(default=1024, ge=256)
+    # rlimits each node gets (soft = hard). Open files default to the hard limit `lab up` runs
+    # under: the most root may grant where it cannot raise rlimits (podman's own default,
+    # 1048576, then fails to start the container); K3s and containerd need more than 1024.
+    # nproc binds nothing in a privileged node (CAP_SYS_ADMIN is exempt), but runc must be
+    # able to set it: 1024 can be set here where 65536 cannot.
+    nofile: int | None = Field(default=None, ge=256)
     nproc: int = Field(default=1024, ge=64)
+    # containerd's images and snapshots on the rancher volume instead of tmpfs (RAM): slower
+    # to remove (13 s a node here at `lab down`), for hosts short of memory
+    containerd_on_disk: bool = False
     # seconds until every container is up and wired
     start_timeout: float = Field(default=120, gt=0)

@@ -25,7 +25,7 @@ class NsenterBackend(base.BaseBackend):
 
     def run(self, command: str, *args: str, **kwargs: Any) -> base.CommandResult:
         cmd = self.get_command(command, *args)
-        out = self.run_local("nsenter --target %s --mount --uts --ipc --net --pid --wd=/ "
+        out = self.run_local("nsenter --target %s --mount --uts --ipc --net --pid "
                              "-- /bin/sh -c %s", self.pid, cmd)
         out.command = self.encode(cmd)
         return out

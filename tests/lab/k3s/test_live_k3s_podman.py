@@ -94,10 +94,11 @@ def test_lab_up_runs_every_phase_in_minutes(live, record_property):
 def test_k3s_runs_supervised_inside_each_nodes_cgroup(live):
     """No systemd in a container node: K3s runs under the supervisor, inside the node's own
     cgroup (its kubelet makes the pod cgroups below it, never at the host's root)."""
-    for node, log in (("node1", "/var/log/k3s.log"), ("node2", "/var/log/k3s-agent.log")):
+    for node, service in (("node1", "k3s"), ("node2", "k3s-agent")):
+        # the supervisor's child is K3s; its log is there
         res = live.lab("exec", node, "--", "sh", "-c",
-                       f"test -s {log} && pgrep -x k3s-server -o || pgrep -f 'k3s agent' -o",
-                       timeout=60)
+                       f"test -s /var/log/{service}.log && "
+                       f"pgrep -P \"$(cat /run/cnilab-{service}.pid)\"", timeout=60)
         assert res.returncode == 0, (node, res.stdout, res.stderr)
         pid = res.stdout.split()[0]
         cgroup = live.lab("exec", node, "--", "cat", f"/proc/{pid}/cgroup", timeout=60).stdout

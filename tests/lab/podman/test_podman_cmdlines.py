@@ -37,13 +37,17 @@ def test_a_node_is_a_privileged_container_with_its_k3s_dirs_on_named_volumes():
                  "--volume cnilab-lab1-node2-kubelet:/var/lib/kubelet",
                  "--volume cnilab-lab1-node2-cni:/var/lib/cni",
                  "--volume cnilab-lab1-node2-etccni:/etc/cni",
-                 "--volume cnilab-lab1-node2-optcni:/opt/cni"):
+                 "--volume cnilab-lab1-node2-optcni:/opt/cni", "--pids-limit -1",
+                 "--tmpfs /var/lib/rancher/k3s/agent/containerd:rw,exec,mode=0700"):
         assert flag in line, flag
     assert "/lib/modules" not in line           # only where the host has modules
     assert argv[-1] == "localhost/cnilab/node:x"
     with_modules = " ".join(cmdlines.run_argv(STORAGE, NodeRun("l", "n", "server", "i",
                                                                modules=True)))
     assert "--volume /lib/modules:/lib/modules:ro" in with_modules
+    on_disk = " ".join(cmdlines.run_argv(STORAGE, NodeRun("l", "n", "server", "i",
+                                                          containerd_tmpfs=False)))
+    assert "/var/lib/rancher/k3s/agent/containerd" not in on_disk
 
 
 def test_listing_and_removal_select_this_lab_only():
@@ -92,10 +96,10 @@ def test_the_gateway_is_the_first_host_of_each_underlay():
     assert cmdlines.gateway(ipaddress.ip_network("fd00:99::/64")) == "fd00:99::1"
 
 
-def test_commands_enter_every_namespace_of_the_node_at_its_root():
+def test_commands_enter_every_namespace_of_the_node():
     assert nsenter_argv(77, ["ip", "route"]) == [
         "nsenter", "--target=77", "--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup",
-        "--wd=/", "--", "ip", "route"]
+        "--", "ip", "route"]
 
 
 def test_a_command_joins_the_containers_cgroups_in_every_hierarchy(tmp_path):

@@ -81,6 +81,14 @@ def test_a_two_node_lab_comes_up_wired_and_goes_down_leaving_nothing(tmp_path):
             "640", "3"]
         assert not node1.run(["test", "-e", "/opt/cni/bin/hello"]).ok
         assert [s.state for s in provider.status()] == ["running", "running"]
+        # testinfra reaches the node as the scenarios do (nsenter://PID)
+        import testinfra
+
+        import lab.nodes.testinfra_nsenter  # noqa: F401  (registers nsenter://)
+
+        host = testinfra.get_host(node1.testinfra_url)
+        assert "10.96.0.11" in host.interface("eth0").addresses
+        assert host.file("/opt/cni").is_directory
         # up again: the same containers, still wired
         pids = {n.name: n.pid for n in nodes}   # type: ignore[attr-defined]
         again = provider.provision()

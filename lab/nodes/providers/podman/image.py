@@ -102,6 +102,10 @@ def build_node_image(storage: Storage, *, mirror: str | None = None, force: bool
         say(f"{ref}: podman import")
         run_step(import_argv(storage, rootfs, ref), log, "importing (podman import)",
                  what="node image build", install_hint=hint)
+        # the image this one replaced (a --force rebuild) lost its tag: nothing else of the
+        # harness's own storage can be dangling
+        run_step(storage.argv("image", "prune", "--force"), log, "dropping replaced images",
+                 what="node image build", install_hint=hint)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds = time.monotonic() - started

@@ -23,8 +23,9 @@ NAMESPACES = ("--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup")
 
 
 def nsenter_argv(pid: int, argv: Sequence[str]) -> list[str]:
-    """Into every namespace of the container's init, at its root (/), then argv."""
-    return ["nsenter", f"--target={pid}", *NAMESPACES, "--wd=/", "--", *argv]
+    """Into every namespace of the container's init, then argv. Entering its mount namespace
+    puts the command at the container's root (a --wd=/ would be the host's /, opened before)."""
+    return ["nsenter", f"--target={pid}", *NAMESPACES, "--", *argv]
 
 
 def cgroup_dirs(pid: int, proc: Path = Path("/proc"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +62,15 @@ def ip_batch(commands: Sequence[str], *, netns: str | None = None, pid: int | No
         raise LabError(f"{what} failed", output=done.stderr or done.stdout,
                        hint="`lab down` removes a partial lab; then `lab up` again")
     return done.stdout
+
+
+MAX_LIMIT = 1048576     # what podman would ask by default
+
+
+def hard_limit(which: int) -> int:
+    """The hard limit this process runs under (what root may still grant), at most MAX_LIMIT."""
+    hard = resource.getrlimit(which)[1]
+    return MAX_LIMIT if hard == resource.RLIM_INFINITY else min(hard, MAX_LIMIT)
 
 
 class PodmanProvider:
@@ -123,7 +133,9 @@ class PodmanProvider:
         source = str(self.config.source or "")
         for name in fresh:
             spec = cmdlines.NodeRun(self.lab, name, wanted[name], image, source,
-                                    self.settings.nofile, self.settings.nproc, modules)
+                                    self.settings.nofile or hard_limit(resource.RLIMIT_NOFILE),
+                                    self.settings.nproc,
+                                    modules, not self.settings.containerd_on_disk)
             podman(cmdlines.run_argv(self.storage, spec), what=f"starting node {name}",
                    timeout=self.settings.start_timeout)
         pids = {n: self._pid(info) for n, info in self.containers().items() if n in wanted}
