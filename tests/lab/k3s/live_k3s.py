@@ -46,6 +46,48 @@ def airgap_dir() -> Path:
     return folder
 
 
+DEFAULT_INPUTS_DIR = Path("/var/cache/cnilab/inputs")
+
+
+def inputs_dir(*, explicit: bool = False) -> Path:
+    """Where the newer releases' inputs are ($CNILAB_INPUTS_DIR; docs/k8s.md lists them).
+    explicit: only when that variable is set (the half-hour VM labs run on request only)."""
+    value = os.environ.get("CNILAB_INPUTS_DIR")
+    if explicit and not value:
+        pytest.skip("a VM lab of a newer K3s release runs when CNILAB_INPUTS_DIR names its "
+                    "inputs (30-45 min under TCG; docs/k8s.md lists the folder); not set")
+    return Path(value) if value else DEFAULT_INPUTS_DIR
+
+
+def airgap_from_inputs(dest: Path, k3s_version: str, multus_version: str | None = None,
+                       multus_mode: str = "host", *, explicit: bool = False) -> Path:
+    """An air-gap folder made of links to the inputs of these releases (the k3s binary, the
+    thin multus binary or the Multus image, the pod and pause images), or a skip naming
+    what is missing."""
+    from lab.kube import pod_images
+
+    base = inputs_dir(explicit=explicit)
+    k3s = base / f"k3s-{k3s_version.split('+')[0]}" / "k3s"
+    multus = base / f"multus-{multus_version}" / "bin" if multus_version else None
+    needed = [k3s]
+    if multus is not None:
+        needed.append(multus / ("multus" if multus_mode == "host" else "multus-daemon"))
+    missing = [str(p.relative_to(base)) for p in needed if not p.is_file()]
+    if missing:
+        pytest.skip(f"live K3s {k3s_version} needs {', '.join(missing)} in {base} (built from "
+                    "public source; set CNILAB_INPUTS_DIR; docs/k8s.md says how)")
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "k3s").symlink_to(k3s)
+    images = list(pod_images.IMAGES)
+    if multus is not None and multus_mode == "host":
+        (dest / "multus").symlink_to(multus / "multus")
+    elif multus is not None:
+        images.append(pod_images.multus_image(multus, multus_version or "", "thick"))
+    for _image, built, _ in pod_images.build_pod_images(images=tuple(images), report=print):
+        (dest / built.name).symlink_to(built)
+    return dest
+
+
 @dataclass
 class LiveLab:
     config: Path

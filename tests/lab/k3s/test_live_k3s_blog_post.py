@@ -9,24 +9,22 @@ k3s-v1.28.*/k3s, multus-v4.0.2/bin/, cni-plugins-v1.5.1/ptp. Skips naming what i
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live_k3s import LiveLab, live_lab, run_scenarios, scenario
+from live_k3s import LiveLab, inputs_dir, live_lab, run_scenarios, scenario
 
 pytestmark = [pytest.mark.vm, pytest.mark.k8s, pytest.mark.slow, pytest.mark.timeout(5400)]
 
 NEEDS = 40
-DEFAULT_INPUTS = Path("/var/cache/cnilab/inputs")
 
 
 def inputs() -> tuple[Path, str, Path, Path]:
     """(k3s binary, its release, Multus v4.0.2 binaries, ptp v1.5.1) or a skip."""
-    base = Path(os.environ.get("CNILAB_INPUTS_DIR") or DEFAULT_INPUTS)
+    base = inputs_dir(explicit=True)
     k3s = sorted(base.glob("k3s-v1.28.*/k3s"))
     multus, ptp = base / "multus-v4.0.2" / "bin", base / "cni-plugins-v1.5.1" / "ptp"
     missing = [what for what, ok in (("k3s-v1.28.*/k3s", k3s), ("multus-v4.0.2/bin/multus-daemon",

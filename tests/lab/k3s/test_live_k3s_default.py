@@ -12,14 +12,13 @@ Skips, naming what is missing, without those inputs."""
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live_k3s import LiveLab, assert_suite_passed, live_lab, run_scenarios
+from live_k3s import LiveLab, assert_suite_passed, inputs_dir, live_lab, run_scenarios
 from mirror_servers import MirrorServers
 
 pytestmark = [pytest.mark.vm, pytest.mark.k8s, pytest.mark.slow, pytest.mark.timeout(5400)]
@@ -27,18 +26,13 @@ pytestmark = [pytest.mark.vm, pytest.mark.k8s, pytest.mark.slow, pytest.mark.tim
 EXAMPLE = "k3s-libvirt.toml"
 K3S_VERSION = "v1.35.0+k3s1"
 MULTUS_VERSION = "v4.2.4"
-DEFAULT_INPUTS = Path("/var/cache/cnilab/inputs")
 NEEDS = 45            # minutes for 3 TCG guests, the suites and `lab down` on a slow day
 EXPECTED_SKIPS: dict[str, str] = {}
 
 
-def inputs_dir() -> Path:
-    return Path(os.environ.get("CNILAB_INPUTS_DIR") or DEFAULT_INPUTS)
-
-
 def needed_inputs() -> tuple[Path, Path]:
     """(the k3s binary, the Multus binaries' folder), or a skip naming what is missing."""
-    base = inputs_dir()
+    base = inputs_dir(explicit=True)
     k3s = base / f"k3s-{K3S_VERSION.split('+')[0]}" / "k3s"
     multus = base / f"multus-{MULTUS_VERSION}" / "bin"
     missing = [str(p) for p in (k3s, multus / "multus-daemon") if not p.is_file()]
