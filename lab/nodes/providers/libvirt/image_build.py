@@ -41,6 +41,9 @@ PACKAGES = (
     # but apparmor_parser is missing; kube-proxy and flannel program iptables; K3s's unit
     # modprobes br_netfilter and overlay.
     "apparmor", "iptables", "kmod",
+    # what K3s's release binary carries in its k3s-root userland, for a K3s built from source
+    # without it: kube-router's network policy needs ipset, kube-proxy conntrack
+    "ipset", "conntrack", "ethtool", "socat",
     "xdelta3",                      # lab deploy sends a changed plugin as a delta
     "curl", "ca-certificates",      # connected K3s labs download and check the release binary
 )
