@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
         return result.rc
+    shell = getattr(node, "shell_argv", None)
+    if callable(shell):     # container nodes: a login shell entered with nsenter
+        return subprocess.call(shell())
     if not isinstance(node, SshNode):
         raise LabError(f"{node.name} is not reached over SSH (it is a {type(node).__name__})",
                        hint=f"use `lab exec {node.name} -- bash` for a shell there")

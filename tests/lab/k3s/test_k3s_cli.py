@@ -78,3 +78,14 @@ def test_nightly_workflow_takes_the_airgap_folder_through_sudo():
     assert lab_calls and all("--preserve-env=CNILAB_AIRGAP_DIR" in line for line in lab_calls)
     down = next(s for s in job["steps"] if "lab down" in s.get("name", ""))
     assert down.get("if") == "always()"
+
+
+def test_nightly_runs_k3s_on_container_nodes_and_keeps_a_vm_lab():
+    flow = yaml.safe_load((ROOT / ".github" / "workflows" / "nightly.yml").read_text())
+    job = flow["jobs"]["k3s-scenarios"]
+    configs = job["strategy"]["matrix"]["config"]
+    assert "examples/k3s-podman.toml" in configs and "vm" in configs
+    assert all((ROOT / c).is_file() for c in configs if c != "vm")
+    assert job["strategy"]["max-parallel"] == 1      # one lab at a time on a runner
+    node_image = next(s for s in job["steps"] if "Node image" in s.get("name", ""))
+    assert "podman" in node_image["if"] and "image node" in node_image["run"]

@@ -150,3 +150,11 @@ def test_k3s_labs_give_the_harness_a_port_with_the_second_address_and_no_route()
     assert cmdlines.host_link_batch("lab1", True, {4: "10.99.0.2/24"})[0].startswith("addr")
     assert cmdlines.host_address(ipaddress.ip_network("10.99.0.0/24")) == "10.99.0.2"
     assert len(cmdlines.host_link("a_twenty_char_name_x")) <= 15
+
+
+def test_lab_ssh_opens_a_login_shell_in_the_node():
+    from lab.nodes.providers.podman.node import ContainerNode
+
+    node = ContainerNode("n1", "10.0.0.11", "/var/lib/cnilab", "cnilab-l-n1", 42)
+    assert node.shell_argv() == nsenter_argv(42, ["/bin/bash", "-l"])
+    assert node.testinfra_url == "nsenter://42"

@@ -105,6 +105,10 @@ class ContainerNode:
             raise LabError(f"cannot copy {local} to {remote}", where=self.name,
                            output=text(done.stderr))
 
+    def shell_argv(self) -> list[str]:
+        """An interactive login shell in the node (`lab ssh NODE`)."""
+        return nsenter_argv(self.pid, ["/bin/bash", "-l"])
+
     @property
     def testinfra_url(self) -> str:
         return f"nsenter://{self.pid}"
