@@ -94,8 +94,12 @@ def host_view(cluster: Cluster, node: Node) -> tuple[frozenset[str], dict[str, s
             groups.append([])
         else:
             groups[-1].append(line)
+    # Links the cluster's own network makes for every pod (flannel's ports on its bridge on a
+    # Kubernetes lab where the plugin is net1) are the other plugin's, not the one judged.
+    foreign = tuple(f" master {b} " for b in getattr(cluster, "cluster_network_bridges", ()))
     items = {_item(section, line) for section, group in zip(_SECTIONS, groups)
-             for line in group}
+             for line in group
+             if not (section == "link" and foreign and any(f in line for f in foreign))}
     macs = {}
     for line in groups[0]:
         words = line.split()

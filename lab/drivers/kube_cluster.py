@@ -508,6 +508,12 @@ class KubeCluster:
         valid = valid_attachments(entries, live, node)
         return self._runtimes(node)[0].gc_result(valid)
 
+    @property
+    def cluster_network_bridges(self) -> tuple[str, ...]:
+        """Bridges whose ports belong to the cluster's own network, not the plugin judged:
+        flannel's cni0 when the plugin is a secondary network (none in primary mode)."""
+        return () if self.settings.primary else ("cni0",)
+
     def host_interfaces(self, node: str) -> list[str]:
         """Our veths on the node: flannel's pods hang off its cni0 bridge, ours hang off none."""
         host = self._node(node)

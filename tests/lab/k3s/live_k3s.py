@@ -298,9 +298,20 @@ def scenario(test_id: str) -> str:
     return test_id.split("[", 1)[0]
 
 
+# Through Kubernetes the kubelet owns the runtime: the contract checks that call it directly
+# (ADD on an existing ifname, DEL with no netns, CHECK of an unknown container, every claimed
+# version) say so and skip, on every K3s lab.
+KUBE_SKIPS = {name: "these calls go to the node's runtime directly" for name in (
+    "test_add_on_an_existing_ifname_fails_with_a_cni_error_and_leaks_nothing",
+    "test_del_with_an_empty_or_vanished_netns_succeeds_and_frees_the_lease",
+    "test_check_of_a_container_never_added_fails",
+    "test_every_version_the_plugin_claims_serves_add_check_and_del")}
+
+
 def assert_suite_passed(result: SuiteResult, expected_skips: dict[str, str]) -> None:
     """No failure, and every skip one of the expected ones with its true reason."""
     assert not result.failed, "\n\n".join(f"{t}: {m}" for t, m in result.failed.items())
+    expected_skips = {**KUBE_SKIPS, **expected_skips}
     unexpected = {t: why for t, why in result.skipped.items()
                   if expected_skips.get(scenario(t), "\0") not in why}
     assert not unexpected, f"skipped without a true reason: {unexpected}"

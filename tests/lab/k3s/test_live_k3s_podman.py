@@ -2,7 +2,8 @@
 shipped (3 podman nodes, air-gapped K3s, Multus in host mode, the plugin as net1), the
 scenario suites through pods, and `lab down` leaving no container, volume, switch or host
 port. Minutes, not the half hour of the VM labs: CI runs it first among the K3s labs. Skips,
-naming what is missing, without the air-gapped inputs or podman."""
+naming what is missing, without the inputs ($CNILAB_INPUTS_DIR, default
+/var/cache/cnilab/inputs: k3s-v1.35.0/k3s, multus-v4.2.4/bin/multus) or podman."""
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from live_k3s import (
     LiveLab,
-    airgap_dir,
+    airgap_from_inputs,
     assert_suite_passed,
     example_copy,
     phases_of,
@@ -61,9 +62,10 @@ def leftovers(config: Path, name: str) -> list[str]:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveLab]:
     _require_podman()
-    folder = airgap_dir()
     require_budget(NEEDS, f"a live lab of {EXAMPLE}")
     tmp = tmp_path_factory.mktemp("k3s-podman")
+    # the example's releases, from the inputs built from their public source
+    folder = airgap_from_inputs(tmp / "airgap", "v1.35.0+k3s1", "v4.2.4", "host")
     config, name = example_copy(EXAMPLE, tmp)
     env = {**os.environ, "CNILAB_AIRGAP_DIR": str(folder)}
     started = time.monotonic()
