@@ -15,11 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from lab.api import CommandResult, LabError
-from lab.cli._common import lab_from
+from lab.cli._common import complete_nodes, complete_pods, lab_from
 from lab.cli.pod import find_pod
 
 POD_COMMANDS = {"check": "CHECK", "del": "DEL", "add": "ADD"}
 NODE_COMMANDS = ("GC", "STATUS")
+
+
+def _pods_and_nodes(prefix: str = "", parsed_args: argparse.Namespace | None = None,
+                    **_: object) -> list[str]:
+    return complete_pods(prefix, parsed_args) + complete_nodes(prefix, parsed_args)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -33,18 +38,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                       ("del", "DEL of the pod's attachment (the pod stays)"),
                       ("add", "ADD again into the pod's namespace (after a DEL)")):
         sub = subcommands.add_parser(name, parents=common, help=doc)
-        sub.add_argument("pod", metavar="POD", help="the pod (`lab pod ls`)")
+        sub.add_argument("pod", metavar="POD", help="the pod (`lab pod ls`)"
+                         ).completer = complete_pods  # type: ignore[attr-defined]
         if name == "add":
             sub.add_argument("--node", default=None,
                              help="the pod's node, once a DEL left no cached attachment")
     for name, doc in (("gc", "GC on NODE with its live attachments as the valid ones"),
                       ("status", "STATUS on NODE")):
         sub = subcommands.add_parser(name, parents=common, help=doc)
-        sub.add_argument("node", metavar="NODE", help="the node (`lab status`)")
+        sub.add_argument("node", metavar="NODE", help="the node (`lab status`)"
+                         ).completer = complete_nodes  # type: ignore[attr-defined]
     show = subcommands.add_parser("show", parents=common,
                                   help="print the exact environment and stdin of a call")
     show.add_argument("pod", metavar="POD|NODE",
-                      help="the pod (ADD, CHECK, DEL) or the node (GC, STATUS)")
+                      help="the pod (ADD, CHECK, DEL) or the node (GC, STATUS)"
+                      ).completer = _pods_and_nodes  # type: ignore[attr-defined]
     show.add_argument("--command", choices=["CHECK", "DEL", "ADD", *NODE_COMMANDS],
                       default="CHECK", help="the call to show (default CHECK)")
     return p

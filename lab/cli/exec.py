@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from lab.api import LabError
-from lab.cli._common import lab_from
+from lab.cli._common import complete_nodes, lab_from
 from lab.cli.pod import not_found
 
 
@@ -14,7 +14,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "exec", help="run a command on a node",
         description="Run CMD on NODE (in its namespace, or over SSH) and pass its exit code on.")
-    p.add_argument("node", metavar="NODE", help="the node (`lab status` lists them)")
+    p.add_argument("node", metavar="NODE", help="the node (`lab status` lists them)"
+                   ).completer = complete_nodes  # type: ignore[attr-defined]
     p.add_argument("argv", metavar="CMD", nargs="*",
                    help="the command, after -- (needed once it has options of its own)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")

@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from lab.api import Cluster, LabError, Pod
-from lab.cli._common import lab_from
+from lab.cli._common import complete_nodes, complete_pods, lab_from
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -26,18 +26,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     common = [subparsers.common] if hasattr(subparsers, "common") else []
     subcommands = p.add_subparsers(dest="pod_command", metavar="SUBCOMMAND", required=True)
     add = subcommands.add_parser("add", parents=common, help="a new pod on NODE")
-    add.add_argument("node", metavar="NODE", help="the node the pod runs on (`lab status`)")
+    add.add_argument("node", metavar="NODE", help="the node the pod runs on (`lab status`)"
+                     ).completer = complete_nodes  # type: ignore[attr-defined]
     add.add_argument("pod", metavar="NAME", help="the new pod's name (lowercase, digits, '-')")
     ls = subcommands.add_parser("ls", parents=common, help="list the pods")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     delete = subcommands.add_parser("del", parents=common, help="delete a pod (DEL, then remove)")
-    delete.add_argument("pod", metavar="NAME", help="the pod to delete (`lab pod ls`)")
+    delete.add_argument("pod", metavar="NAME", help="the pod to delete (`lab pod ls`)"
+                        ).completer = complete_pods  # type: ignore[attr-defined]
     delete.add_argument("--node", default=None,
                         help="the pod's node, once a `lab cni del` left no cached attachment")
     run_in = subcommands.add_parser("exec", parents=common, help="run a command in a pod",
                                     description="Run CMD inside pod NAME's network namespace "
                                                 "(or container) and pass its exit code on.")
-    run_in.add_argument("pod", metavar="NAME", help="the pod (`lab pod ls`)")
+    run_in.add_argument("pod", metavar="NAME", help="the pod (`lab pod ls`)"
+                        ).completer = complete_pods  # type: ignore[attr-defined]
     run_in.add_argument("argv", metavar="CMD", nargs="*",
                         help="the command, after -- (needed once it has options of its own)")
     run_in.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")

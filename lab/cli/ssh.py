@@ -14,6 +14,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from lab.api import LabError
+from lab.cli._common import complete_nodes
 
 if TYPE_CHECKING:
     from lab.nodes.ssh import SshNode
@@ -24,7 +25,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "ssh", help="open a shell on a node over SSH, or run one command",
         description="Open a shell on NODE over SSH (lab key, pinned host key), or run CMD there "
                     "and pass its exit code on.")
-    p.add_argument("node", metavar="NODE", help="an SSH node of the lab (`lab status`)")
+    p.add_argument("node", metavar="NODE", help="an SSH node of the lab (`lab status`)"
+                   ).completer = complete_nodes  # type: ignore[attr-defined]
     p.add_argument("argv", metavar="CMD", nargs="*",
                    help="a command to run instead of a shell, after -- (needed once it has "
                         "options of its own)")

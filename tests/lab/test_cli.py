@@ -516,3 +516,24 @@ def test_identity_differences_name_each_setting_and_skip_what_was_not_recorded()
         "plugin_config.backend: up 'host-gw', this config 'vxlan'"]
     # a lab recorded before plugin configs were: converges rather than refusing
     assert identity_differences({"underlay": "10.99.0.0/24"}, ours) == []
+
+
+def test_node_and_pod_names_complete_from_the_lab(tmp_path):
+    """argcomplete asks the positional arguments' completers: node names come from the
+    config, pods from the lab; a missing config completes nothing and never raises."""
+    import argparse
+
+    from lab.cli._common import complete_nodes, complete_pods
+    from lab.cli.exec import add_parser as exec_parser
+
+    config = tmp_path / "lab.toml"
+    config.write_text('[lab]\nname = "cmpl"\n[[nodes]]\nname = "node1"\n[[nodes]]\n'
+                      'name = "node2"\n[[nodes]]\nname = "web"\n[plugin]\npath = "/bin/true"\n')
+    args = argparse.Namespace(config=config, name=None)
+    assert complete_nodes("node", args) == ["node1", "node2"]
+    assert complete_nodes("", args) == ["node1", "node2", "web"]
+    missing = argparse.Namespace(config=tmp_path / "none.toml", name=None)
+    assert complete_nodes("", missing) == [] and complete_pods("", missing) == []
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    node_arg = next(a for a in exec_parser(subparsers)._actions if a.dest == "node")
+    assert node_arg.completer is complete_nodes          # type: ignore[attr-defined]
