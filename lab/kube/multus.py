@@ -166,6 +166,13 @@ def thick_daemonset(settings: MultusSettings, dirs: CniDirs) -> list[Manifest]:
         {"name": "hostroot", "mountPath": "/hostroot", "mountPropagation": "HostToContainer"},
         {"name": "multus-conf-dir", "mountPath": "/etc/cni/multus/net.d"},
     ]
+    data_dir = k3s_data_dir(dirs.bin_dir)
+    if data_dir:
+        # K3s from October 2024 on fills data/cni with absolute symlinks into
+        # data/<hash>/bin: the daemon looks a delegate up in its own mounts before it runs
+        # it chrooted, so those targets must be there too ("failed to find plugin flannel").
+        mounts.append({"name": "k3s-data", "mountPath": data_dir, "readOnly": True,
+                       "mountPropagation": "HostToContainer"})
     container = {
         "name": "kube-multus", "image": image,
         "command": ["/usr/src/multus-cni/bin/multus-daemon"],
@@ -190,7 +197,17 @@ def thick_daemonset(settings: MultusSettings, dirs: CniDirs) -> list[Manifest]:
         _host_path("host-run-netns", "/run/netns/"),
         _host_path("multus-conf-dir", "/etc/cni/multus/net.d"),
     ]
+    if data_dir:
+        volumes.append(_host_path("k3s-data", data_dir))
     return [config_map, _daemonset(_pod_base([container], [init], volumes, host_pid=True))]
+
+
+K3S_DATA = "/var/lib/rancher/k3s/data"
+
+
+def k3s_data_dir(bin_dir: str) -> str | None:
+    """K3s's data dir when the CNI bin dir is its data/cni (symlinks into data/<hash>/bin)."""
+    return K3S_DATA if bin_dir.rstrip("/") == f"{K3S_DATA}/cni" else None
 
 
 def thin_daemonset(settings: MultusSettings, dirs: CniDirs) -> list[Manifest]:

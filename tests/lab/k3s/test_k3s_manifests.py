@@ -187,3 +187,26 @@ def test_networks_annotation_and_status():
                                           "ips": ["1.2.3.4"]}]), SPEC, "cnilab") is None
     with pytest.raises(LabError, match="not JSON"):
         nad.attachment_ip("{", SPEC, "cnilab")
+
+
+def test_thick_multus_sees_where_k3s_cni_symlinks_point():
+    """K3s from October 2024 on: data/cni holds symlinks into data/<hash>/bin; the daemon
+    finds a delegate in its own mounts before running it chrooted, so it mounts data/ too
+    (live on K3s v1.35 without it: `failed to find plugin "flannel"` for every pod)."""
+    from lab.config.k3s import MultusSettings
+    from lab.kube import multus
+    from lab.kube.paths import CniDirs
+
+    new = CniDirs(("/var/lib/rancher/k3s/data/cni",), "/var/lib/rancher/k3s/agent/etc/cni/net.d")
+    _config_map, ds = multus.thick_daemonset(MultusSettings(), new)
+    spec = ds["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts["k3s-data"]["mountPath"] == "/var/lib/rancher/k3s/data"
+    assert mounts["k3s-data"]["readOnly"] is True
+    assert {"name": "k3s-data", "hostPath": {"path": "/var/lib/rancher/k3s/data"}} in \
+        spec["volumes"]
+    old = CniDirs(("/var/lib/rancher/k3s/data/current/bin",),
+                  "/var/lib/rancher/k3s/agent/etc/cni/net.d")
+    _config_map, ds = multus.thick_daemonset(MultusSettings(), old)
+    names = {v["name"] for v in ds["spec"]["template"]["spec"]["volumes"]}
+    assert "k3s-data" not in names
