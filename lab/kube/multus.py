@@ -118,8 +118,12 @@ def _daemonset(pod_spec: dict[str, Any]) -> Manifest:
     }
 
 
+# Upstream's manifests limit the daemon to 50Mi: on K3s v1.35 container nodes the thick
+# daemon was OOM-killed five times in four minutes once a few pods started at once (8 ADDs at
+# once is a scenario), and every pod on that node then waited. The request stays upstream's;
+# the limit leaves room for a burst.
 _RESOURCES = {"requests": {"cpu": "100m", "memory": "50Mi"},
-              "limits": {"cpu": "100m", "memory": "50Mi"}}
+              "limits": {"cpu": "500m", "memory": "512Mi"}}
 _PRIVILEGED = {"privileged": True}
 
 
