@@ -126,6 +126,15 @@ def pod_failure(pod: dict[str, Any], events: Sequence[dict[str, Any]]) -> str | 
     return None
 
 
+def own_events(events: Sequence[dict[str, Any]], pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events of this pod, not of an earlier pod of the same name (a scenario that reuses
+    a name after a failed run would otherwise read that one's failures as its own)."""
+    uid = (pod.get("metadata") or {}).get("uid")
+    if not uid:
+        return list(events)
+    return [e for e in events if (e.get("involvedObject") or {}).get("uid") in (None, uid)]
+
+
 def event_count(event: dict[str, Any]) -> int:
     """How often an event happened: core/v1's count, else events.k8s.io's series.count."""
     series = event.get("series") or {}
@@ -335,7 +344,7 @@ class KubeCluster:
                     return self._pod(pod, ip)
                 problem = pod_phase_problem(pod) if phase != "Running" else \
                     f"running, but no {self.spec.ifname} address in network-status"
-                events = self.api.pod_events(self.namespace, name)
+                events = own_events(self.api.pod_events(self.namespace, name), pod)
                 fatal = pod_failure(pod, events)
                 if fatal is not None or time.monotonic() >= deadline:
                     self._discard(name)

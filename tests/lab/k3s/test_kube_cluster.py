@@ -419,3 +419,15 @@ def test_probes_run_in_the_pods_netns_on_its_node_when_asked():
         assert pod.exec(["sh", "-c", "exit 1"]).rc == 1   # a probe that fails is not "missing"
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
+
+
+def test_an_earlier_pods_events_under_the_same_name_are_not_this_pods():
+    from lab.drivers.kube_cluster import own_events
+
+    old = {"type": "Warning", "reason": "FailedCreatePodSandBox", "count": 5,
+           "involvedObject": {"uid": "old-uid"}}
+    new = {"type": "Normal", "reason": "Scheduled", "involvedObject": {"uid": "new-uid"}}
+    pod = {"metadata": {"uid": "new-uid"}, "status": {"phase": "Pending"}}
+    assert own_events([old, new], pod) == [new]
+    assert pod_failure(pod, own_events([old, new], pod)) is None
+    assert own_events([old], {"metadata": {}}) == [old]     # no uid yet: nothing to tell by
