@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from vm_lab import LAB_PREFIX, REPO, free_subnet, require_vm_host
 
-pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 BIN = Path(sys.executable).parent
 
@@ -62,9 +62,12 @@ def test_scenarios_pass_across_two_vms_and_down_leaves_nothing(tmp_path):
         up = _lab("up", config=config, timeout=900)
         assert up.returncode == 0, up.stdout + up.stderr
         junit = tmp_path / "junit.xml"
+        # every suite but the runtime contract checks (many ADDs at once, every version):
+        # they run the same emulation code netns labs judge, and cost minutes over TCG's SSH
         suite = subprocess.run([str(BIN / "pytest"), "scenarios/", "--lab-config", str(config),
+                                "--deselect", "scenarios/test_cni_contract.py",
                                 "-p", "no:cacheprovider", f"--junitxml={junit}", "-q"],
-                               cwd=REPO, capture_output=True, text=True, timeout=1200,
+                               cwd=REPO, capture_output=True, text=True, timeout=1800,
                                check=False)
         outcomes = _outcomes(junit)
         # two VMs keep the test within CI's time; the 3-node full mesh is the one skip allowed
@@ -111,9 +114,11 @@ def test_a_dual_stack_vm_lab_is_judged_per_family(tmp_path):
                      config=config, timeout=120)
         assert v6.replace("::/64", "::12/64") in addrs.stdout, addrs.stdout
         junit = tmp_path / "junit.xml"
-        subprocess.run([str(BIN / "pytest"), "scenarios/", "--lab-config", str(config),
+        # what this test judges: same-node and cross-node traffic, per family
+        subprocess.run([str(BIN / "pytest"), "scenarios/test_same_node.py",
+                        "scenarios/test_cross_node.py", "--lab-config", str(config),
                         "-p", "no:cacheprovider", f"--junitxml={junit}", "-q"],
-                       cwd=REPO, capture_output=True, text=True, timeout=1500, check=False)
+                       cwd=REPO, capture_output=True, text=True, timeout=1800, check=False)
         outcomes = _outcomes(junit)
         for family in ("v4", "v6"):
             same = {t: o for t, o in outcomes.items() if "same_node" in t and f"[{family}]" in t}
