@@ -134,17 +134,23 @@ def test_rerun_copies_nothing_twice(tmp_path, make_node):
     assert cmdlines.K3S_BIN in copies
 
 
-def test_connected_install_keeps_a_verified_binary(tmp_path, make_node):
-    """A binary already matching the pinned checksum is kept: no download is attempted."""
+def _connected_node(tmp_path, make_node, **k3s):
+    """A connected lab's node that already holds the pinned binary (nothing is downloaded)."""
     content = b"already installed k3s\n"
     config = _config(tmp_path, version="v1.30.4+k3s1",
-                     sha256=hashlib.sha256(content).hexdigest())
+                     sha256=hashlib.sha256(content).hexdigest(), **k3s)
     node = make_node("node1", "10.99.0.11")
     target = node.file(cmdlines.K3S_BIN)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(content)
     k3s_install.install_k3s_files(_ctx(config, [node], tmp_path), node)
-    assert target.read_bytes() == content
+    return node, content
+
+
+def test_connected_install_keeps_a_verified_binary(tmp_path, make_node):
+    """A binary already matching the pinned checksum is kept: no download is attempted."""
+    node, content = _connected_node(tmp_path, make_node)
+    assert node.file(cmdlines.K3S_BIN).read_bytes() == content
 
 
 def test_a_registry_mirror_reaches_every_node_as_registries_yaml(tmp_path, make_node):
@@ -152,14 +158,7 @@ def test_a_registry_mirror_reaches_every_node_as_registries_yaml(tmp_path, make_
     mirror for every registry the lab's images come from (pod, Multus, K3s's own)."""
     import json
 
-    content = b"already installed k3s\n"
-    config = _config(tmp_path, version="v1.30.4+k3s1", registry_mirror="http://10.99.0.1:5000",
-                     sha256=hashlib.sha256(content).hexdigest())
-    node = make_node("node1", "10.99.0.11")
-    target = node.file(cmdlines.K3S_BIN)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(content)
-    k3s_install.install_k3s_files(_ctx(config, [node], tmp_path), node)
+    node, _ = _connected_node(tmp_path, make_node, registry_mirror="http://10.99.0.1:5000")
     mirrors = json.loads(node.file(cmdlines.REGISTRIES_PATH).read_text())["mirrors"]
     assert mirrors == {r: {"endpoint": ["http://10.99.0.1:5000"]}
                        for r in ("docker.io", "ghcr.io", "registry.local")}
