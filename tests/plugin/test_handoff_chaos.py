@@ -3,7 +3,7 @@ workers and the helper are frozen, resumed and killed at random (tests/plugin/ha
 Zero calls past the bound, zero answers to the wrong caller, zero leaks once DEL ran.
 
 The short run is part of the default suite; the long one (CNILAB_CHAOS_CALLS calls per
-caller, default 10,000: hours on 2 cores) is marked slow. CNILAB_CHAOS_SEED repeats a run.
+caller, e.g. 10000: hours on 2 cores) is marked slow and runs only when that is set. CNILAB_CHAOS_SEED repeats a run.
 """
 from __future__ import annotations
 
@@ -75,4 +75,9 @@ def test_short_chaos_run(chaos):
 
 @pytest.mark.slow
 def test_long_chaos_run(chaos):
-    _check(chaos, int(os.environ.get("CNILAB_CHAOS_CALLS") or 10_000))
+    # Hours on 2 cores: far past what a test run (CI's 90 minutes) can hold, so it runs when
+    # asked for, with the number of calls per caller (the issue's figure is 10000).
+    calls = os.environ.get("CNILAB_CHAOS_CALLS")
+    if not calls:
+        pytest.skip("the long chaos run takes hours here: set CNILAB_CHAOS_CALLS=10000 to run it")
+    _check(chaos, int(calls))
