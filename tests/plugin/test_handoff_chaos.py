@@ -3,7 +3,8 @@ workers and the helper are frozen, resumed and killed at random (tests/plugin/ha
 Zero calls past the bound, zero answers to the wrong caller, zero leaks once DEL ran.
 
 The short run is part of the default suite; the long one (CNILAB_CHAOS_CALLS calls per
-caller, e.g. 10000: hours on 2 cores) is marked slow and runs only when that is set. CNILAB_CHAOS_SEED repeats a run.
+caller, e.g. 10000: hours on 2 cores) is marked slow and runs only when that is set.
+CNILAB_CHAOS_SEED repeats a run.
 """
 from __future__ import annotations
 
