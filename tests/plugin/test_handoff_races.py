@@ -128,6 +128,15 @@ def _parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+def _cmdline(pid: int) -> bytes:
+    """A process's command line, or b"" once it has exited (children come and go here)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+
 @pytest.mark.parametrize("frozen_while", ["reading stdin", "IPAM runs"])
 def test_an_add_whose_caller_died_and_was_deleted_leaves_nothing(
         live_helper, node_and_pod, tmp_path, frozen_while):
@@ -167,7 +176,7 @@ def test_an_add_whose_caller_died_and_was_deleted_leaves_nothing(
             caller.stdin = None
             assert wait_for(mark.exists, 10), "the ADD never reached IPAM"
             ipam = [pid for pid in _children_of_any(helper)
-                    if b"slowlocal" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+                    if b"slowlocal" in _cmdline(pid)]
             assert ipam, "no IPAM process"
             worker = _parent_of(ipam[0])
             os.kill(worker, signal.SIGSTOP)
