@@ -136,7 +136,6 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-
 @pytest.mark.parametrize("frozen_while", ["reading stdin", "IPAM runs"])
 def test_an_add_whose_caller_died_and_was_deleted_leaves_nothing(
         live_helper, node_and_pod, tmp_path, frozen_while):
