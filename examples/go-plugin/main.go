@@ -300,5 +300,7 @@ func cmdStatus(args *skel.CmdArgs) error {
 func main() {
 	skel.PluginMainFuncs(skel.CNIFuncs{
 		Add: cmdAdd, Del: cmdDel, Check: cmdCheck, GC: cmdGC, Status: cmdStatus,
-	}, version.PluginSupports("0.3.1", "0.4.0", "1.0.0", "1.1.0"), "go-ptp: a ptp-like CNI plugin (cnilab example)")
+		// 1.1.0 (GC, STATUS) is left out: its IPAM, Debian's host-local, serves up to 1.0.0, and
+		// the suites check that every version a plugin claims serves ADD, CHECK and DEL.
+	}, version.PluginSupports("0.3.1", "0.4.0", "1.0.0"), "go-ptp: a ptp-like CNI plugin (cnilab example)")
 }
