@@ -93,14 +93,20 @@ def _say(message: str) -> None:
     print(f"  {message}", file=sys.stderr, flush=True)
 
 
-def _configured_image(args: argparse.Namespace) -> str:
+def _config_if_any(args: argparse.Namespace) -> Any:
+    """The lab config when -c names an existing file (image commands need none), else None."""
     config_path = getattr(args, "config", None)
-    if config_path is not None and Path(config_path).is_file():
-        from lab.cli._common import config_from
+    if config_path is None or not Path(config_path).is_file():
+        return None
+    from lab.cli._common import config_from
 
-        config = config_from(args)
-        if config.libvirt is not None:
-            return config.libvirt.image
+    return config_from(args)
+
+
+def _configured_image(args: argparse.Namespace) -> str:
+    config = _config_if_any(args)
+    if config is not None and config.libvirt is not None:
+        return str(config.libvirt.image)
     from lab.nodes.providers.libvirt.image_build import BUILT_IMAGE_NAME
 
     return BUILT_IMAGE_NAME
@@ -110,12 +116,8 @@ def _build_multus(args: argparse.Namespace) -> int:
     from lab.config.k3s import MULTUS_DEFAULT_VERSION, MultusSettings
     from lab.kube.pod_images import build_pod_images, multus_image
 
-    configured = MultusSettings()
-    config_path = getattr(args, "config", None)
-    if config_path is not None and Path(config_path).is_file():
-        from lab.cli._common import config_from
-
-        configured = config_from(args).multus or configured
+    config = _config_if_any(args)
+    configured = (config.multus if config is not None else None) or MultusSettings()
     version = args.version or configured.version or MULTUS_DEFAULT_VERSION
     image = multus_image(args.binaries, version, args.flavor or configured.flavor)
     for built, path, _seconds in build_pod_images(args.output, mirror=args.mirror,
@@ -130,12 +132,8 @@ def _node_image(args: argparse.Namespace) -> int:
     from lab.nodes.providers.podman.cmdlines import Storage
     from lab.nodes.providers.podman.image import build_node_image
 
-    settings = PodmanSettings()
-    config_path = getattr(args, "config", None)
-    if config_path is not None and Path(config_path).is_file():
-        from lab.cli._common import config_from
-
-        settings = config_from(args).podman or settings
+    config = _config_if_any(args)
+    settings = (config.podman if config is not None else None) or PodmanSettings()
     storage = Storage(settings.storage_dir, settings.runtime, settings.cgroup_manager)
     ref, seconds = build_node_image(storage, mirror=args.mirror, force=args.force, report=_say)
     print(f"{ref}" + (f" (built in {seconds:.0f} s)" if seconds is not None else " (current)"))
