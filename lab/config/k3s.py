@@ -26,7 +26,9 @@ K3S_CHECKSUMS: dict[str, dict[str, str]] = {
 K3S_OLDEST_MINOR = 21      # issue 5: v1.21 to the newest
 MULTUS_DEFAULT_VERSION = "v4.2.4"
 
-_K3S_VERSION = re.compile(r"^v1\.(\d+)\.(\d+)(?:-rc\d+)?\+k3s\d+$")
+# A release tag, or what K3s's own scripts/version.sh stamps on a build of an untagged commit
+# (`<kubernetes version>+k3s-<commit[:8]>[-dirty]`): users who build K3s from source get that.
+_K3S_VERSION = re.compile(r"^v1\.(\d+)\.(\d+)(?:-rc\d+)?\+k3s(?:\d+|-[0-9a-f]{8}(?:-dirty)?)$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(?::\d+)?(?:/[A-Za-z0-9._~%/+\-]*)?")
 # Flags the harness sets itself: a user copy would fight ours (and --token would print the secret
@@ -40,7 +42,8 @@ def k3s_minor(version: str) -> int:
     """The Kubernetes minor of a K3s release tag ("v1.35.0+k3s1" -> 35)."""
     match = _K3S_VERSION.fullmatch(version)
     if not match:
-        raise ValueError(f"{version!r} is not a K3s release tag like {K3S_DEFAULT_VERSION}")
+        raise ValueError(f"{version!r} is not a K3s release tag like {K3S_DEFAULT_VERSION} "
+                         "(or a source build's v1.28.4+k3s-71a3c35f)")
     return int(match.group(1))
 
 

@@ -10,6 +10,8 @@ it is not a VM with systemd (a container node: lab.nodes.providers.podman).
     containerd_oom_*    containerd's restrict_oom_score_adj, only where root cannot write a
                         negative oom_score_adj (no CAP_SYS_RESOURCE): runc would fail every
                         pod sandbox ("getting the final child's pid from pipe caused: EOF")
+    pin_rendered_config the same for K3s before v1.32, whose template has no "base" to extend:
+                        the config K3s rendered on the node becomes its template, plus the key
 
 Everything here is a pure function, unit-tested as strings.
 """
@@ -28,6 +30,12 @@ CONTAINERD_DIR = "/var/lib/rancher/k3s/agent/etc/containerd"
 CONTAINERD_TEMPLATE = f"{CONTAINERD_DIR}/config-v3.toml.tmpl"
 CONTAINERD_OOM_FILE = f"{CONTAINERD_DIR}/cnilab-oom.toml"
 TEMPLATE_BASE_MINOR = 32        # K3s minors whose containerd is 2.x and whose template has "base"
+# Before that: containerd 1.x, config.toml rendered from config.toml.tmpl when one exists.
+RENDERED_CONFIG = f"{CONTAINERD_DIR}/config.toml"
+OLD_TEMPLATE = f"{CONTAINERD_DIR}/config.toml.tmpl"
+# The CRI plugin's table in containerd 1.x configs: version 2 names it by its full id, the
+# version 1 config of K3s v1.21 (containerd 1.4) by its short name.
+_CRI_TABLE = r'^\[plugins\.(cri|"io\.containerd\.grpc\.v1\.cri")\]$'
 FAIL_CGROUPV1_MINOR = 31        # kubelet's failCgroupV1 (true by default from v1.35)
 
 
@@ -86,6 +94,34 @@ def containerd_oom_template() -> str:
     return f'imports = ["{CONTAINERD_OOM_FILE}"]\n{{{{ template "base" . }}}}\n'
 
 
+def pin_rendered_config(wait_s: int = 120) -> str:
+    """sh that waits (up to wait_s) for the containerd config K3s renders at start, then
+    writes it back as config.toml.tmpl with restrict_oom_score_adj in the CRI table. Prints
+    `pinned` when it wrote the template (K3s must restart to use it); a template already there
+    is kept (re-runs). Exit 3: K3s rendered nothing in time; 4: no CRI table in what it did."""
+    conf, tmpl = q(RENDERED_CONFIG), q(OLD_TEMPLATE)
+    return (f"[ -e {tmpl} ] && exit 0; i=0; "
+            f"while [ ! -s {conf} ] && [ $i -lt {wait_s} ]; do sleep 1; i=$((i+1)); done; "
+            f"[ -s {conf} ] || exit 3; "
+            f"sed -E '/{_CRI_TABLE}/a\\  restrict_oom_score_adj = true' {conf} > {tmpl}.new; "
+            f"grep -q '^  restrict_oom_score_adj = true$' {tmpl}.new || {{ rm -f {tmpl}.new; "
+            f"exit 4; }}; mv -f {tmpl}.new {tmpl}; echo pinned")
+
+
+def planned_restart_path(role: str) -> str:
+    """A file whose presence tells the supervisor that the next exit of K3s was asked for
+    (not counted as a crash)."""
+    return f"/run/cnilab-{SERVICE[role]}.planned"
+
+
+def restart_supervised(role: str) -> str:
+    """sh stopping the supervised K3s (its containerd dies with it); the supervisor starts it
+    again in 5 s and does not count it as a restart."""
+    pid = q(pid_path(role))
+    return (f"touch {q(planned_restart_path(role))}; "
+            f"pkill -P \"$(cat {pid})\"")
+
+
 def log_path(role: str) -> str:
     return f"/var/log/{SERVICE[role]}.log"
 
@@ -103,6 +139,7 @@ def supervisor_script(args: Sequence[str], lab_name: str) -> str:
     exit is counted (crash loops are reported, as NRestarts is on VMs) and logged."""
     role = args[0]
     log, restarts = q(log_path(role)), q(restarts_path(role))
+    planned = q(planned_restart_path(role))
     return "\n".join([
         "#!/bin/sh",
         f"# K3s {role} of cnilab lab {lab_name}, supervised without systemd (container node)",
@@ -112,7 +149,8 @@ def supervisor_script(args: Sequence[str], lab_name: str) -> str:
         f"  {K3S_BIN} {shlex.join(args)} >> {log} 2>&1",
         "  rc=$?",
         f"  echo \"$(date -Is) K3s {role} exited rc=$rc\" >> {log}",
-        f"  echo $(( $(cat {restarts}) + 1 )) > {restarts}",
+        f"  if [ -e {planned} ]; then rm -f {planned}; "
+        f"else echo $(( $(cat {restarts}) + 1 )) > {restarts}; fi",
         "  sleep 5",
         "done",
         "",

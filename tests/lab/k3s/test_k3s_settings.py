@@ -20,7 +20,10 @@ def test_defaults_pin_a_checksummed_release():
 
 
 @pytest.mark.parametrize("version, minor", [("v1.21.14+k3s1", 21), ("v1.31.2+k3s1", 31),
-                                            ("v1.36.0-rc1+k3s1", 36)])
+                                            ("v1.36.0-rc1+k3s1", 36),
+                                            # source builds of untagged commits (version.sh)
+                                            ("v1.28.4+k3s-71a3c35f-dirty", 28),
+                                            ("v1.29.0+k3s-0123abcd", 29)])
 def test_version_minor(version, minor):
     assert k3s_minor(version) == minor
 
@@ -35,6 +38,7 @@ def test_unpinned_version_needs_a_checksum():
 @pytest.mark.parametrize("bad, message", [
     ({"version": "v1.20.15+k3s1", "sha256": "a" * 64}, "older than v1.21"),
     ({"version": "1.30"}, "not a K3s release tag"),
+    ({"version": "v1.28.4+k3s-71a3c35", "mode": "airgap"}, "not a K3s release tag"),
     ({"sha256": "xyz"}, "64 hex"),
     ({"server_args": ["--token=abc"]}, "--token is set by the harness"),
     ({"agent_args": ["--node-ip", "1.2.3.4"]}, "--node-ip is set by the harness"),
