@@ -6,7 +6,14 @@ import pytest
 from lab.runtime.cni_runtime import version_tuple
 
 from .hostside import host_side
-from .support import address, delete_pods, expect, family_of, make_pods
+from .support import (
+    address,
+    delete_pods,
+    expect,
+    family_of,
+    make_pods,
+    require_check,
+)
 
 
 def _address_with_prefix(pod, family):
@@ -16,6 +23,7 @@ def _address_with_prefix(pod, family):
 
 
 def test_check_passes_on_a_healthy_pod(cluster, pod_factory, nodes):
+    require_check(cluster)
     pod = pod_factory(nodes[0], "healthy")
     res = cluster.cni_check(pod)
     expect(res.ok, f"CHECK failed on a pod nobody touched:\n{res.stderr}")
@@ -23,6 +31,7 @@ def test_check_passes_on_a_healthy_pod(cluster, pod_factory, nodes):
 
 def test_check_fails_clearly_after_the_pods_address_is_removed(cluster, pod_factory, nodes,
                                                                family):
+    require_check(cluster)
     pod = pod_factory(nodes[0], "noaddr")
     ip = address(pod, family)
     removed = pod.exec(["ip", "addr", "del", _address_with_prefix(pod, family), "dev",
@@ -53,6 +62,7 @@ def _result_routes(cluster, pod, family):
 
 def test_check_fails_clearly_after_a_route_the_plugin_set_is_removed(cluster, pod_factory,
                                                                       nodes, family):
+    require_check(cluster)
     pod = pod_factory(nodes[0], "noroute")
     routes = _result_routes(cluster, pod, family)
     if not routes:

@@ -17,6 +17,7 @@ from typing import Any
 from lab.api import CommandResult, LabError
 from lab.cli._common import complete_nodes, complete_pods, lab_from
 from lab.cli.pod import find_pod
+from lab.runtime.cni_runtime import check_refused
 
 POD_COMMANDS = {"check": "CHECK", "del": "DEL", "add": "ADD"}
 NODE_COMMANDS = ("GC", "STATUS")
@@ -111,6 +112,10 @@ def run(args: argparse.Namespace) -> int:
                                  lab_argv=lab_argv), end="")
                 return 0
             pod = find_pod(cluster, args.pod)
+            refused = check_refused(cluster.cni_version) if args.command == "CHECK" else ""
+            if refused:
+                print(f"# a runtime makes no such call: libcni refuses it ({refused});\n"
+                      "# below, what the plugin itself answers")
             print(reproducer(cluster.cni_calls(pod, args.command), command=args.command,
                              pod=pod.name, node=pod.node, lab_argv=lab_argv), end="")
             return 0

@@ -378,17 +378,26 @@ class KubeCluster:
         host, netns = None, ""
         if self.settings.probe_exec == "netns":
             host = self._node(node)
-            netns = netns_name_of(attachment.netns) or self._netns_holding(host, meta["name"], ip)
+            netns = (netns_name_of(attachment.netns)
+                     or self._netns_holding(host, meta["name"], ip, attachment.container_id))
         return KubePod(name=meta["name"], node=node, ifname=self.spec.ifname, ip=ip,
                        attachment=attachment, namespace=self.namespace, image=image,
                        api=self.api, ips=pod_ips_from(pod, self.spec, self.settings),
                        host=host, netns_name=netns)
 
     @staticmethod
-    def _netns_holding(host: Node, pod: str, ip: str) -> str:
+    def _netns_holding(host: Node, pod: str, ip: str, sandbox: str) -> str:
+        """The pod's netns, found by its address (fast), else by asking the runtime about its
+        sandbox (the address may be gone: a pod tampered with to see CHECK fail)."""
         found = host.run(["sh", "-c", pod_netns_lookup(ip)], timeout=60)
         if found.ok and found.stdout.strip():
             return found.stdout.strip()
+        if sandbox:
+            res = host.run([cmdlines.K3S_BIN, "crictl", "inspectp", "-o", "json", sandbox],
+                           timeout=120)
+            name = netns_name_of(netns_from_inspectp(res.stdout)) if res.ok else ""
+            if name:
+                return name
         raise LabError(f"no network namespace on {host.name} holds pod {pod}'s address {ip}",
                        where=host.name, output=found.stderr,
                        hint='probe_exec = "netns" needs the runtime\'s namespaces under '

@@ -94,12 +94,13 @@ def containerd_oom_template() -> str:
     return f'imports = ["{CONTAINERD_OOM_FILE}"]\n{{{{ template "base" . }}}}\n'
 
 
-def pin_rendered_config(wait_s: int = 120) -> str:
+def pin_rendered_config(wait_s: int = 120, conf: str = RENDERED_CONFIG,
+                        tmpl: str = OLD_TEMPLATE) -> str:
     """sh that waits (up to wait_s) for the containerd config K3s renders at start, then
     writes it back as config.toml.tmpl with restrict_oom_score_adj in the CRI table. Prints
     `pinned` when it wrote the template (K3s must restart to use it); a template already there
     is kept (re-runs). Exit 3: K3s rendered nothing in time; 4: no CRI table in what it did."""
-    conf, tmpl = q(RENDERED_CONFIG), q(OLD_TEMPLATE)
+    conf, tmpl = q(conf), q(tmpl)
     return (f"[ -e {tmpl} ] && exit 0; i=0; "
             f"while [ ! -s {conf} ] && [ $i -lt {wait_s} ]; do sleep 1; i=$((i+1)); done; "
             f"[ -s {conf} ] || exit 3; "

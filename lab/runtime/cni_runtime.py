@@ -8,7 +8,8 @@ over SSH. Like libcni it:
   (libcni's `cniCacheV1` layout, netns path included), and hands it back as `prevResult` to
   CHECK and DEL;
 - sends GC the attachments it still has cached as `cni.dev/valid-attachments`;
-- skips GC and STATUS for configs older than 1.1.0, and CHECK for those older than 0.4.0.
+- skips GC and STATUS for configs older than 1.1.0; refuses CHECK for those older than 0.4.0
+  without calling the plugin, as libcni does.
 A plugin's error JSON (on stdout, as libcni reads it) becomes a CniCallError with code/msg/details.
 """
 from __future__ import annotations
@@ -46,6 +47,15 @@ class CniCallError(LabError):
         code_text = f"code {code}" if code is not None else "no error JSON"
         super().__init__(f"CNI {command} failed: {msg} ({code_text})", where=node,
                          output="\n".join(part for part in (details, stderr) if part))
+
+
+def check_refused(cni_version: str) -> str:
+    """Why a runtime refuses CHECK for this config version ("" when it does not): CHECK
+    exists from CNI 0.4.0, and libcni says so rather than call the plugin."""
+    if version_tuple(cni_version) >= (0, 4, 0):
+        return ""
+    return (f'configuration version "{cni_version}" does not support the CHECK command '
+            "(CHECK exists from CNI 0.4.0)")
 
 
 def not_json(plugin_type: str, stdout: str) -> str:
@@ -135,8 +145,9 @@ class CniRuntime:
             raise CniCallError("CHECK", self.node.name, code=3,
                                msg=f"no cached ADD result for {container_id}/{ifname}",
                                details=f"looked in {self._cache_path(container_id, ifname)}")
-        if version_tuple(self.cni_version) < (0, 4, 0):
-            return  # CHECK does not exist before 0.4.0; libcni returns success.
+        refused = check_refused(self.cni_version)
+        if refused:     # libcni's CheckNetwork(List) fails before calling any plugin
+            raise CniCallError("CHECK", self.node.name, code=1, msg=refused)
         for conf in plugin_configs(self.config):
             conf["prevResult"] = cached.result
             self._invoke("CHECK", conf, container_id, cached.netns, ifname, cached.cni_args)

@@ -144,3 +144,35 @@ def test_dual_stack_labs_show_both_families(capsys):
     finally:
         main([*cfg, "down"])
     assert lab_namespaces(name) == []
+
+
+@pytest.mark.root
+def test_check_of_a_config_before_0_4_0_is_refused_as_libcni_refuses_it(tmp_path, capsys):
+    """CHECK exists from CNI 0.4.0: with a 0.3.1 config a runtime (libcni) refuses it without
+    calling the plugin, so `lab cni check` fails even on a healthy pod, and `cni show` says
+    that a runtime makes no such call before the plugin's own answer."""
+    if not Path("/usr/lib/cni/ptp").exists():
+        pytest.skip("the reference ptp is not installed (Debian's containernetworking-plugins)")
+    text = (REPO / "examples" / "netns-ptp.toml").read_text()
+    config = tmp_path / "lab.toml"
+    config.write_text(text.replace('cniVersion = "1.0.0"', 'cniVersion = "0.3.1"')
+                      .replace('[[nodes]]\nname = "node3"\n', ""))
+    name = "t3" + secrets.token_hex(3)
+    cfg = ["-c", str(config), "--name", name]
+    try:
+        assert main([*cfg, "up"]) == 0
+        assert main([*cfg, "pod", "add", "node1", "web"]) == 0
+        capsys.readouterr()
+        assert main([*cfg, "cni", "check", "web"]) == 1
+        err = capsys.readouterr().err
+        assert 'configuration version "0.3.1" does not support the CHECK command' in err, err
+        assert main([*cfg, "cni", "show", "web"]) == 0
+        script = capsys.readouterr().out
+        assert script.startswith("# a runtime makes no such call: libcni refuses it"), script
+        ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                             env={"PATH": "/usr/bin:/bin"}, timeout=60, cwd="/")
+        assert ran.returncode == 1, ran.stdout + ran.stderr     # ptp refuses it too
+        assert json.loads(ran.stdout)["code"] == 1
+    finally:
+        main([*cfg, "down"])
+    assert lab_namespaces(name) == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -57,6 +58,22 @@ def inputs_dir(*, explicit: bool = False) -> Path:
         pytest.skip("a VM lab of a newer K3s release runs when CNILAB_INPUTS_DIR names its "
                     "inputs (30-45 min under TCG; docs/k8s.md lists the folder); not set")
     return Path(value) if value else DEFAULT_INPUTS_DIR
+
+
+def k3s_input(minor: int, *, explicit: bool = False) -> tuple[Path, str]:
+    """The newest K3s v1.<minor> binary among the inputs and the version it reports, or a skip
+    naming what is missing."""
+    from lab.kube.airgap import binary_version
+
+    base = inputs_dir(explicit=explicit)
+    found = sorted(base.glob(f"k3s-v1.{minor}.*/k3s"),
+                   key=lambda p: int(p.parent.name.rsplit(".", 1)[-1]))
+    if not found:
+        pytest.skip(f"live K3s v1.{minor} needs k3s-v1.{minor}.<patch>/k3s in {base} (built "
+                    "from public source; set CNILAB_INPUTS_DIR; docs/k8s.md says how)")
+    version = binary_version(found[-1])
+    assert version, f"{found[-1]} --version names no K3s version"
+    return found[-1], version
 
 
 def airgap_from_inputs(dest: Path, k3s_version: str, multus_version: str | None = None,
@@ -246,6 +263,60 @@ def live_lab(example: str, tmp_path: Path, need_minutes: float, *,
         provider.close()
         if up_ok:   # a lab that failed early says nothing of what a whole one takes
             TAKEN[example] = (time.monotonic() - started) / 60
+        assert down.returncode == 0, f"lab down failed:\n{down.stdout}\n{down.stderr}"
+        assert not left, f"lab down left: {left}"
+
+
+def require_podman() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("container nodes need root")
+    missing = [t for t in ("podman", "runc", "nsenter") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"container nodes need {', '.join(missing)} (scripts/setup.sh installs them)")
+
+
+def podman_leftovers(config: Path, name: str) -> list[str]:
+    """What of a container-node lab is still on this host: containers, volumes, its switch."""
+    from lab.config import load_config
+    from lab.nodes.providers.podman import cmdlines
+    from lab.nodes.providers.podman.provider import NETNS_DIR, PodmanProvider
+
+    provider = PodmanProvider(load_config(config))
+    left = [f"container {n}" for n in provider.containers()]
+    volumes = subprocess.run(cmdlines.volumes_argv(provider.storage, name),
+                             capture_output=True, text=True, check=False).stdout.split()
+    left += [f"volume {v}" for v in volumes]
+    if (NETNS_DIR / cmdlines.switch_ns(name)).exists():
+        left.append(f"netns {cmdlines.switch_ns(name)}")
+    if (Path("/sys/class/net") / cmdlines.host_link(name)).exists():
+        left.append(f"host link {cmdlines.host_link(name)}")
+    return left
+
+
+PODMAN_UP_TIMEOUT = 900
+
+
+@contextmanager
+def podman_lab(example: str, tmp_path: Path, need_minutes: float, *, folder: Path,
+               edit: Callable[[str], str] | None = None) -> Iterator[LiveLab]:
+    """`lab up` of a container-node example (its text passed through edit); always
+    `lab down`, then no container, volume, switch or host link of it may be left."""
+    require_podman()
+    require_budget(need_minutes, f"a live lab of {example}")
+    config, name = example_copy(example, tmp_path)
+    if edit is not None:
+        config.write_text(edit(config.read_text()))
+    env = {**os.environ, "CNILAB_AIRGAP_DIR": str(folder)}
+    started = time.monotonic()
+    try:
+        up = run_lab("up", config=config, env=env, timeout=within_budget(PODMAN_UP_TIMEOUT))
+        seconds = time.monotonic() - started
+        assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}"
+        output = up.stdout + up.stderr
+        yield LiveLab(config, name, env, output, seconds, phases_of(output))
+    finally:
+        down = run_lab("down", config=config, env=env, timeout=300)
+        left = podman_leftovers(config, name)
         assert down.returncode == 0, f"lab down failed:\n{down.stdout}\n{down.stderr}"
         assert not left, f"lab down left: {left}"
 

@@ -1,63 +1,69 @@
 """The blog post's walkthrough live (issue 18): examples/k3s-blog-post.toml — K3s v1.28, the
 Multus thick daemonset v4.0.2, the NAD ptp-conf running the reference ptp v1.5.1 with one
-host-local subnet — on two VMs. As the post found: pods on one node reach each other, pods on
-two nodes do not; `lab cni check` passes on a healthy pod and fails once the pod is tampered
-with; `lab cni show` prints the post's manual CHECK as a reproducer.
+host-local subnet. As the post found: pods on one node reach each other, pods on two nodes do
+not; `lab cni check` passes on a healthy pod and fails once the pod is tampered with;
+`lab cni show` prints the post's manual CHECK as a reproducer.
 
-Its inputs are built from public source and never in this repository ($CNILAB_INPUTS_DIR):
-k3s-v1.28.*/k3s, multus-v4.0.2/bin/, cni-plugins-v1.5.1/ptp. Skips naming what is missing."""
+On container nodes (minutes; CI runs it) and, when CNILAB_INPUTS_DIR is set, on two VMs as the
+post did (half an hour under TCG). Its inputs are built from public source and never in this
+repository ($CNILAB_INPUTS_DIR, default /var/cache/cnilab/inputs): k3s-v1.28.*/k3s,
+multus-v4.0.2/bin/, cni-plugins-v1.5.1/ptp. Skips naming what is missing."""
 from __future__ import annotations
 
 import json
 import re
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from live_k3s import LiveLab, inputs_dir, live_lab, run_scenarios, scenario
+from live_k3s import (
+    LiveLab,
+    airgap_from_inputs,
+    inputs_dir,
+    k3s_input,
+    live_lab,
+    podman_lab,
+    run_scenarios,
+    scenario,
+)
 
-pytestmark = [pytest.mark.vm, pytest.mark.k8s, pytest.mark.slow, pytest.mark.timeout(5400)]
+pytestmark = [pytest.mark.root, pytest.mark.k8s, pytest.mark.slow, pytest.mark.timeout(5400)]
 
-NEEDS = 40
-
-
-def inputs() -> tuple[Path, str, Path, Path]:
-    """(k3s binary, its release, Multus v4.0.2 binaries, ptp v1.5.1) or a skip."""
-    base = inputs_dir(explicit=True)
-    k3s = sorted(base.glob("k3s-v1.28.*/k3s"))
-    multus, ptp = base / "multus-v4.0.2" / "bin", base / "cni-plugins-v1.5.1" / "ptp"
-    missing = [what for what, ok in (("k3s-v1.28.*/k3s", k3s), ("multus-v4.0.2/bin/multus-daemon",
-                                     (multus / "multus-daemon").is_file()),
-                                     ("cni-plugins-v1.5.1/ptp", ptp.is_file())) if not ok]
-    if missing:
-        pytest.skip(f"the blog post's lab needs {', '.join(missing)} in {base} (built from "
-                    "public source; set CNILAB_INPUTS_DIR; docs/k8s.md says how)")
-    shown = subprocess.run([str(k3s[-1]), "--version"], capture_output=True, text=True,
-                           check=False).stdout
-    match = re.search(r"k3s version (v\S+)", shown)
-    assert match, f"{k3s[-1]} --version said {shown!r}"
-    return k3s[-1], match.group(1), multus, ptp
+EXAMPLE = "k3s-blog-post.toml"
+NEEDS = {"podman": 8, "libvirt": 40}
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveLab]:
-    from lab.kube import pod_images
+def on_container_nodes(text: str) -> str:
+    """The example on podman nodes: the provider swapped, the VM section dropped, probes from
+    the node into the pod's netns (as every container-node example does)."""
+    text = text.replace('provider = "libvirt"', 'provider = "podman"')
+    text = re.sub(r"(?ms)^\[libvirt\]\n.*?\n\n", "", text)
+    return text.replace('mode = "airgap"', 'mode = "airgap"\nprobe_exec = "netns"')
 
-    k3s, version, multus, ptp = inputs()
-    folder = tmp_path_factory.mktemp("airgap")
-    (folder / "k3s").symlink_to(k3s)
-    for _image, built, _ in pod_images.build_pod_images(images=(
-            *pod_images.IMAGES, pod_images.multus_image(multus, "v4.0.2", "thick"))):
-        (folder / built.name).symlink_to(built)
+
+@pytest.fixture(scope="module", params=["podman", pytest.param("libvirt", marks=pytest.mark.vm)])
+def live(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveLab]:
+    provider = request.param
+    explicit = provider == "libvirt"    # the half-hour VM lab runs on request only
+    _k3s, version = k3s_input(28, explicit=explicit)
+    ptp = inputs_dir(explicit=explicit) / "cni-plugins-v1.5.1" / "ptp"
+    if not ptp.is_file():
+        pytest.skip(f"the blog post's lab needs cni-plugins-v1.5.1/ptp in {ptp.parent.parent} "
+                    "(built from public source; docs/k8s.md says how)")
+    folder = airgap_from_inputs(tmp_path_factory.mktemp("airgap"), version, "v4.0.2", "thick",
+                                explicit=explicit)
 
     def ours(text: str) -> str:     # the binaries of this machine; the rest as shipped
         text = text.replace('path = "/opt/cni/bin/ptp"', f'path = "{ptp}"')
-        return text.replace('version = "v1.28.10+k3s1"', f'version = "{version}"')
+        text = text.replace('version = "v1.28.10+k3s1"', f'version = "{version}"')
+        return on_container_nodes(text) if provider == "podman" else text
 
-    with live_lab("k3s-blog-post.toml", tmp_path_factory.mktemp("blog"), need_minutes=NEEDS,
-                  folder=folder, edit=ours) as lab:
-        yield lab
+    tmp = tmp_path_factory.mktemp(f"blog-{provider}")
+    lab = (podman_lab(EXAMPLE, tmp, NEEDS[provider], folder=folder, edit=ours)
+           if provider == "podman" else
+           live_lab(EXAMPLE, tmp, need_minutes=NEEDS[provider], folder=folder, edit=ours))
+    with lab as up:
+        yield up
 
 
 def test_same_node_traffic_passes_and_cross_node_fails_as_the_post_found(live, tmp_path,
@@ -89,6 +95,6 @@ def test_the_posts_manual_check_passes_then_fails_after_tampering(live):
     assert flushed.returncode == 0, flushed.stderr
     tampered = live.lab("cni", "check", "web", timeout=300)
     assert tampered.returncode != 0
-    error = json.loads(tampered.stdout.strip().splitlines()[-1])
+    error = json.loads(tampered.stdout)      # the plugin's error JSON, as it printed it
     assert error.get("code") and "192.168.1." in json.dumps(error), tampered.stdout
     assert live.lab("pod", "del", "web", timeout=900).returncode == 0

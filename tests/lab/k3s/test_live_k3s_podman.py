@@ -6,24 +6,16 @@ naming what is missing, without the inputs ($CNILAB_INPUTS_DIR, default
 /var/cache/cnilab/inputs: k3s-v1.35.0/k3s, multus-v4.2.4/bin/multus) or podman."""
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from live_k3s import (
     LiveLab,
     airgap_from_inputs,
     assert_suite_passed,
-    example_copy,
-    phases_of,
-    require_budget,
-    run_lab,
+    podman_lab,
+    require_podman,
     run_scenarios,
-    within_budget,
 )
 
 pytestmark = [pytest.mark.k8s, pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -34,52 +26,14 @@ UP_TARGET = 90      # seconds, issue 21 (a quiet machine); asserted with room fo
 EXPECTED_SKIPS: dict[str, str] = {}
 
 
-def _require_podman() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("container nodes need root")
-    missing = [t for t in ("podman", "runc", "nsenter") if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"container nodes need {', '.join(missing)} (scripts/setup.sh installs them)")
-
-
-def leftovers(config: Path, name: str) -> list[str]:
-    from lab.config import load_config
-    from lab.nodes.providers.podman import cmdlines
-    from lab.nodes.providers.podman.provider import NETNS_DIR, PodmanProvider
-
-    provider = PodmanProvider(load_config(config))
-    left = [f"container {n}" for n in provider.containers()]
-    volumes = subprocess.run(cmdlines.volumes_argv(provider.storage, name),
-                             capture_output=True, text=True, check=False).stdout.split()
-    left += [f"volume {v}" for v in volumes]
-    if (NETNS_DIR / cmdlines.switch_ns(name)).exists():
-        left.append(f"netns {cmdlines.switch_ns(name)}")
-    if (Path("/sys/class/net") / cmdlines.host_link(name)).exists():
-        left.append(f"host link {cmdlines.host_link(name)}")
-    return left
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveLab]:
-    _require_podman()
-    require_budget(NEEDS, f"a live lab of {EXAMPLE}")
+    require_podman()
     tmp = tmp_path_factory.mktemp("k3s-podman")
     # the example's releases, from the inputs built from their public source
     folder = airgap_from_inputs(tmp / "airgap", "v1.35.0+k3s1", "v4.2.4", "host")
-    config, name = example_copy(EXAMPLE, tmp)
-    env = {**os.environ, "CNILAB_AIRGAP_DIR": str(folder)}
-    started = time.monotonic()
-    try:
-        up = run_lab("up", config=config, env=env, timeout=within_budget(900))
-        seconds = time.monotonic() - started
-        assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}"
-        output = up.stdout + up.stderr
-        yield LiveLab(config, name, env, output, seconds, phases_of(output))
-    finally:
-        down = run_lab("down", config=config, env=env, timeout=300)
-        left = leftovers(config, name)
-        assert down.returncode == 0, f"lab down failed:\n{down.stdout}\n{down.stderr}"
-        assert not left, f"lab down left: {left}"
+    with podman_lab(EXAMPLE, tmp, NEEDS, folder=folder) as lab:
+        yield lab
 
 
 def test_lab_up_runs_every_phase_in_minutes(live, record_property):

@@ -71,3 +71,61 @@ def test_restarts_and_log_come_from_the_supervisors_files():
     assert k.restart_count("server") == ["sh", "-c", "cat /run/cnilab-k3s.restarts "
                                                      "2>/dev/null || echo 0"]
     assert k.log_tail("agent", 10) == ["tail", "-n", "10", "/var/log/k3s-agent.log"]
+
+
+# containerd 1.x configs as K3s renders them: v1.28 (config version 2) and v1.21 (version 1)
+RENDERED_V2 = '''version = 2
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "/var/lib/rancher/k3s/agent/containerd"
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  enable_selinux = false
+
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  snapshotter = "overlayfs"
+'''
+RENDERED_V1 = '''[plugins.opt]
+  path = "/var/lib/rancher/k3s/agent/containerd"
+
+[plugins.cri]
+  stream_server_address = "127.0.0.1"
+[plugins.cri.containerd]
+  snapshotter = "overlayfs"
+'''
+
+
+def pin(tmp_path, rendered: str | None, wait_s: int = 1) -> subprocess.CompletedProcess[str]:
+    conf, tmpl = tmp_path / "config.toml", tmp_path / "config.toml.tmpl"
+    if rendered is not None:
+        conf.write_text(rendered)
+    return subprocess.run(["sh", "-c", k.pin_rendered_config(wait_s, str(conf), str(tmpl))],
+                          capture_output=True, text=True, check=False)
+
+
+def test_old_k3s_gets_its_own_rendered_config_back_with_the_oom_key(tmp_path):
+    for rendered, table in ((RENDERED_V2, "io.containerd.grpc.v1.cri"), (RENDERED_V1, "cri")):
+        (tmp_path / "config.toml.tmpl").unlink(missing_ok=True)
+        done = pin(tmp_path, rendered)
+        assert (done.returncode, done.stdout.strip()) == (0, "pinned"), done.stderr
+        pinned = tomllib.loads((tmp_path / "config.toml.tmpl").read_text())
+        original = tomllib.loads(rendered)
+        assert pinned["plugins"][table].pop("restrict_oom_score_adj") is True
+        assert pinned == original       # nothing else changed
+        # a second run keeps the template it made (and asks for no restart)
+        again = pin(tmp_path, rendered)
+        assert (again.returncode, again.stdout) == (0, "")
+
+
+def test_pinning_says_when_k3s_rendered_nothing_or_no_cri_table(tmp_path):
+    assert pin(tmp_path, None).returncode == 3
+    assert pin(tmp_path, "version = 2\n[plugins.other]\n  x = 1\n").returncode == 4
+    assert not (tmp_path / "config.toml.tmpl").exists()
+
+
+def test_a_planned_restart_is_not_counted_as_a_crash():
+    script = k.supervisor_script(["agent", "--server", "https://x:6443"], "lab1")
+    assert "if [ -e /run/cnilab-k3s-agent.planned ]; then rm -f /run/cnilab-k3s-agent.planned;" \
+        in script
+    assert k.restart_supervised("agent") == ('touch /run/cnilab-k3s-agent.planned; '
+                                             'pkill -P "$(cat /run/cnilab-k3s-agent.pid)"')
