@@ -107,6 +107,13 @@ class Attachment:
     netns: str = ""
 
 
+def bridge_port(link_line: str, bridges: Sequence[str]) -> bool:
+    """Whether an `ip -o link` line is a port of one of these bridges: how the host side of
+    the cluster's own network (flannel's cni0 when the plugin judged is net1) is told apart
+    from the plugin's, by the leak audit and by the interfaces a Kubernetes lab lists alike."""
+    return any(f" master {bridge} " in link_line for bridge in bridges)
+
+
 @runtime_checkable
 class Pod(Protocol):
     name: str

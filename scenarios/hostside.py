@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from lab.api import Cluster, LabError, Node, Pod
+from lab.api import Cluster, LabError, Node, Pod, bridge_port
 
 # One command on the node, four processes: each `ip -batch` prints its sections with the line
 # of `link show dev lo` (always there, always the same) between them, and find lists the data
@@ -96,10 +96,9 @@ def host_view(cluster: Cluster, node: Node) -> tuple[frozenset[str], dict[str, s
             groups[-1].append(line)
     # Links the cluster's own network makes for every pod (flannel's ports on its bridge on a
     # Kubernetes lab where the plugin is net1) are the other plugin's, not the one judged.
-    foreign = tuple(f" master {b} " for b in getattr(cluster, "cluster_network_bridges", ()))
+    foreign = getattr(cluster, "cluster_network_bridges", ())
     items = {_item(section, line) for section, group in zip(_SECTIONS, groups)
-             for line in group
-             if not (section == "link" and foreign and any(f in line for f in foreign))}
+             for line in group if not (section == "link" and bridge_port(line, foreign))}
     macs = {}
     for line in groups[0]:
         words = line.split()

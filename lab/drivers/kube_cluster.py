@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.api import Attachment, CommandResult, LabError, NetworkSpec, Node
+from lab.api import Attachment, CommandResult, LabError, NetworkSpec, Node, bridge_port
 from lab.config.k3s import K3sSettings
 from lab.kube import cmdlines, kubeconfig, multus_install, nad, remote
 from lab.kube.airgap import pod_image_of
@@ -533,12 +533,14 @@ class KubeCluster:
         return () if self.settings.primary else ("cni0",)
 
     def host_interfaces(self, node: str) -> list[str]:
-        """Our veths on the node: flannel's pods hang off its cni0 bridge, ours hang off none."""
+        """The plugin's veths on the node: every veth but the ports of the cluster network's
+        bridge (flannel's cni0), so a plugin that bridges its own veths still shows them."""
         host = self._node(node)
         links = host.run(["ip", "-o", "link", "show", "type", "veth"]).check(node).stdout
         return sorted(line.split(":", 2)[1].strip().split("@", 1)[0]
                       for line in links.splitlines()
-                      if line.count(":") >= 2 and " master " not in line)
+                      if line.count(":") >= 2
+                      and not bridge_port(line, self.cluster_network_bridges))
 
     def ipam_leases(self, node: str) -> dict[str, str]:
         return self._strays.ipam_leases(node)
