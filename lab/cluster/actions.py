@@ -358,8 +358,12 @@ def _stop_resident_helpers(config: LabConfig, provider: Provider) -> None:
         # environment the lab ran the plugin with (lab.runtime.cni_runtime), so the same run dir,
         # not whatever CNILAB_RUN_DIR the shell running `lab down` has.
         with contextlib.suppress(Exception):
+            # ... and the cross-node lock files named after this node's netns (netns labs
+            # share the host's run dir: they would pile up there lab after lab)
             node.run(["sh", "-c", f'[ -x "{path}" ] && env -i PATH="{RUNTIME_PATH}" "{path}" '
-                                  '--resident-stop || true'], timeout=30)
+                                  f'--resident-stop; [ -x "{path}" ] && env -i '
+                                  f'PATH="{RUNTIME_PATH}" "{path}" --forget-locks || true'],
+                     timeout=30)
 
 
 def nodes_summary(nodes: Sequence[Node], config: LabConfig | None = None) -> str:

@@ -86,6 +86,22 @@ def lock_name(topology: Topology, me: ClusterNode) -> str:
     return f"crossnode-{safe}-{_netns_id()}"
 
 
+def forget_locks(lock_dir: str) -> int:
+    """Removes this network namespace's lock files (every network's) from lock_dir; the count.
+    Only for a node that goes away (`lab down`): its namespace's inode is named in them, so no
+    later namespace asks for them again, and the netns labs of one host share one run dir."""
+    suffix = f"-{_netns_id()}.lock"
+    removed = 0
+    for name in os.listdir(lock_dir):
+        if name.startswith("crossnode-") and name.endswith(suffix):
+            try:
+                os.unlink(os.path.join(lock_dir, name))
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
+
+
 def _netns_id() -> str:
     """The inode of this thread's network namespace (a resident worker enters the caller's)."""
     for path in ("/proc/thread-self/ns/net", "/proc/self/ns/net"):

@@ -126,6 +126,16 @@ def main(argv: list[str]) -> int:
         if argv[1] == "--resident-stop":
             return resident.stop(ident, argv[0])
         return resident.serve(argv[2] if len(argv) > 2 else ident)
+    if len(argv) > 1 and argv[1] == "--forget-locks":   # `lab down`: this node goes away
+        from plugin.cni.errors import CniError
+        from plugin.cni.rundir import run_dir
+        from plugin.crossnode import forget_locks
+
+        try:
+            forget_locks(run_dir())
+        except (CniError, OSError):
+            return 1
+        return 0
     try:
         code, out, err = _call(argv)
     except (ImportError, SyntaxError, EOFError, ValueError, OSError) as e:  # a torn file's

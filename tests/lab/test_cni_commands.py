@@ -3,6 +3,7 @@ cnitool user does it — and the `show` reproducer run as printed."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -115,9 +116,20 @@ def test_manual_check_walk_through(tmp_path, capsys):
         assert json.loads(capsys.readouterr().out) == []
         assert main([*cfg, "cni", "check", "nosuch"]) == 1
         assert "no pod 'nosuch'" in capsys.readouterr().err
+        locks = node_locks(name)
+        assert locks, "the pods' ADDs took no cross-node lock: nothing to judge `down` by"
     finally:
         main([*cfg, "down"])
     assert lab_namespaces(name) == []
+    left = [lock for lock in locks if lock.exists()]
+    assert not left, f"`lab down` left the lab's cross-node locks: {left}"
+
+
+def node_locks(lab: str) -> list[Path]:
+    """The cross-node lock files named after the lab's node namespaces (their inodes)."""
+    inodes = {str(os.stat(f"/run/netns/{ns}").st_ino) for ns in lab_namespaces(lab)}
+    return [p for p in Path("/run/cnilab").glob("crossnode-*.lock")
+            if p.stem.rsplit("-", 1)[-1] in inodes]
 
 
 @pytest.mark.root
