@@ -111,22 +111,34 @@ class Probes:
         what failed and the diagnosis; recorded either way."""
         ip = address(dst, family)
         what = f"{src.name}@{src.node} -> {dst.name}@{dst.node} ({ip})"
+        if ip in _addresses_of(src):    # it would answer its own ping: nothing reached dst
+            why = (f"{what}: {src.name} holds {ip} itself, so no probe can reach "
+                   f"{dst.name}\ndiagnosis: {_shared_address(cluster, ip, dst)}")
+            self.record(src, dst, family, kind, False, why.partition("\n")[2])
+            return why
         if kind == "tcp":
             passed = self.tcp_echo(src, dst, family=family) == f"pong from-{src.name}"
-            what = f"TCP {what} failed"
+            failed = f"TCP {what} failed"
         else:
             passed = self.ping(src, ip).ok
-            what += ": no ICMP reply"
-        why = "" if passed else self.unreachable(cluster, src, ip, what, dst)
+            failed = f"{what}: no ICMP reply"
+        why = "" if passed else self.unreachable(cluster, src, ip, failed, dst)
+        if passed and dst.node != src.node:
+            why = _answered_here(cluster, _node_of(cluster, src.node), ip, dst,
+                                 f"{kind.upper()} {what}")
+            passed = not why
         self.record(src, dst, family, kind, passed, why.partition("\n")[2])
         return why
 
     def node_to_pod(self, cluster: Cluster, node: Node, pod: Pod, family: int) -> str:
         """node reaches pod over ICMP: "" if it did, else what failed and the diagnosis."""
         ip = address(pod, family)
+        what = f"{node.name} -> {pod.name}@{pod.node} ({ip})"
         passed = self.node_ping(node, ip).succeeded
-        why = "" if passed else self.unreachable(
-            cluster, node, ip, f"{node.name} -> {pod.name}@{pod.node} ({ip}): no reply", pod)
+        why = "" if passed else self.unreachable(cluster, node, ip, f"{what}: no reply", pod)
+        if passed and pod.node != node.name:
+            why = _answered_here(cluster, node, ip, pod, what)
+            passed = not why
         self.record(node, pod, family, "icmp", passed, why.partition("\n")[2])
         return why
 
@@ -278,6 +290,56 @@ def _node_side(host: Node, dst_ip: str, evidence: list[str], *, role: str) -> st
     return ""
 
 
+def _addresses_of(pod: Pod) -> set[str]:
+    return {pod.ip, *(getattr(pod, "ips", None) or {}).values()}
+
+
+def _shared_address(cluster: Cluster, dst_ip: str, dst: Pod | None) -> str:
+    """Other pods holding dst_ip too: one address handed out twice (every node's IPAM given
+    the same range, as the blog post's ptp-conf does), so packets go to the wrong pod."""
+    with contextlib.suppress(LabError):
+        holders = sorted(f"{p.name} on {p.node}" for p in cluster.pods()
+                         if dst_ip in _addresses_of(p)
+                         and not (dst is not None and p.name == dst.name))
+        if holders:
+            mine = f"pod {dst.name} on {dst.node}" if dst is not None else "its pod"
+            return (f"{dst_ip} is {mine}'s and also {', '.join(holders)}'s: one address "
+                    "handed out twice (does every node's IPAM get the same range?)")
+    return ""
+
+
+def _kept_on_this_node(host: Node, dst_ip: str, dst: Pod | None, evidence: list[str]) -> str:
+    """host routes dst_ip (a pod on another node) into one of its own veths."""
+    if dst is None or dst.node == host.name:
+        return ""
+    dev = _route_dev(host.run(["ip", "route", "get", dst_ip], timeout=10).stdout)
+    if not dev:
+        return ""
+    link = host.run(["ip", "-o", "-d", "link", "show", "dev", dev], timeout=10).stdout
+    if " veth " not in f" {link} ":
+        return ""
+    # a node's own way out may be a veth too (a netns node's eth0): it holds the node's address
+    held = host.run(["ip", "-o", "addr", "show", "dev", dev], timeout=10).stdout
+    if host.address and f" {host.address}/" in held:
+        return ""
+    evidence.append(f"[{host.name}] {dst_ip} leaves by {dev}, a local veth")
+    return (f"{host.name} routes {dst_ip} (pod {dst.name} on {dst.node}) into its own veth "
+            f"{dev}: a route of one of its pods covers that address (do the nodes' pods share "
+            "one range?)")
+
+
+def _answered_here(cluster: Cluster, host: Node, ip: str, dst: Pod, what: str) -> str:
+    """A reply to a pod on another node that came from host's own side (its route for ip
+    leads into one of its veths): not dst's. "" when the way leads off the node."""
+    evidence: list[str] = []
+    cause = _kept_on_this_node(host, ip, dst, evidence)
+    if not cause:
+        return ""
+    shared = _shared_address(cluster, ip, dst)
+    return (f"{what}: a reply came, but not from {dst.name}: {host.name} keeps {ip} on its "
+            f"own side\ndiagnosis: {shared or cause}\n  " + "\n  ".join(evidence))
+
+
 def diagnose(cluster: Cluster, src: Pod | Node, dst_ip: str, dst: Pod | None = None) -> str:
     """The likely cause of no traffic src -> dst_ip, looked for on the way the packet goes (the
     sending pod, its node, the receiving node, the receiving pod and the way back), then the
@@ -296,6 +358,8 @@ def diagnose(cluster: Cluster, src: Pod | Node, dst_ip: str, dst: Pod | None = N
     else:
         src_ip, cause = host.address, ""      # type: ignore[union-attr]
     cause = cause or _node_side(host, dst_ip, evidence, role="via" if is_pod else "from")
+    cause = (cause or _shared_address(cluster, dst_ip, dst)
+             or _kept_on_this_node(host, dst_ip, dst, evidence))
     if not cause and owner is not None and owner.name != host.name:
         subnet = cluster.pod_subnet(owner.name, family)
         specific = host.run(["ip", "-o", "route", "show", "match", dst_ip], timeout=10).stdout

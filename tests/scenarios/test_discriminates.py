@@ -30,7 +30,8 @@ def _outcomes(junit: Path) -> dict[str, str]:
     return outcomes
 
 
-def _run_suite(config: Path, tmp_path: Path) -> tuple[dict[str, str], str]:
+def _run_suite(config: Path, tmp_path: Path,
+               suites: tuple[str, ...] = ("scenarios/",)) -> tuple[dict[str, str], str]:
     name = f"t4{secrets.token_hex(3)}"
     common = ["-c", str(config), "--name", name]
     junit = tmp_path / f"{name}.xml"
@@ -40,7 +41,7 @@ def _run_suite(config: Path, tmp_path: Path) -> tuple[dict[str, str], str]:
                             timeout=120, env=env)
         assert up.returncode == 0, f"lab up failed:\n{up.stdout}\n{up.stderr}"
         suite = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "scenarios/",
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *suites,
              "--lab-config", str(config), "--lab-name", name, f"--junitxml={junit}",
              f"--lab-logs-dir={tmp_path / 'logs'}", "-q", "-o", "addopts=--strict-markers"],
             cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
@@ -107,3 +108,25 @@ def test_reference_ptp_on_a_dual_stack_lab_is_judged_per_family(tmp_path):
         assert all(o == "failure" for o in cross.values()), f"ptp passed cross-node: {cross}"
     assert "diagnosis: node1 has no route to fd00:244:0:1::" in output, output[-3000:]
     assert outcomes["test_no_stray_pod_host_interface_lease_or_namespace"] == "passed", output
+
+
+def test_one_range_for_every_node_fails_cross_node_by_name(tmp_path):
+    """The blog post's ptp-conf: one host-local subnet in the config, so each node hands out
+    the same addresses. A cross-node probe then reaches a pod of its own node with the same
+    address (an ICMP reply comes!): every cross-node scenario must fail all the same, naming
+    the shared address."""
+    config = tmp_path / "one-range.toml"
+    config.write_text(
+        '[lab]\nname = "onerange"\nprovider = "netns"\n'
+        '[[nodes]]\nname = "node1"\nrole = "server"\n[[nodes]]\nname = "node2"\n'
+        '[network]\nunderlay = "10.92.0.0/24"\npod_cidr = "10.244.0.0/16"\n'
+        '[plugin]\npath = "/usr/lib/cni/ptp"\n'
+        '[plugin.config]\ncniVersion = "0.4.0"\nname = "ptp-conf"\n'
+        '[plugin.config.ipam]\ntype = "host-local"\nsubnet = "192.168.1.0/24"\n')
+    # the cross-node suite alone: the first pod on each node gets 192.168.1.2, and so on
+    outcomes, output = _run_suite(config, tmp_path, ("scenarios/test_cross_node.py",))
+    cross = {n: o for n, o in outcomes.items() if "cross_node" in n and o != "skipped"}
+    assert len(cross) >= 5, f"suite shape changed: {sorted(outcomes)}"
+    assert all(o == "failure" for o in cross.values()), f"passed cross-node: {cross}"
+    assert "one address handed out twice" in output, output[-3000:]
+    assert "a reply came, but not from" in output, output[-3000:]
