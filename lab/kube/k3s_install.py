@@ -11,7 +11,7 @@ from typing import Any
 
 from lab.api import ActionContext, LabError, Node
 from lab.config.k3s import K3sSettings
-from lab.kube import cmdlines, kubeconfig, node_kind
+from lab.kube import cmdlines, containerd_oom, kubeconfig, node_kind
 from lab.kube.airgap import pod_image_of, resolve_inputs
 from lab.kube.kubeconfig import write_private
 from lab.kube.paths import (
@@ -195,10 +195,9 @@ def start_k3s(ctx: ActionContext, node: Node, args: list[str]) -> None:
     role = args[0]
     inputs = resolve_inputs(ctx.config)
     kind = kind_of(node)
-    extends_base = k3s_settings(ctx).minor >= node_kind.TEMPLATE_BASE_MINOR
-    if kind.oom_restricted and extends_base:
-        write_file(node, node_kind.CONTAINERD_OOM_FILE, node_kind.containerd_oom_import())
-        write_file(node, node_kind.CONTAINERD_TEMPLATE, node_kind.containerd_oom_template())
+    minor = k3s_settings(ctx).minor
+    if kind.oom_restricted:
+        containerd_oom.before_start(node, minor)
     if not kind.systemd:    # a container node: K3s under a supervisor, as k3d runs it
         sh(node, node_kind.install_supervised(role),
            input=node_kind.supervisor_script(args, ctx.config.name), timeout=120,
@@ -211,35 +210,10 @@ def start_k3s(ctx: ActionContext, node: Node, args: list[str]) -> None:
     else:
         sh(node, cmdlines.install_unit(role), input=cmdlines.systemd_unit(args, ctx.config.name),
            timeout=300, what=f"cannot start K3s {role}")
-    if kind.oom_restricted and not extends_base:
-        pin_rendered_config(ctx, node, role, kind.systemd)
-
-
-def pin_rendered_config(ctx: ActionContext, node: Node, role: str, systemd: bool) -> None:
-    """containerd's restrict_oom_score_adj where root lacks CAP_SYS_RESOURCE (the kubelet asks
-    a negative score for sandboxes and runc fails every one of them), on a K3s whose template
-    cannot be extended: the config it rendered becomes the template, then K3s restarts once."""
-    wait_s = 180
-    res = node.run(["sh", "-c", node_kind.pin_rendered_config(wait_s)], timeout=wait_s + 30)
-    if res.rc in (3, 4):
-        raise LabError("cannot add restrict_oom_score_adj to containerd's config: "
-                       + (f"K3s wrote none within {wait_s} s" if res.rc == 3 else
-                          f"no CRI table in {node_kind.RENDERED_CONFIG}"),
-                       where=node.name, output=res.stderr or res.stdout,
-                       hint="this node's root cannot lower oom_score_adj (no CAP_SYS_RESOURCE); "
-                            "run the lab where it can, or use K3s v1."
-                            f"{node_kind.TEMPLATE_BASE_MINOR} or newer")
-    if not res.ok:
-        raise LabError("cannot pin containerd's config", where=node.name,
-                       output=res.stderr or res.stdout)
-    if "pinned" not in res.stdout:
-        return
-    restart = (f"systemctl restart {cmdlines.SERVICE[role]}" if systemd
-               else node_kind.restart_supervised(role))
-    sh(node, restart, timeout=120, what=f"cannot restart K3s {role} with the pinned config")
-    if ctx.report:
+    if kind.oom_restricted and containerd_oom.after_start(node, role, minor, kind.systemd) \
+            and ctx.report:
         ctx.report(f"{node.name}: containerd restricted to this root's oom_score_adj "
-                   f"(K3s v1.{k3s_settings(ctx).minor} renders no template to extend)")
+                   f"(K3s v1.{minor} renders no template to extend)")
 
 
 class InstallK3sServer:
