@@ -331,8 +331,9 @@ class KubeCluster:
     def create_pod(self, name: str, node: str,
                    options: AttachOptions | None = None) -> KubePod:
         if options:
-            raise LabError("CNI_ARGS and capability arguments are the runtime's on a K3s lab "
-                           "(the kubelet and Multus decide what reaches the plugin)",
+            raise LabError("CNI_ARGS, capability arguments and interface names are the "
+                           "runtime's on a K3s lab (the kubelet and Multus decide what reaches "
+                           "the plugin)",
                            hint="use them on a netns or VM lab, where `lab` is the runtime")
         self._node(node)
         self.api.create_pod(pod_manifest(
