@@ -309,7 +309,15 @@ class LabConfig(_Strict):
             return ("plugin.config.plugins and [[plugin.chain]] both chain plugins: keep the "
                     "plugin under test in [plugin.config] and list the others as "
                     "[[plugin.chain]] entries")
+        shipped: dict[str, Path] = {}
         for i, entry in enumerate(self.plugin.chain):
+            if entry.path is not None and entry.type == self.plugin.plugin_type:
+                return (f"plugin.chain[{i}].path: would be installed as {entry.type}, over the "
+                        "plugin under test; leave path out to chain the same plugin again")
+            if entry.path is not None and shipped.setdefault(entry.type, entry.path) \
+                    != entry.path:
+                return (f"plugin.chain[{i}].path: another entry ships a different "
+                        f"{entry.type}; one file per type goes to the nodes")
             where = f"plugin.chain[{i}].config"
             problem = value_problem(entry.config) or placeholder_problem(
                 entry.config, tuple(self.network.underlay_nets), self.network.families,

@@ -104,6 +104,17 @@ def test_bad_chain_entries_name_the_key_and_the_fix(tmp_path, extra, expected):
     assert expected in error_of(tmp_path, BASE + extra)
 
 
+def test_a_shipped_chain_entry_never_replaces_another_plugin(tmp_path):
+    over_ours = BASE + '[[plugin.chain]]\ntype = "cnilab"\npath = "/bin/true"\n'
+    assert "over the plugin under test" in error_of(tmp_path, over_ours)
+    twice = BASE + ('[[plugin.chain]]\ntype = "tuning"\npath = "/bin/true"\n'
+                    '[[plugin.chain]]\ntype = "tuning"\npath = "/bin/false"\n')
+    assert "plugin.chain[1].path: another entry ships a different tuning" in error_of(
+        tmp_path, twice)
+    same = BASE + '[[plugin.chain]]\ntype = "tuning"\npath = "/bin/true"\n' * 2
+    assert [e.type for e in load(tmp_path, same).plugin.chain] == ["tuning", "tuning"]
+
+
 def test_a_conflist_in_plugin_config_and_a_chain_are_refused_together(tmp_path):
     text = BASE + 'plugins = [{ type = "ptp" }]\n[[plugin.chain]]\ntype = "tuning"\n'
     assert "both chain plugins" in error_of(tmp_path, text)
