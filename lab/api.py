@@ -114,6 +114,21 @@ def bridge_port(link_line: str, bridges: Sequence[str]) -> bool:
     return any(f" master {bridge} " in link_line for bridge in bridges)
 
 
+@dataclass(frozen=True)
+class AttachOptions:
+    """What a runtime passes with one attachment besides the network config (libcni's
+    RuntimeConf): CNI_ARGS pairs added to the runtime's own, and capability arguments a plugin
+    gets as `runtimeConfig` when its config declares the capability."""
+
+    cni_args: str = ""                  # "IgnoreUnknown=1;IP=10.244.0.50"
+    capability_args: dict[str, Any] = field(default_factory=dict)   # portMappings, mac, …
+    # CNI_IFNAME of this attachment ("": the network's); a pod that exists gets one more
+    ifname: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.cni_args or self.capability_args or self.ifname)
+
+
 @runtime_checkable
 class Pod(Protocol):
     name: str
@@ -139,7 +154,10 @@ class Cluster(Protocol):
 
     def nodes(self) -> list[Node]: ...
 
-    def create_pod(self, name: str, node: str) -> Pod: ...
+    def create_pod(self, name: str, node: str, options: AttachOptions | None = None) -> Pod:
+        """A pod on node attached to the network; options: netns/VM labs only (a Kubernetes
+        cluster refuses them: the kubelet decides what the runtime passes)."""
+        ...
 
     def delete_pod(self, pod: Pod) -> None: ...
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from lab.api import Cluster, LabError, Node, Pod, bridge_port
+from lab.api import AttachOptions, Cluster, LabError, Node, Pod, bridge_port
 
 # One command on the node, four processes: each `ip -batch` prints its sections with the line
 # of `link show dev lo` (always there, always the same) between them, and find lists the data
@@ -263,11 +263,12 @@ class JudgedCluster:
                 for item in sorted(seen.items - self._began[node].items)
                 if (node, item) not in live | known]
 
-    def create_pod(self, name: str, node: str) -> Pod:
+    def create_pod(self, name: str, node: str, options: AttachOptions | None = None) -> Pod:
         test = self._running()
         before = self.snapshots.before(node)
         try:
-            pod = self._cluster.create_pod(name, node)
+            pod = self._cluster.create_pod(name, node, options) if options else \
+                self._cluster.create_pod(name, node)
         except LabError as e:
             failed = e.describe()
         else:

@@ -103,7 +103,8 @@ def test_check_of_a_container_never_added_fails(cluster, nodes, pod_factory):
 
 def _serves(cluster, node, runtime, version):
     """ADD, CHECK and DEL at one cniVersion in a namespace of its own: what went wrong."""
-    config = {**runtime.config, "cniVersion": version}
+    # The plugin under test alone: plugins chained after it claim versions of their own.
+    config = {**plugin_configs(runtime.config)[0], "cniVersion": version}
     spec = replace(cluster.spec, configs={**cluster.spec.configs, node.name: config})
     rt = type(runtime)(node, spec)
     container = f"{cluster.name}-v{version.replace('.', '')}-{secrets.token_hex(3)}"

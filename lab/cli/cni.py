@@ -44,6 +44,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         if name == "add":
             sub.add_argument("--node", default=None,
                              help="the pod's node, once a DEL left no cached attachment")
+        sub.add_argument("--ifname", default=None,
+                         help="the pod's attachment on this interface (default: its first)")
     for name, doc in (("gc", "GC on NODE with its live attachments as the valid ones"),
                       ("status", "STATUS on NODE")):
         sub = subcommands.add_parser(name, parents=common, help=doc)
@@ -56,6 +58,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                       ).completer = _pods_and_nodes  # type: ignore[attr-defined]
     show.add_argument("--command", choices=["CHECK", "DEL", "ADD", *NODE_COMMANDS],
                       default="CHECK", help="the call to show (default CHECK)")
+    show.add_argument("--ifname", default=None,
+                      help="the pod's attachment on this interface (default: its first)")
     return p
 
 
@@ -111,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
                 print(reproducer(calls, command=args.command, pod="", node=args.pod,
                                  lab_argv=lab_argv), end="")
                 return 0
-            pod = find_pod(cluster, args.pod)
+            pod = find_pod(cluster, args.pod, args.ifname)
             refused = check_refused(cluster.cni_version) if args.command == "CHECK" else ""
             if refused:
                 print(f"# a runtime makes no such call: libcni refuses it ({refused});\n"
@@ -126,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
                 raise LabError("ADD by hand is only for netns and VM labs")
             pod = detached(args.pod, args.node)
         else:
-            pod = find_pod(cluster, args.pod)
+            pod = find_pod(cluster, args.pod, args.ifname)
             if what == "add" and args.node and args.node != pod.node:
                 raise LabError(f"pod {pod.name} is on {pod.node}, not {args.node}",
                                hint=f"`lab cni add {pod.name}` (its own node), or "

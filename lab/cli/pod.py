@@ -1,7 +1,10 @@
 """`lab pod add|del|ls|exec`: pods on the lab's nodes by hand, through the same runtime the
 scenarios use (namespaces + libcni-like calls on netns/VM labs, Kubernetes pods on K3s).
 
-    lab pod add NODE NAME      a pod on NODE attached to the network under test
+    lab pod add NODE NAME      a pod on NODE attached to the network under test; on netns/VM
+                               labs with CNI_ARGS (--cni-args) and capability arguments
+                               (--port, --mac, --ip, --bandwidth) as libcni passes them, and
+                               --ifname (a pod that exists gets one more attachment)
     lab pod ls [--json]        the pods, their node, interface and addresses
     lab pod del NAME           DEL and remove it (DEL twice is fine)
     lab pod exec NAME -- CMD   run CMD inside the pod (its exit code is lab's)
@@ -16,6 +19,7 @@ from typing import Any
 
 from lab.api import Cluster, LabError, Pod
 from lab.cli._common import complete_nodes, complete_pods, lab_from
+from lab.cli.attach_options import attach_options
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -29,6 +33,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add.add_argument("node", metavar="NODE", help="the node the pod runs on (`lab status`)"
                      ).completer = complete_nodes  # type: ignore[attr-defined]
     add.add_argument("pod", metavar="NAME", help="the new pod's name (lowercase, digits, '-')")
+    runtime = add.add_argument_group(
+        "what the runtime passes (netns/VM labs)",
+        "capability arguments reach a plugin as runtimeConfig only when its config declares "
+        "the capability, e.g. capabilities = { portMappings = true } (libcni's rule)")
+    runtime.add_argument("--cni-args", metavar="K=V;...", default=None,
+                         help="CNI_ARGS pairs after the runtime's own, e.g. 'IP=10.244.0.50'")
+    runtime.add_argument("--port", metavar="HOST:POD[/PROTO]", action="append", default=[],
+                         help="a portMappings entry (repeatable), e.g. 8080:80/tcp")
+    runtime.add_argument("--mac", default=None, help="the mac capability, e.g. 02:00:00:00:00:42")
+    runtime.add_argument("--ip", metavar="IP", action="append", default=[],
+                         help="the ips capability (repeatable), e.g. 10.244.0.50")
+    runtime.add_argument("--bandwidth", metavar="in=RATE,out=RATE", default=None,
+                         help="the bandwidth capability in bit/s (k, M, G), e.g. in=10M")
+    runtime.add_argument("--ifname", default=None,
+                         help="CNI_IFNAME of the attachment; for a pod that exists, one more "
+                              "attachment into its namespace, e.g. net2")
     ls = subcommands.add_parser("ls", parents=common, help="list the pods")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     delete = subcommands.add_parser("del", parents=common, help="delete a pod (DEL, then remove)")
@@ -63,11 +83,19 @@ def leftover_nodes(cluster: Cluster, name: str) -> list[str]:
     return found
 
 
-def find_pod(cluster: Cluster, name: str) -> Pod:
-    pods = {pod.name: pod for pod in cluster.pods()}
-    if name in pods:
-        return pods[name]
-    known = ", ".join(sorted(pods)) or "none"
+def find_pod(cluster: Cluster, name: str, ifname: str | None = None) -> Pod:
+    """The pod `name`, by the attachment on `ifname` when given (else its first one)."""
+    every = cluster.pods()
+    attachments = [p for p in every if p.name == name]
+    if attachments and ifname is not None:
+        chosen = [p for p in attachments if p.ifname == ifname]
+        if not chosen:
+            raise LabError(f"pod {name} has no attachment on {ifname}",
+                           hint="its interfaces: " + ", ".join(p.ifname for p in attachments))
+        return chosen[0]
+    if attachments:
+        return sorted(attachments, key=lambda p: p.ifname != _first_ifname(cluster))[0]
+    known = ", ".join(sorted({pod.name for pod in every})) or "none"
     left = leftover_nodes(cluster, name)
     if left:
         # netns nodes share /run/netns: every node "has" it, so the user must say which
@@ -77,6 +105,11 @@ def find_pod(cluster: Cluster, name: str) -> Pod:
                        hint=f"name its node: `lab cni add {name} --node {node}` re-attaches "
                             f"it, `lab pod del {name} --node {node}` removes it")
     raise LabError(f"no pod {name!r} in lab {cluster.name}", hint=f"pods: {known}")
+
+
+def _first_ifname(cluster: Cluster) -> str:
+    spec = getattr(cluster, "spec", None)
+    return str(getattr(spec, "ifname", "eth0"))
 
 
 def describe(pod: Pod) -> dict[str, Any]:
@@ -99,10 +132,15 @@ def table(pods: list[dict[str, Any]]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    options = attach_options(cni_args_text=args.cni_args, ports=args.port, mac_text=args.mac,
+                             ips=args.ip, bandwidth_text=args.bandwidth,
+                             ifname=args.ifname) \
+        if args.pod_command == "add" else None     # bad input fails before the lab is read
     with lab_from(args) as lab:
         cluster = lab.cluster()
         if args.pod_command == "add":
-            pod = cluster.create_pod(args.pod, args.node)
+            pod = cluster.create_pod(args.pod, args.node, options) if options else \
+                cluster.create_pod(args.pod, args.node)
             row = describe(pod)
             print(f"{pod.name}\t{pod.node}\t{pod.ifname}\t{','.join(row['ips'])}")
         elif args.pod_command == "del":
@@ -112,9 +150,12 @@ def run(args: argparse.Namespace) -> int:
                 pod = detached(args.pod, args.node)
             else:
                 pod = find_pod(cluster, args.pod)
+            ifnames = sorted({p.ifname for p in cluster.pods() if p.name == pod.name}
+                             | {pod.ifname})
             cluster.delete_pod(pod)
-            print(f"✓ removed pod {pod.name} from {pod.node} (DEL of its {pod.ifname} "
-                  "attachment, then its namespace)", file=sys.stderr)
+            print(f"✓ removed pod {pod.name} from {pod.node} (DEL of its {', '.join(ifnames)} "
+                  f"attachment{'s' if len(ifnames) > 1 else ''}, then its namespace)",
+                  file=sys.stderr)
         elif args.pod_command == "exec":
             return exec_in_pod(cluster, args)
         else:

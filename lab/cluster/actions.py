@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lab.api import Action, ActionContext, LabError, Node, Provider
 from lab.cluster.build import build_plugin
+from lab.cluster.chain import InstallChainedPlugins, chained_executables
 from lab.config import LabConfig
 from lab.nodes.private import private_dir
 from lab.nodes.providers import make_provider, plugin_dir, plugin_executable
@@ -30,6 +31,7 @@ def preflight(config: LabConfig) -> None:
     from lab.runtime.network import base_config
 
     plugin_executable(config)
+    chained_executables(config)
     node_setup_script(config)
     base_config(config)
     if config.k3s is not None:
@@ -241,6 +243,8 @@ class RecordIdentity:
 def build_actions(config: LabConfig, report: object = None) -> list[Action]:
     actions: list[Action] = [RecordIdentity(), InstallPlugin(), *node_setup_actions(config),
                              CheckPluginVersion()]
+    if config.plugin.chain:
+        actions.append(InstallChainedPlugins())
     if config.k3s is not None:
         try:   # the K3s work; loaded only when the config asks for K3s
             k3s_actions = importlib.import_module("lab.kube.actions")

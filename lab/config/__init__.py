@@ -4,7 +4,8 @@
     [[nodes]]  name, role
     [network]  underlay, pod_cidr (one /24 per node, in node order)
     [plugin]   path, type, backend, ifname, config (the CNI network config as a TOML table),
-               node_setup, build, build_timeout
+               node_setup, build, build_timeout; [[plugin.chain]] type, path, config: plugins
+               chained after it (chain.py)
     [libvirt] [podman] [ssh] [existing] [vagrant] [k3s] [multus]: models owned by their
                providers
 
@@ -35,6 +36,7 @@ from pydantic import (
 )
 
 from lab.api import LabError
+from lab.config.chain import PLUGIN_TYPE_RE, ChainedPlugin
 from lab.config.k3s import K3sSettings, MultusSettings
 from lab.config.libvirt import LibvirtSettings
 from lab.config.plugin_config import ifname_problem, placeholder_problem, value_problem
@@ -45,9 +47,6 @@ from lab.config.remote import ExistingSettings, SshSettings, VagrantSettings
 # without '-' in it, "cnilab-a-b-node1" can only ever belong to lab "a", never to lab "a-b".
 LAB_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_]{0,19}")
 NODE_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?")
-# A CNI plugin type is a file name in the CNI bin dir (the spec: a binary name), and it reaches
-# shell lines and paths on the nodes: no path, no shell characters, no leading dot or dash.
-PLUGIN_TYPE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,63}")
 RESERVED_NODE_NAMES = ("sw",)        # the lab switch namespace is "cnilab-<lab>-sw"
 RESERVED_NODE_PREFIX = "pod-"        # pod namespaces are "cnilab-<lab>-pod-*"
 NODE_PREFIX = 24                     # each node gets one /24 of pod_cidr
@@ -162,6 +161,8 @@ class PluginSection(_Strict):
     backend: Literal["host-gw", "vxlan", "none"] | None = None
     ifname: str = "eth0"
     config: dict[str, Any] = Field(default_factory=dict)
+    # Third-party plugins after the plugin under test, in order (one conflist; chain.py)
+    chain: list[ChainedPlugin] = Field(default_factory=list)
     # An executable run as root on every node after the plugin is installed (every `lab up`,
     # so it must be safe to repeat), with NODE_NAME, NODE_IP, NODE_POD_SUBNET, POD_CIDR,
     # NODES and PEERS (JSON) and CNI_BIN_DIR in its environment: a plugin's per-node set-up.
@@ -291,6 +292,9 @@ class LabConfig(_Strict):
             self.lab.provider)
         if problem:
             raise ValueError(problem)
+        problem = self._chain_problem()
+        if problem:
+            raise ValueError(problem)
         if self.plugin.backend is not None and not self.plugin_is_cnilab:
             raise ValueError(f"plugin.backend is a setting of cnilab, not of "
                              f"{self.plugin.plugin_type}: remove it (a plugin's own options go "
@@ -300,6 +304,28 @@ class LabConfig(_Strict):
         return self
 
     # -- derived facts everything else uses ------------------------------------------------------
+    def _chain_problem(self) -> str:
+        if self.plugin.chain and "plugins" in self.plugin.config:
+            return ("plugin.config.plugins and [[plugin.chain]] both chain plugins: keep the "
+                    "plugin under test in [plugin.config] and list the others as "
+                    "[[plugin.chain]] entries")
+        shipped: dict[str, Path] = {}
+        for i, entry in enumerate(self.plugin.chain):
+            if entry.path is not None and entry.type == self.plugin.plugin_type:
+                return (f"plugin.chain[{i}].path: would be installed as {entry.type}, over the "
+                        "plugin under test; leave path out to chain the same plugin again")
+            if entry.path is not None and shipped.setdefault(entry.type, entry.path) \
+                    != entry.path:
+                return (f"plugin.chain[{i}].path: another entry ships a different "
+                        f"{entry.type}; one file per type goes to the nodes")
+            where = f"plugin.chain[{i}].config"
+            problem = value_problem(entry.config) or placeholder_problem(
+                entry.config, tuple(self.network.underlay_nets), self.network.families,
+                self.lab.provider)
+            if problem:
+                return problem.replace("plugin.config", where, 1)
+        return ""
+
     @property
     def source(self) -> Path | None:
         return self._source

@@ -26,7 +26,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.api import Attachment, CommandResult, LabError, NetworkSpec, Node, bridge_port
+from lab.api import (
+    Attachment,
+    AttachOptions,
+    CommandResult,
+    LabError,
+    NetworkSpec,
+    Node,
+    bridge_port,
+)
 from lab.config.k3s import K3sSettings
 from lab.kube import cmdlines, kubeconfig, multus_install, nad, remote
 from lab.kube.airgap import pod_image_of
@@ -328,7 +336,13 @@ class KubeCluster:
         raise LabError(f"no node {name!r} in lab {self.name}",
                        hint=f"nodes: {', '.join(n.name for n in self._nodes)}")
 
-    def create_pod(self, name: str, node: str) -> KubePod:
+    def create_pod(self, name: str, node: str,
+                   options: AttachOptions | None = None) -> KubePod:
+        if options:
+            raise LabError("CNI_ARGS, capability arguments and interface names are the "
+                           "runtime's on a K3s lab (the kubelet and Multus decide what reaches "
+                           "the plugin)",
+                           hint="use them on a netns or VM lab, where `lab` is the runtime")
         self._node(node)
         self.api.create_pod(pod_manifest(
             name, node, lab=self.name, settings=self.settings, spec=self.spec,

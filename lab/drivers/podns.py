@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lab.api import Attachment, CommandResult, LabError, NetworkSpec, Node
+from lab.api import Attachment, AttachOptions, CommandResult, LabError, NetworkSpec, Node
 from lab.runtime.cni_runtime import CachedAttachment, CniCallError, CniRuntime
 
 POD_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$")
@@ -64,6 +64,9 @@ def pod_ips(result: dict[str, Any], ifname: str) -> dict[int, str]:
 class NamespacePodCluster:
     """api.Cluster over namespaces: pods on the lab's nodes, attached by a libcni-like runtime."""
 
+    # pods take CNI_ARGS and capability arguments (AttachOptions): the harness is the runtime
+    takes_attach_options = True
+
     def __init__(self, lab_name: str, nodes: list[Node], spec: NetworkSpec) -> None:
         self.name = lab_name
         self.network_name = spec.name
@@ -95,38 +98,74 @@ class NamespacePodCluster:
         return self._nodes[name]
 
     # -- pods ----------------------------------------------------------------------------
-    def create_pod(self, name: str, node: str) -> NamespacePod:
+    def create_pod(self, name: str, node: str,
+                   options: AttachOptions | None = None) -> NamespacePod:
         if not POD_NAME.match(name):
             raise LabError(f"invalid pod name {name!r}",
                            hint="use lowercase letters, digits and '-', at most 42 characters")
         host = self._node(node)
-        if any(p.name == name for p in self.pods()):
+        options = options or AttachOptions()
+        ifname = options.ifname or self.spec.ifname
+        existing = [p for p in self.pods() if p.name == name]
+        if existing and not options.ifname:
             raise LabError(f"pod {name} already exists", where=node,
-                           hint="delete it first or pick another name")
+                           hint="delete it first, pick another name, or give --ifname to "
+                                "attach it once more")
+        if existing:
+            return self._attach_again(existing, node, ifname, options)
         netns_name = self.pod_prefix + name
         container_id = f"{self.name}-{name}-{secrets.token_hex(4)}"
         self._make_netns(host, netns_name)
         runtime = self._runtimes[node]
         try:
-            result = runtime.add(container_id, netns_path(netns_name),
-                                 cni_args=pod_cni_args(name, container_id))
-            return self._pod(node, netns_name, container_id, result)
+            result = runtime.add(container_id, netns_path(netns_name), ifname,
+                                 cni_args=pod_cni_args(name, container_id, options.cni_args),
+                                 capability_args=options.capability_args)
+            return self._pod(node, netns_name, container_id, result, ifname)
         except BaseException:
             # A runtime tears a failed sandbox down again: DEL, then the namespace.
             with contextlib.suppress(LabError):
-                runtime.delete(container_id, netns=netns_path(netns_name))
+                runtime.delete(container_id, ifname, netns=netns_path(netns_name))
             self._remove_netns(host, netns_name)
             raise
+
+    def _attach_again(self, existing: list[NamespacePod], node: str, ifname: str,
+                      options: AttachOptions) -> NamespacePod:
+        """One more attachment of the network into a pod's namespace, as Multus adds net1,
+        net2: the same container ID, another CNI_IFNAME."""
+        pod = existing[0]
+        if pod.node != node:
+            raise LabError(f"pod {pod.name} is on {pod.node}, not {node}",
+                           hint=f"`lab pod add {pod.node} {pod.name} --ifname {ifname}`")
+        if any(p.ifname == ifname for p in existing):
+            raise LabError(f"pod {pod.name} already has {ifname}", where=node,
+                           hint="give another --ifname, e.g. net2")
+        container_id = pod.attachment.container_id
+        runtime = self._runtimes[node]
+        try:
+            result = runtime.add(
+                container_id, pod.attachment.netns, ifname,
+                cni_args=pod_cni_args(pod.name, container_id, options.cni_args),
+                capability_args=options.capability_args)
+        except BaseException:
+            with contextlib.suppress(LabError):    # the failed attachment only; the pod stays
+                runtime.delete(container_id, ifname, netns=pod.attachment.netns)
+            raise
+        return self._pod(node, pod.netns_name, container_id, result, ifname)
 
     def delete_pod(self, pod: Any) -> None:
         """DEL, then the namespace; a second delete of the same pod is fine."""
         host = self._node(pod.node)
         netns_name = getattr(pod, "netns_name", self.pod_prefix + pod.name)
         exists = host.run(["test", "-e", netns_path(netns_name)]).ok
+        runtime = self._runtimes[pod.node]
+        # every attachment of the pod's container, the extra ones (--ifname) first
+        ifnames = [c.ifname for c in runtime.cached_attachments()
+                   if c.container_id == pod.attachment.container_id and c.ifname != pod.ifname]
         try:
-            self._runtimes[pod.node].delete(
-                pod.attachment.container_id, pod.ifname,
-                netns=netns_path(netns_name) if exists else "")
+            for ifname in [*ifnames, pod.ifname]:
+                runtime.delete(pod.attachment.container_id, ifname,
+                               netns=netns_path(netns_name) if exists else "")
         finally:
             if exists:
                 self._remove_netns(host, netns_name).check(pod.node)
@@ -387,7 +426,9 @@ def netns_path(netns_name: str) -> str:
     return f"/run/netns/{netns_name}"
 
 
-def pod_cni_args(pod_name: str, container_id: str) -> str:
+def pod_cni_args(pod_name: str, container_id: str, extra: str = "") -> str:
     # What Kubernetes runtimes pass; IgnoreUnknown keeps plugins that don't know them happy.
-    return (f"IgnoreUnknown=1;K8S_POD_NAMESPACE=cnilab;K8S_POD_NAME={pod_name};"
-            f"K8S_POD_INFRA_CONTAINER_ID={container_id}")
+    # The caller's own pairs (`lab pod add --cni-args`) come after, as libcni joins Args.
+    own = (f"IgnoreUnknown=1;K8S_POD_NAMESPACE=cnilab;K8S_POD_NAME={pod_name};"
+           f"K8S_POD_INFRA_CONTAINER_ID={container_id}")
+    return f"{own};{extra}" if extra else own

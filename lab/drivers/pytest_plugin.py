@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from lab.api import Cluster, LabError, Node, Pod
+from lab.api import AttachOptions, Cluster, LabError, Node, Pod
 from lab.drivers.probe_record import ProbeRecorder
 from lab.nodes.testinfra_netns import register as register_netns_backend
 from lab.nodes.testinfra_nsenter import register as register_nsenter_backend
@@ -162,16 +162,18 @@ def node_host() -> Callable[[Node], Any]:
 
 @pytest.fixture
 def pod_factory(cluster: Cluster) -> Iterator[Callable[..., Pod]]:
-    """pod_factory(node, prefix="pod") -> a new Pod on node; all are deleted after the test,
-    a pod whose start was interrupted too."""
+    """pod_factory(node, prefix="pod", options=None) -> a new Pod on node (options: CNI_ARGS
+    and capability arguments, netns/VM labs); all are deleted after the test, a pod whose
+    start was interrupted too."""
     made: list[Pod] = []
     starting: list[str] = []
 
-    def make(node: Node | str, prefix: str = "pod") -> Pod:
+    def make(node: Node | str, prefix: str = "pod", options: AttachOptions | None = None) -> Pod:
         node_name = node if isinstance(node, str) else node.name
         name = f"{prefix}-{secrets.token_hex(3)}"
         starting.append(name)      # named before it exists: Ctrl-C mid-start still cleans up
-        pod = cluster.create_pod(name, node_name)
+        pod = cluster.create_pod(name, node_name, options) if options else \
+            cluster.create_pod(name, node_name)
         starting.remove(name)
         made.append(pod)
         return pod

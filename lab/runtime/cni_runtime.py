@@ -4,9 +4,13 @@ Everything goes through `node.run`, so the same code drives a plugin in a netns 
 over SSH. Like libcni it:
 - finds the plugin `<type>` on CNI_PATH and runs it with a minimal environment (no venv on PATH:
   a plugin must cope with what a runtime really gives it), the network config on stdin;
+- runs a conflist's plugins in order for ADD (each gets the previous one's result as
+  `prevResult`), CHECK through all of them, DEL in reverse order;
+- gives a plugin the runtime's capability arguments (portMappings, bandwidth, ips, mac, …) as
+  `runtimeConfig` only when its config declares the capability (libcni's injectRuntimeConfig);
 - caches each ADD result on the node in `<state_dir>/results/<network>-<containerID>-<ifname>`
-  (libcni's `cniCacheV1` layout, netns path included), and hands it back as `prevResult` to
-  CHECK and DEL;
+  (libcni's `cniCacheV1` layout, netns path, CNI_ARGS and capability arguments included), and
+  hands it back as `prevResult` (and the same arguments) to CHECK and DEL;
 - sends GC the attachments it still has cached as `cni.dev/valid-attachments`;
 - skips GC and STATUS for configs older than 1.1.0; refuses CHECK for those older than 0.4.0
   without calling the plugin, as libcni does.
@@ -18,7 +22,7 @@ import base64
 import json
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lab.api import Attachment, CommandResult, LabError, NetworkSpec, Node
@@ -90,6 +94,17 @@ def plugin_configs(config: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**plugin, **shared} for plugin in config["plugins"]]
 
 
+def with_runtime_config(conf: dict[str, Any],
+                        capability_args: dict[str, Any] | None) -> dict[str, Any]:
+    """`conf` with `runtimeConfig` holding the capability arguments it declares it takes, as
+    libcni injects them: a plugin without `"capabilities": {"mac": true}` never sees the mac."""
+    declared = conf.get("capabilities")
+    if not capability_args or not isinstance(declared, dict):
+        return conf
+    wanted = {cap: value for cap, value in capability_args.items() if declared.get(cap) is True}
+    return {**conf, "runtimeConfig": wanted} if wanted else conf
+
+
 @dataclass(frozen=True)
 class CachedAttachment:
     """One result cache entry on a node: what ADD returned for an attachment."""
@@ -100,6 +115,7 @@ class CachedAttachment:
     netns: str
     cni_args: str
     result: dict[str, Any]
+    capability_args: dict[str, Any] = field(default_factory=dict)
 
     def attachment(self, node: str) -> Attachment:
         return Attachment(self.container_id, self.ifname, node, self.netns)
@@ -124,18 +140,25 @@ class CniRuntime:
 
     # -- the CNI commands ---------------------------------------------------------------
     def add(self, container_id: str, netns: str, ifname: str | None = None,
-            cni_args: str = "") -> dict[str, Any]:
-        """ADD through every plugin of the config; caches and returns the final result."""
+            cni_args: str = "", capability_args: dict[str, Any] | None = None
+            ) -> dict[str, Any]:
+        """ADD through every plugin of the config, each given the previous one's result as
+        prevResult; caches and returns the last one's result (libcni's AddNetworkList)."""
         ifname = ifname or self.spec.ifname
         prev: dict[str, Any] | None = None
-        for conf in plugin_configs(self.config):
+        for conf in self._plugin_configs(capability_args):
             if prev is not None:
                 conf["prevResult"] = prev
             prev = self._invoke("ADD", conf, container_id, netns, ifname, cni_args) or {}
         result = prev or {}
         self._write_cache(CachedAttachment(container_id, ifname, self.spec.name, netns,
-                                           cni_args, result))
+                                           cni_args, result, dict(capability_args or {})))
         return result
+
+    def _plugin_configs(self, capability_args: dict[str, Any] | None
+                        ) -> list[dict[str, Any]]:
+        return [with_runtime_config(conf, capability_args)
+                for conf in plugin_configs(self.config)]
 
     def check(self, container_id: str, ifname: str | None = None) -> None:
         """CHECK with the cached ADD result as prevResult; raises CniCallError on a mismatch."""
@@ -148,7 +171,7 @@ class CniRuntime:
         refused = check_refused(self.cni_version)
         if refused:     # libcni's CheckNetwork(List) fails before calling any plugin
             raise CniCallError("CHECK", self.node.name, code=1, msg=refused)
-        for conf in plugin_configs(self.config):
+        for conf in self._plugin_configs(cached.capability_args):
             conf["prevResult"] = cached.result
             self._invoke("CHECK", conf, container_id, cached.netns, ifname, cached.cni_args)
 
@@ -159,7 +182,7 @@ class CniRuntime:
         cached = self.cached(container_id, ifname)
         if netns is None:
             netns = cached.netns if cached else ""
-        for conf in reversed(plugin_configs(self.config)):
+        for conf in reversed(self._plugin_configs(cached.capability_args if cached else None)):
             if cached is not None and version_tuple(self.cni_version) >= (0, 4, 0):
                 conf["prevResult"] = cached.result
             self._invoke("DEL", conf, container_id, netns, ifname,
@@ -244,7 +267,7 @@ class CniRuntime:
             "kind": CACHE_KIND, "containerId": entry.container_id, "ifName": entry.ifname,
             "networkName": entry.network, "netns": entry.netns, "cniArgs": entry.cni_args,
             "config": base64.b64encode(json.dumps(self.config).encode()).decode(),
-            "result": entry.result,
+            "capabilityArgs": entry.capability_args, "result": entry.result,
         }
         path = self._cache_path(entry.container_id, entry.ifname)
         self.node.run(["sh", "-c", _WRITE_FILE, "sh", self.results_dir, path],
@@ -261,7 +284,8 @@ class CniRuntime:
         return CachedAttachment(
             container_id=str(doc.get("containerId", "")), ifname=str(doc.get("ifName", "")),
             network=str(doc.get("networkName", "")), netns=str(doc.get("netns", "")),
-            cni_args=str(doc.get("cniArgs", "")), result=doc.get("result") or {})
+            cni_args=str(doc.get("cniArgs", "")), result=doc.get("result") or {},
+            capability_args=doc.get("capabilityArgs") or {})
 
     # -- running the plugin -------------------------------------------------------------
     def plugin_path(self, plugin_type: str) -> str:
@@ -299,7 +323,7 @@ class CniRuntime:
             raise LabError(f"no cached ADD result for {container_id}/{ifname}",
                            where=self.node.name,
                            hint=f"looked in {self._cache_path(container_id, ifname)}")
-        confs = plugin_configs(self.config)
+        confs = self._plugin_configs(cached.capability_args if cached else None)
         if command == "DEL":
             confs.reverse()
         calls = []

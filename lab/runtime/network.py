@@ -15,6 +15,7 @@ from typing import Any
 
 from lab.api import LabError, NetworkSpec, Node
 from lab.config import LabConfig
+from lab.config.chain import conflist
 from lab.nodes.providers import plugin_dir
 from lab.runtime.cni_runtime import version_tuple
 
@@ -152,6 +153,13 @@ def pod_mtu(raw: dict[str, Any], ours: bool, v6_underlay_only: bool = False) -> 
     return mtu if isinstance(mtu, int) else None
 
 
+def node_cni_path(config: LabConfig, node: Node) -> str:
+    """CNI_PATH on a node: the plugin under test (and shipped chained plugins) first, then
+    Debian's host-local & co. (the lab image and netns hosts have containernetworking-plugins;
+    /opt/cni/bin may hold other IPAMs)."""
+    return f"{plugin_dir(config.lab.provider, node)}:{REFERENCE_PLUGIN_DIR}"
+
+
 def network_spec(config: LabConfig, nodes: Sequence[Node]) -> NetworkSpec:
     if not nodes:
         raise LabError("the lab has no nodes", hint="run `lab up` first")
@@ -168,18 +176,18 @@ def network_spec(config: LabConfig, nodes: Sequence[Node]) -> NetworkSpec:
     node_local = config.lab.provider == "netns"
     configs, cni_paths = {}, {}
     for node in nodes:
-        conf = _substitute(raw, *node_variables(config, nodes, node))
+        variables = node_variables(config, nodes, node)
+        conf = _substitute(raw, *variables)
         if node_local:
             ipam = conf.get("ipam")
             if isinstance(ipam, dict) and ipam.get("type") == "host-local":
                 ipam.setdefault("dataDir", f"{node.state_dir}/ipam")
             if ours:
                 conf.setdefault("logFile", f"{node.state_dir}/cnilab.log")
-        configs[node.name] = conf
-        bin_dir = plugin_dir(config.lab.provider, node)
-        # The plugin under test first, then Debian's host-local & co. (the lab image and
-        # netns hosts have containernetworking-plugins; /opt/cni/bin may hold other IPAMs).
-        cni_paths[node.name] = f"{bin_dir}:{REFERENCE_PLUGIN_DIR}"
+        chained = [_substitute(entry.plugin_conf(), *variables)
+                   for entry in config.plugin.chain]
+        configs[node.name] = conflist(conf, chained)
+        cni_paths[node.name] = node_cni_path(config, node)
 
     first = nodes[0].name
     return NetworkSpec(name=raw["name"], plugin_type=raw["type"], ifname=config.plugin.ifname,

@@ -240,13 +240,19 @@ def _route_collision(conf: NetConf, call: Call, pod: Any, index: int,
                + (f", typically {dev}'s default route when {call.ifname} is a secondary "
                   "network" if default else ""))
         pods = _pod_cidr(conf, gateways, ipaddress.ip_network(dst).version)
+        if dst in {str(g.subnet) for g in gateways}:
+            # our own subnet route, not one of ipam.routes: the pod has this subnet already
+            fix = (f"{dst} is this network's pod subnet and {dev} already routes it: a pod "
+                   f"takes one attachment per subnet; attach another network (its own pod "
+                   f"subnet) as {call.ifname}")
+        else:
+            fix = (f"route only the pod CIDR over {call.ifname}: set ipam.routes to "
+                   f'[{{"dst": "{pods}"}}] instead of {dst}'
+                   + (" (the default route stays on the primary interface)"
+                      if default else ""))
         return CniError(NETLINK_FAILURE,
                         f"configuring {call.ifname} in the pod: route {ours[dst]} dev "
-                        f"{call.ifname} collides: {why}",
-                        f"route only the pod CIDR over {call.ifname}: set ipam.routes to "
-                        f'[{{"dst": "{pods}"}}] instead of {dst}'
-                        + (" (the default route stays on the primary interface)"
-                           if default else ""))
+                        f"{call.ifname} collides: {why}", fix)
     return None
 
 

@@ -93,6 +93,28 @@ def test_a_secondary_network_routing_default_over_net1_names_the_collision(
     assert "default via 10.42.0.1 dev eth0" in " ".join(routes(pod_ns))
 
 
+def test_the_same_subnet_on_a_second_interface_says_so_not_to_edit_routes(
+        node_ns, pod_ns, make_netns, ipam_dir):
+    """`lab pod add --ifname net2` of the network a pod already has on eth0: the collision is
+    our own subnet route, which no ipam.routes change can avoid; the hint must not offer one."""
+    other = make_netns("same")
+    ns_run(pod_ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "p0",
+           "netns", other, check=True)
+    ns_run(pod_ns, "ip", "addr", "add", "10.42.0.7/24", "dev", "eth0", check=True)
+    ns_run(pod_ns, "ip", "link", "set", "eth0", "up", check=True)
+    ns_run(pod_ns, "ip", "route", "add", "10.250.20.0/24", "via", "10.42.0.1", "dev", "eth0",
+           check=True)
+    conf = host_local_conf(ipam_dir, "10.250.20.0/24")
+    conf["ipam"]["routes"] = []
+    add = run_plugin(node_ns, "ADD", conf, netns=pod_ns, ifname="net2")
+    assert add.returncode == 1 and add.json["code"] == 102, add
+    msg, details = add.json["msg"], add.json["details"]
+    assert "route 10.250.20.0/24 via 10.250.20.1 dev net2 collides" in msg, msg
+    assert "is this network's pod subnet and eth0 already routes it" in details, details
+    assert "ipam.routes" not in details, details
+    assert links(node_ns) == ["lo"] and leases(ipam_dir, "cnp1net") == []
+
+
 def test_del_removes_a_host_veth_an_add_killed_before_naming_it(node_ns, pod_ns, ipam_dir):
     """What SIGKILL between creating the pair and setting the alias leaves: our name, no
     alias, the peer in the pod. DEL takes it (and the lease) away."""

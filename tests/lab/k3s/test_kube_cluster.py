@@ -434,3 +434,16 @@ def test_an_earlier_pods_events_under_the_same_name_are_not_this_pods():
     assert own_events([old, new], pod) == [new]
     assert pod_failure(pod, own_events([old, new], pod)) is None
     assert own_events([old], {"metadata": {}}) == [old]     # no uid yet: nothing to tell by
+
+
+def test_runtime_arguments_are_refused_where_the_kubelet_is_the_runtime(k3s_lab):
+    from lab.api import AttachOptions
+
+    lab, _ = k3s_lab
+    api = StandInApi([])
+    cluster = KubeCluster(lab, api=api)
+    for options in (AttachOptions(cni_args="IP=10.244.0.5"), AttachOptions(ifname="net2"),
+                    AttachOptions(capability_args={"mac": "02:00:00:00:00:01"})):
+        with pytest.raises(LabError) as info:
+            cluster.create_pod("p", "node1", options)
+        assert "use them on a netns or VM lab" in info.value.describe()
