@@ -8,7 +8,6 @@ its ADD result gave it.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import re
 import secrets
@@ -18,12 +17,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lab.api import Attachment, AttachOptions, CommandResult, LabError, NetworkSpec, Node
+from lab.drivers.readings import (
+    LIST_LEASES,
+    ipam_dir_of,
+    parse_leases,
+    plugin_under_test,
+    pod_subnet_of,
+    pod_veths,
+)
 from lab.runtime.cni_runtime import CachedAttachment, CniCallError, CniRuntime
 
 POD_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$")
-DEFAULT_IPAM_DIR = "/var/lib/cni/networks"
-_LIST_LEASES = ('cd "$1" 2>/dev/null || exit 0; for f in *; do [ -f "$f" ] && '
-                'printf "%s\\t%s\\n" "$f" "$(head -c 300 "$f" | tr "\\r\\n" "  ")"; done; true')
 
 
 @dataclass(frozen=True)
@@ -312,71 +316,25 @@ class NamespacePodCluster:
         """veth links in the node's namespace except its underlay: the pods' host ends."""
         host = self._node(node)
         links = host.run(["ip", "-o", "link", "show", "type", "veth"]).check(node).stdout
-        underlay = set()
         addrs = host.run(["ip", "-o", "-4", "addr", "show"]).check(node).stdout
-        for line in addrs.splitlines():
-            parts = line.split()
-            if len(parts) > 3 and parts[3].split("/")[0] == host.address:
-                underlay.add(parts[1])
-        names = []
-        for line in links.splitlines():
-            parts = line.split(":", 2)
-            if len(parts) < 3:
-                continue
-            name = parts[1].strip().split("@", 1)[0]
-            if name not in underlay:
-                names.append(name)
-        return sorted(names)
+        return pod_veths(links, addrs, host.address)
 
     def ipam_leases(self, node: str) -> dict[str, str]:
         """host-local's lease files on node: IP -> container ID."""
         host = self._node(node)
-        res = host.run(["sh", "-c", _LIST_LEASES, "sh", self.ipam_dir(node)]).check(node)
-        leases = {}
-        for line in res.stdout.splitlines():
-            name, _, content = line.partition("\t")
-            try:
-                ipaddress.ip_address(name)
-            except ValueError:
-                continue  # lock, last_reserved_ip.N
-            leases[name] = content.split()[0] if content.split() else ""
-        return leases
+        res = host.run(["sh", "-c", LIST_LEASES, "sh", self.ipam_dir(node)]).check(node)
+        return parse_leases(res.stdout)
 
     def ipam_dir(self, node: str) -> str:
-        ipam = self._plugin_conf(node).get("ipam") or {}
-        data_dir = str(ipam.get("dataDir") or DEFAULT_IPAM_DIR)
-        return f"{data_dir.rstrip('/')}/{self.spec.name}"
+        return ipam_dir_of(self._plugin_conf(node), self.spec.name)
 
     def pod_subnet(self, node: str, family: int | None = None) -> str:
-        """The CIDR pods on node get addresses from in family (default: the primary one):
-        cnilab's nodes[], the IPAM ranges, a plugin's own top-level keys, else the lab's own
-        split of pod_cidr."""
         family = family or self.spec.families[0]
-        conf = self._plugin_conf(node)
-        candidates: list[str] = []
-        for item in conf.get("nodes") or []:
-            if isinstance(item, dict) and item.get("name") == node:
-                candidates += [str(s) for s in item.get("podSubnets") or []]
-                candidates += [str(item["podSubnet"])] if item.get("podSubnet") else []
-        ipam = conf.get("ipam") or {}
-        for range_set in ipam.get("ranges") or []:
-            candidates += [str(rng["subnet"]) for rng in range_set if rng.get("subnet")]
-        candidates += [str(ipam["subnet"])] if ipam.get("subnet") else []
-        candidates += [str(conf[key]) for key in ("podSubnet", "subnet")   # plugins' own keys
-                       if isinstance(conf.get(key), str)]
-        candidates += list(self.spec.pod_subnets.get(node, {}).values())
-        for candidate in candidates:
-            with contextlib.suppress(ValueError):
-                if ipaddress.ip_network(candidate, strict=False).version == family:
-                    return candidate
-        raise LabError(f"cannot tell the IPv{family} pod subnet of {node} from the network "
-                       "config", hint="give the node a podSubnet or ipam.ranges")
+        return pod_subnet_of(self._plugin_conf(node), node, family,
+                             self.spec.pod_subnets.get(node, {}))
 
     def _plugin_conf(self, node: str) -> dict[str, Any]:
-        config = self.spec.configs.get(node, {})
-        if "plugins" in config:
-            return dict(config["plugins"][0]) if config["plugins"] else {}
-        return config
+        return plugin_under_test(self.spec.configs.get(node, {}))
 
     def plugin_calls(self) -> list[str]:
         """The runtime's last plugin calls on every node, with the plugin's stderr."""
