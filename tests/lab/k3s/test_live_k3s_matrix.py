@@ -91,6 +91,16 @@ def edit_for(combo: Combo, version: str) -> Callable[[str], str]:
     return edit
 
 
+def expected_skips(combo: Combo) -> dict[str, str]:
+    """Skips that are true on this combination: GC needs CNI 1.1.0, which Multus v4.0.x does
+    not speak, nor the network config the harness writes for a primary network (a runtime's
+    conflist stays at 1.0.0: lab.config.k3s.runtime_max_cni_version)."""
+    if combo.multus == "v4.0.2" or combo.multus is None:
+        return {"test_gc_removes_a_leaked_attachment_and_keeps_live_ones":
+                "GC exists from CNI 1.1.0"}
+    return {}
+
+
 def record(combo: Combo, figures: dict[str, object], record_property) -> None:
     for key, value in figures.items():
         record_property(key, value)
@@ -140,5 +150,5 @@ def test_combination_comes_up_passes_the_suites_and_deploys(combo: Combo, tmp_pa
                         "suites failed": len(result.failed),
                         "deploy seconds": round(deploy_s, 1)})
         record(combo, figures, record_property)
-        assert_suite_passed(result, {})
+        assert_suite_passed(result, expected_skips(combo))
         assert len(result.passed) >= 10, result
