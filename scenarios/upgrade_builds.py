@@ -6,9 +6,10 @@ The old build (`--lab-upgrade-from`, else the lab's plugin) makes the first pods
 the everyday case: "from the last release to what I am working on". Naming neither judges a
 re-deploy of the lab's plugin as another file, which only means something when the bytes
 differ (a deploy of the same bytes replaces nothing): ours is rebuilt (`python -m
-plugin.build`, another build id), a text script is copied with a comment line appended, and
-anything else (an ELF binary, a script carrying an archive) cannot be changed safely without
-its source, so the scenario skips and says which option to give.
+plugin.build`, another build id), a text script is copied with a comment line appended, an
+ELF executable with bytes appended past its end, and anything else (a script carrying an
+archive, an unknown format) cannot be changed safely without its source: the scenario skips
+and says which option to give.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from lab.config import CNILAB_MARK
 
 BUILD_TIMEOUT = 300.0     # seconds `python -m plugin.build` may take (about one here)
+SECOND_BUILD_LINE = b"# cnilab: a second build for the upgrade scenario\n"
 
 
 class NoUpgrade(Exception):
@@ -68,16 +70,23 @@ def second_build(lab: Build, workdir: Path) -> Build:
     if is_ours(data):
         return rebuild_ours(lab, workdir)
     if data.startswith(b"#!") and b"\0" not in data:
-        copy = workdir / "second-build"
-        tail = b"" if data.endswith(b"\n") else b"\n"
-        copy.write_bytes(data + tail + b"# cnilab: a second build for the upgrade scenario\n")
-        copy.chmod(0o755)
-        return build_of(copy, f"{lab.origin} with a comment line appended, as {copy}")
-    kind = "an ELF executable" if data.startswith(b"\x7fELF") else "not a text script"
-    raise NoUpgrade(f"not applicable: no second build of {lab.origin} to upgrade to: it is "
-                    f"{kind}, and changing its bytes without its source could break it; pass "
-                    "--lab-upgrade-to PATH (another build of it) or --lab-upgrade-from PATH "
-                    "(an older one)")
+        tail, how = (b"" if data.endswith(b"\n") else b"\n") + SECOND_BUILD_LINE, \
+            "a comment line appended"
+    elif data.startswith(b"\x7fELF"):
+        # The loader maps only what the program headers name: bytes past the end are never
+        # read (a binary that checksums its own file would notice: name a build then).
+        tail, how = b"\0" + SECOND_BUILD_LINE, "bytes appended past its end"
+    else:
+        kind = "a script carrying binary data" if data.startswith(b"#!") else \
+            "neither a script nor an ELF executable"
+        raise NoUpgrade(f"not applicable: no second build of {lab.origin} to upgrade to: it "
+                        f"is {kind}, and changing its bytes without its source could break "
+                        "it; pass --lab-upgrade-to PATH (another build of it) or "
+                        "--lab-upgrade-from PATH (an older one)")
+    copy = workdir / "second-build"
+    copy.write_bytes(data + tail)
+    copy.chmod(0o755)
+    return build_of(copy, f"{lab.origin} with {how}, as {copy}")
 
 
 def rebuild_ours(lab: Build, workdir: Path) -> Build:

@@ -40,14 +40,24 @@ def test_the_shell_example_copy_still_answers_version(tmp_path):
     assert version.returncode == 0 and '"supportedVersions"' in version.stdout
 
 
-def test_a_binary_plugin_is_skipped_naming_the_options(tmp_path):
-    binary = tmp_path / "ptp"
-    shutil.copyfile("/bin/true", binary)
+def test_a_binary_plugin_gets_bytes_past_its_end_and_still_runs(tmp_path):
+    binary = tmp_path / "echo"
+    shutil.copyfile("/bin/echo", binary)
     binary.chmod(0o755)
+    pair = upgrade_pair(binary, None, None, tmp_path)
+    assert pair.new.sha256 != pair.lab.sha256 and "appended past its end" in pair.new.origin
+    said = subprocess.run([str(pair.new.path), "still", "runs"], capture_output=True, text=True)
+    assert (said.returncode, said.stdout) == (0, "still runs\n")
+
+
+def test_a_script_carrying_binary_data_is_skipped_naming_the_options(tmp_path):
+    carrier = tmp_path / "sfx"
+    carrier.write_bytes(b"#!/bin/sh\nexit 0\nPK\x03\x04\0\0payload")
+    carrier.chmod(0o755)
     with pytest.raises(NoUpgrade) as caught:
-        upgrade_pair(binary, None, None, tmp_path)
+        upgrade_pair(carrier, None, None, tmp_path)
     said = str(caught.value)
-    assert "an ELF executable" in said and "--lab-upgrade-to PATH" in said
+    assert "a script carrying binary data" in said and "--lab-upgrade-to PATH" in said
     assert said.startswith("not applicable")
 
 
