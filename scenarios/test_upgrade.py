@@ -53,31 +53,33 @@ def upgrade(lab: Any, cluster: Any, pytestconfig: pytest.Config,
     except ValueError as e:
         pytest.fail(str(e), pytrace=False)
     print(pair.describe())
-    nodes = [n.name for n in cluster.nodes()]
-    first, others = nodes[0], nodes[1:2]
+    first_node, *other_nodes = cluster.nodes()
+    first, others = first_node.name, [n.name for n in other_nodes[:1]]
     on_the_lab, live = pair.lab, []
     try:
         if pair.old.sha256 != pair.lab.sha256:
+            on_the_lab = pair.old      # before the deploy: a half-done one is undone too
             _deploy(lab, pair.old, "the old build")
-            on_the_lab = pair.old
         roles = [("old-a", first), ("old-b", first), *(("old-c", n) for n in others)]
         old = make_pods(cluster, roles)
         live += old
-        before = host_side(cluster, cluster.nodes()[0])
+        before = host_side(cluster, first_node)
         doomed, = make_pods(cluster, [("old-del", first)])
         live.append(doomed)
-        doomed_made = host_side(cluster, cluster.nodes()[0]) - before
-        _deploy(lab, pair.new, "the new build")
+        doomed_made = host_side(cluster, first_node) - before
         on_the_lab = pair.new
+        _deploy(lab, pair.new, "the new build")
         new = make_pods(cluster, [("new-a", first), *(("new-c", n) for n in others)])
         live += new
         yield Upgrade(pair, {r: p for (r, _), p in zip(roles, old)},
                       {r: p for r, p in zip(("new-a", "new-c"), new)}, doomed, doomed_made,
                       live)
     finally:
-        delete_pods(cluster, live)   # by the new build: what they leave, the ledger says
-        if on_the_lab.sha256 != pair.lab.sha256:
-            _deploy(lab, pair.lab, "the lab's own plugin back:")
+        try:
+            delete_pods(cluster, live)   # by the new build: what they leave, the ledger says
+        finally:
+            if on_the_lab.sha256 != pair.lab.sha256:
+                _deploy(lab, pair.lab, "the lab's own plugin back:")
 
 
 def _probe_pairs(probe: Probes, cluster: Any, pairs: list[tuple[Pod, Pod]], family: int,
