@@ -82,6 +82,12 @@ def upgrade(lab: Any, cluster: Any, pytestconfig: pytest.Config,
                 _deploy(lab, pair.lab, "the lab's own plugin back:")
 
 
+@pytest.fixture(autouse=True)
+def _builds_in_the_report(request: pytest.FixtureRequest, upgrade: Upgrade) -> None:
+    """Which two builds were judged, as a junit property of every upgrade scenario."""
+    request.node.user_properties.append(("upgrade", upgrade.pair.describe()))
+
+
 def _probe_pairs(probe: Probes, cluster: Any, pairs: list[tuple[Pod, Pod]], family: int,
                  what: str, pair: UpgradePair) -> None:
     """ICMP and TCP both ways between each pair, at once; one failure names every miss."""
