@@ -102,10 +102,10 @@ def rebuild_ours(lab: Build, workdir: Path) -> Build:
             raise NoUpgrade(f"not applicable: `python -m plugin.build` took over "
                             f"{BUILD_TIMEOUT:.0f} s; pass --lab-upgrade-to PATH") from None
         if done.returncode != 0:
+            said = (done.stderr or done.stdout).strip()[-300:]
             raise NoUpgrade("not applicable: no second build of our plugin: `python -m "
-                            f"plugin.build {' '.join(flags)}` failed: "
-                            f"{(done.stderr or done.stdout).strip()[-300:]}; pass "
-                            "--lab-upgrade-to PATH")
+                            f"plugin.build {' '.join(flags)}` failed (it builds from a cnilab "
+                            f"checkout): {said}; pass --lab-upgrade-to PATH")
         command = " ".join(["python -m plugin.build", *flags])
         built = build_of(out, f"`{command}` of this harness's source, as {out}")
         if built.sha256 != lab.sha256:

@@ -101,3 +101,15 @@ def test_our_plugin_is_rebuilt_with_another_build_id(tmp_path):
     ids = [b.path.read_bytes().split(b"\n", 2)[1].split()[3] for b in (pair.lab, pair.new)]
     assert ids[0] != ids[1], ids
     assert "plugin.build --no-bytecode" in pair.new.origin
+
+
+def test_ours_without_a_checkout_to_build_from_is_skipped_saying_so(tmp_path, monkeypatch):
+    ours = _script(tmp_path / "cnilab", "#!/bin/sh\n# cnilab build 0123 sha256 4567\n")
+    failing = _script(tmp_path / "python", "#!/bin/sh\necho 'build failed: no pyproject.toml"
+                                           "' >&2; exit 1\n")
+    monkeypatch.setattr(sys, "executable", str(failing))
+    with pytest.raises(NoUpgrade) as caught:
+        upgrade_pair(ours, None, None, tmp_path)
+    said = str(caught.value)
+    assert "failed (it builds from a cnilab checkout): build failed: no pyproject.toml" in said
+    assert "--lab-upgrade-to PATH" in said
