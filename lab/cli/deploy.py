@@ -7,9 +7,10 @@ import argparse
 import time
 from typing import Any
 
-from lab.api import ActionContext, LabError
+from lab.api import LabError
 from lab.cli._common import lab_from
 from lab.cluster.build import build_plugin
+from lab.cluster.deploy import deploy_plugin_file
 from lab.progress import Progress
 
 
@@ -35,16 +36,6 @@ def run(args: argparse.Namespace) -> int:
         nodes = lab.nodes()
         if not nodes:
             raise LabError(f"lab {lab.name} has no nodes", hint="run `lab up` first")
-        if lab.config.k3s is not None:
-            from lab.kube.deploy import deploy_plugin
-
-            deploy_plugin(lab.config, nodes, progress.info)
-        else:   # netns and VM labs: the plugin where the harness's runtime looks for it
-            from lab.cluster.actions import InstallPlugin, node_setup_actions
-
-            ctx = ActionContext(config=lab.config, nodes=nodes,
-                                state_dir=lab.config.harness_dir, report=progress.info)
-            for action in [InstallPlugin(), *node_setup_actions(lab.config)]:
-                action.run(ctx)
+        deploy_plugin_file(lab.config, nodes, progress.info)
     progress.info(f"deployed in {time.monotonic() - started:.1f}s")
     return 0

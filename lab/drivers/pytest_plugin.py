@@ -51,6 +51,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--lab-report", default=None, metavar="PATH",
                     help="write the run's HTML summary (connectivity matrix, scenario groups, "
                          "failures) here (default: beside --junitxml, as <stem>.html)")
+    group.addoption("--lab-upgrade-from", default=None, metavar="PATH",
+                    help="the upgrade scenario's old build: the plugin file its first pods "
+                         "are made by (default: the lab's plugin.path)")
+    group.addoption("--lab-upgrade-to", default=None, metavar="PATH",
+                    help="the upgrade scenario's new build, deployed over the old one as "
+                         "`lab deploy` does (default: the lab's plugin.path; when neither is "
+                         "given, a byte-different second build of it)")
 
 
 def pytest_configure(config: pytest.Config) -> None:

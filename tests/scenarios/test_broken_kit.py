@@ -33,6 +33,9 @@ SAME_ICMP = "test_same_node_pod_to_pod_icmp_both_directions"
 NODE_OWN = "test_same_node_node_reaches_its_pods"
 MTU = "test_pod_mtu_is_the_configured_one"
 CROSS_ICMP = "test_cross_node_pod_to_pod_icmp_both_directions"
+UPGRADE_KEEPS = "test_upgrade_same_node_old_pods_keep_traffic"
+UPGRADE_CHECK = "test_upgrade_check_by_the_new_build_passes_on_old_pods"
+UPGRADE_DEL = "test_upgrade_del_by_the_new_build_removes_what_the_old_build_made"
 
 # broken plugin -> (the scenario meant to catch it, what its message must say)
 CAUGHT_BY: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -72,7 +75,18 @@ CAUGHT_BY: dict[str, tuple[str, tuple[str, ...]]] = {
     "shell-no-default-route": (SAME_ICMP, ("diagnosis: pod ", "has no route to")),
     "shell-no-host-route": (NODE_OWN, ("diagnosis: node1 has no route to",)),
     "shell-leaks-lease": (DEL, ("still has what its ADD made", "/10.244.0.")),
+    "cnilab-upgrade-flushes-pod-routes-on-add": (UPGRADE_KEEPS, (
+        "pods the old build made on one node lost traffic",
+        "diagnosis: node1 has no route to 10.244.0.")),
+    "shell-upgrade-check-refuses-old-results": (UPGRADE_CHECK, (
+        "the new build's CHECK failed on pods the old build made",
+        "prevResult lists no host-side interface")),
+    "shell-upgrade-dels-only-its-own-veth-names": (UPGRADE_DEL, (
+        "the new build's DEL of pod old-del-", "what the old build's ADD made", "link mp")),
 }
+# New builds: the lab starts with the unbroken plugin of their base and the upgrade scenario
+# deploys the broken one over it (--lab-upgrade-to).
+NEW_BUILDS = {p for p in CAUGHT_BY if "-upgrade-" in p}
 UNBROKEN = {"ptp": "/usr/lib/cni/ptp", "cnilab": str(ROOT / "dist" / "cnilab"),
             "shell": str(ROOT / "examples" / "shell-plugin" / "myptp")}
 NOISE = ("CommandResult(", "Traceback", "assert False")
@@ -105,8 +119,10 @@ def _base(plugin: str) -> str:
     return plugin.split("-", 1)[0]
 
 
-def _judge(plugin: str, path: str, scenarios: list[str], tmp: Path) -> Verdict:
-    """lab up with `path` as the plugin, the scenarios, lab down: always, whatever failed."""
+def _judge(plugin: str, path: str, scenarios: list[str], tmp: Path,
+           upgrade_to: str | None = None) -> Verdict:
+    """lab up with `path` as the plugin, the scenarios (the upgrade one to `upgrade_to` when
+    given), lab down: always, whatever failed."""
     name = f"t4{secrets.token_hex(3)}"
     work = tmp / plugin
     work.mkdir()
@@ -125,7 +141,8 @@ def _judge(plugin: str, path: str, scenarios: list[str], tmp: Path) -> Verdict:
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "scenarios/",
              "--lab-config", str(config), "--lab-name", name, f"--junitxml={junit}",
              f"--lab-logs-dir={work / 'logs'}", "-q", "-o", "addopts=--strict-markers",
-             "-k", " or ".join(scenarios)],
+             "-k", " or ".join(scenarios),
+             *(["--lab-upgrade-to", upgrade_to] if upgrade_to else [])],
             cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
         outcomes: dict[str, str] = {}
         if junit.exists():
@@ -170,10 +187,15 @@ def test_the_kit_has_a_plugin_for_every_defect_and_covers_every_base():
 
 def test_each_broken_plugin_is_caught_by_the_scenario_meant_for_it(tmp_path):
     _need_plugin_build()
+    def judge(plugin: str) -> Verdict:
+        made = _kit_plugin(plugin, tmp_path)
+        if plugin in NEW_BUILDS:
+            return _judge(plugin, UNBROKEN[_base(plugin)], [CAUGHT_BY[plugin][0]], tmp_path,
+                          upgrade_to=made)
+        return _judge(plugin, made, [CAUGHT_BY[plugin][0]], tmp_path)
+
     with ThreadPoolExecutor(max_workers=3) as pool:
-        verdicts = list(pool.map(
-            lambda p: _judge(p, _kit_plugin(p, tmp_path), [CAUGHT_BY[p][0]], tmp_path),
-            sorted(CAUGHT_BY)))
+        verdicts = list(pool.map(judge, sorted(CAUGHT_BY)))
     missed = []
     for verdict in verdicts:
         scenario, words = CAUGHT_BY[verdict.plugin]
