@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -152,3 +153,35 @@ def test_combination_comes_up_passes_the_suites_and_deploys(combo: Combo, tmp_pa
         record(combo, figures, record_property)
         assert_suite_passed(result, expected_skips(combo))
         assert len(result.passed) >= 10, result
+
+
+def test_the_go_plugin_as_the_cluster_network(tmp_path: Path, record_property):
+    """examples/k3s-podman-go-plugin.toml: the Go plugin built by `lab up`, judged through pods
+    as K3s's only network, and `lab deploy` rebuilding it."""
+    if shutil.which("go") is None:
+        pytest.skip("the Go plugin example needs the Go toolchain (`go` on PATH, 1.24 or newer)")
+    require_podman()
+    _binary, version = k3s_input(35)
+    folder = airgap_from_inputs(tmp_path / "airgap", version)
+    examples = REPO / "examples"
+
+    def ours(text: str) -> str:     # the copy lives elsewhere: its relative paths made absolute
+        text = text.replace('version = "v1.35.0+k3s1"', f'version = "{version}"')
+        return (text.replace('"go-plugin/', f'"{examples}/go-plugin/')
+                .replace("cd go-plugin &&", f"cd {examples}/go-plugin &&"))
+
+    with podman_lab("k3s-podman-go-plugin.toml", tmp_path, NEEDS, folder=folder,
+                    edit=ours) as live:
+        result = run_scenarios(live, tmp_path)
+        started = time.monotonic()
+        deployed = live.lab("deploy", timeout=600)
+        deploy_s = time.monotonic() - started
+        assert deployed.returncode == 0, deployed.stderr
+        assert "go build" in deployed.stdout + deployed.stderr, deployed.stderr
+        record(Combo(35, None, "go-ptp"), {"k3s": version, "up: total": round(live.up_seconds, 1),
+                                           "suites seconds": round(result.seconds, 1),
+                                           "suites passed": len(result.passed),
+                                           "deploy seconds": round(deploy_s, 1)},
+               record_property)
+        assert_suite_passed(result, expected_skips(Combo(35, None, "")))
+        assert len(result.passed) >= 20, result
