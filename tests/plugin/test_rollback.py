@@ -62,17 +62,22 @@ def test_route_conflict_in_the_pod_rolls_back(node_ns, pod_ns, ipam_dir):
     assert leases(ipam_dir, "cnp1net") == []
 
 
+def _cluster_eth0(pod_ns, peer_ns, route_dst):
+    """The pod's eth0 as a cluster network leaves it: 10.42.0.7/24 and a route to route_dst
+    via 10.42.0.1, before a secondary network's ADD."""
+    ns_run(pod_ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "p0",
+           "netns", peer_ns, check=True)
+    ns_run(pod_ns, "ip", "addr", "add", "10.42.0.7/24", "dev", "eth0", check=True)
+    ns_run(pod_ns, "ip", "link", "set", "eth0", "up", check=True)
+    ns_run(pod_ns, "ip", "route", "add", route_dst, "via", "10.42.0.1", "dev", "eth0",
+           check=True)
+
+
 def test_a_secondary_network_routing_default_over_net1_names_the_collision(
         node_ns, pod_ns, make_netns, ipam_dir):
     """What Multus does: eth0 (the cluster network) holds the pod's default route, then a
     secondary network's ADD for net1 whose IPAM routes include 0.0.0.0/0."""
-    primary = make_netns("prim")
-    ns_run(pod_ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "p0",
-           "netns", primary, check=True)
-    ns_run(pod_ns, "ip", "addr", "add", "10.42.0.7/24", "dev", "eth0", check=True)
-    ns_run(pod_ns, "ip", "link", "set", "eth0", "up", check=True)
-    ns_run(pod_ns, "ip", "route", "add", "default", "via", "10.42.0.1", "dev", "eth0",
-           check=True)
+    _cluster_eth0(pod_ns, make_netns("prim"), "default")
     before = routes(pod_ns)
     conf = host_local_conf(ipam_dir, "10.250.20.0/24")
     add = run_plugin(node_ns, "ADD", conf, netns=pod_ns, ifname="net1")
@@ -97,13 +102,7 @@ def test_the_same_subnet_on_a_second_interface_says_so_not_to_edit_routes(
         node_ns, pod_ns, make_netns, ipam_dir):
     """`lab pod add --ifname net2` of the network a pod already has on eth0: the collision is
     our own subnet route, which no ipam.routes change can avoid; the hint must not offer one."""
-    other = make_netns("same")
-    ns_run(pod_ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "p0",
-           "netns", other, check=True)
-    ns_run(pod_ns, "ip", "addr", "add", "10.42.0.7/24", "dev", "eth0", check=True)
-    ns_run(pod_ns, "ip", "link", "set", "eth0", "up", check=True)
-    ns_run(pod_ns, "ip", "route", "add", "10.250.20.0/24", "via", "10.42.0.1", "dev", "eth0",
-           check=True)
+    _cluster_eth0(pod_ns, make_netns("same"), "10.250.20.0/24")
     conf = host_local_conf(ipam_dir, "10.250.20.0/24")
     conf["ipam"]["routes"] = []
     add = run_plugin(node_ns, "ADD", conf, netns=pod_ns, ifname="net2")
