@@ -2,6 +2,11 @@
 
     .venv/bin/python -m bench podman -c examples/k3s-podman.toml [--runs 1] [--json]
     .venv/bin/python -m bench podman -c examples/podman.toml --runs 3
+    .venv/bin/python -m bench podman -c examples/k3s-podman-thick.toml --beside-libvirt
+
+--beside-libvirt runs, after each container-node run, the same config on libvirt VMs (the
+provider swapped, a [libvirt] section of 2 vCPUs and 2 GiB per node on an isolated network):
+the same shape, on the same host, in the same run.
 
 Each run brings the config up under its own lab name (a fresh cluster, as CI gets it), times
 each phase of `lab up` from its progress lines, runs `pytest scenarios/` against it, takes it
@@ -55,11 +60,34 @@ def _leftovers(config: Path, name: str) -> list[str]:
     return left
 
 
-def one_run(config: Path, logs: Path) -> dict[str, object]:
-    name = "b21" + secrets.token_hex(3)
+def _vm_leftovers(config: Path, name: str) -> list[str]:
+    domains = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
+                             capture_output=True, text=True, check=False).stdout.split()
+    return [f"domain {d}" for d in domains if d.startswith(f"cnilab-{name}-")]
+
+
+LIBVIRT_SECTION = ('\n[libvirt]\nimage = "cnilab-debian-12"\nforward = "isolated"\n'
+                   'memory_mib = 2048\nvcpus = 2\n')
+
+
+def libvirt_twin(config: Path, folder: Path) -> Path:
+    """The container-node config on libvirt VMs: nothing else changed."""
+    text = config.read_text()
+    if 'provider = "podman"' not in text:
+        raise SystemExit(f"{config}: not a container-node config (provider = \"podman\")")
+    twin = folder / f"{config.stem}-libvirt.toml"
+    text = text.replace('path = "dist/cnilab"', f'path = "{ROOT / "dist" / "cnilab"}"')
+    twin.write_text(text.replace('provider = "podman"', 'provider = "libvirt"')
+                    + LIBVIRT_SECTION)
+    return twin
+
+
+def one_run(config: Path, logs: Path, vm: bool = False) -> dict[str, object]:
+    name = ("b21v" if vm else "b21") + secrets.token_hex(3)
     common = ["-c", str(config), "--name", name]
     up_s, up = _timed([*LAB, "up", *common], 1800)
-    result: dict[str, object] = {"lab": name, "up_s": round(up_s, 1),
+    result: dict[str, object] = {"lab": name, "provider": "libvirt" if vm else "podman",
+                                 "up_s": round(up_s, 1),
                                  "phases": _phases(up.stdout + up.stderr)}
     try:
         if up.returncode != 0:
@@ -77,7 +105,7 @@ def one_run(config: Path, logs: Path) -> dict[str, object]:
         down_s, down = _timed([*LAB, "down", *common], 600)
         result["down_s"] = round(down_s, 1)
         result["down_ok"] = down.returncode == 0
-        result["left"] = _leftovers(config, name)
+        result["left"] = (_vm_leftovers if vm else _leftovers)(config, name)
     return result
 
 
@@ -86,21 +114,32 @@ def main() -> int:
     parser.add_argument("-c", "--config", type=Path, required=True)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--beside-libvirt", action="store_true",
+                        help="also run the same config on libvirt VMs after each run")
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="bench-podman-"))
-    runs = [one_run(args.config, logs) for _ in range(args.runs)]
+    twin = libvirt_twin(args.config, logs) if args.beside_libvirt else None
+    runs = []
+    for _ in range(args.runs):
+        runs.append(one_run(args.config, logs))
+        if twin is not None:
+            runs.append(one_run(twin, logs, vm=True))
     if args.json:
         print(json.dumps(runs, indent=2))
         return 0
     for run in runs:
-        print(f"{run['lab']}: up {run['up_s']} s, suites {run.get('suites_s', '-')} s "
+        print(f"{run['lab']} ({run['provider']}): up {run['up_s']} s, "
+              f"suites {run.get('suites_s', '-')} s "
               f"{run.get('suites', '')}, down {run['down_s']} s, left {run['left'] or 'nothing'}")
         for phase, seconds in dict(run.get("phases") or {}).items():   # type: ignore[call-overload]
             print(f"    {seconds:7.1f} s  {phase}")
         if "error" in run:
             print(run["error"])
     for key, target in TARGETS.items():
-        seen = [float(r[f"{key}_s"]) for r in runs if f"{key}_s" in r]   # type: ignore[arg-type]
-        if seen:
-            print(f"{key}: {min(seen):.1f}-{max(seen):.1f} s (target <= {target:.0f} s)")
+        for provider in ("podman", "libvirt"):
+            seen = [float(r[f"{key}_s"]) for r in runs   # type: ignore[arg-type]
+                    if f"{key}_s" in r and r["provider"] == provider]
+            if seen:
+                print(f"{key} ({provider}): {min(seen):.1f}-{max(seen):.1f} s"
+                      + (f" (target <= {target:.0f} s)" if provider == "podman" else ""))
     return 0 if all(r.get("suites_ok", False) and not r["left"] for r in runs) else 1
