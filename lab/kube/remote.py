@@ -66,10 +66,38 @@ def kubectl(server: Node, *args: str, input: str | None = None, timeout: float =
     return result
 
 
-def apply(server: Node, manifests: Sequence[dict[str, Any]], what: str) -> None:
-    """`kubectl apply` of a List: one call, idempotent, nothing written to disk."""
-    doc = {"apiVersion": "v1", "kind": "List", "items": list(manifests)}
-    kubectl(server, "apply", "-f", "-", input=json.dumps(doc), what=f"cannot apply {what}")
+# kubectl's answers when the API server is busy or restarting, not when the manifest is wrong
+TRANSIENT = ("context deadline exceeded", "Client.Timeout exceeded", "TLS handshake timeout",
+             "connection refused", "the server is currently unable",
+             "etcdserver: request timed out", "i/o timeout", "EOF", "ServiceUnavailable",
+             "Too Many Requests", "the server was unable to return a response")
+APPLY_DEADLINE = 300.0
+
+
+def apply(server: Node, manifests: Sequence[dict[str, Any]], what: str, *,
+          deadline_s: float = APPLY_DEADLINE, poll: float = POLL) -> None:
+    """`kubectl apply` of a List: one call, idempotent, nothing written to disk. No client-side
+    validation: it fetches the whole OpenAPI document first, which a K3s server starved by TCG
+    guests fails to serve in 32 s (our manifests are checked against the schemas in tests).
+    A busy or restarting API server is asked again until deadline_s; a rejected manifest is
+    an error at once."""
+    doc = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(manifests)})
+    argv = cmdlines.kubectl("apply", "--validate=false", "-f", "-")
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            result = server.run(argv, input=doc, timeout=120)
+            output = result.stderr or result.stdout
+        except CommandTimeout as e:
+            result, output = None, f"kubectl did not answer in time ({e.what})"
+        if result is not None and result.ok:
+            return
+        busy = result is None or any(sign in output for sign in TRANSIENT)
+        if not busy or time.monotonic() + poll >= deadline:
+            raise LabError(f"cannot apply {what}", where=server.name, output=output,
+                           hint="the API server stayed busy for "
+                                f"{deadline_s:.0f} s" if busy else "")
+        time.sleep(poll)
 
 
 def wait_until(check: Callable[[], str | None], timeout: float, describe: Callable[[str], LabError],

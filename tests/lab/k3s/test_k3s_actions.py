@@ -612,3 +612,42 @@ def test_snapshotter_is_read_from_each_config_format():
                              "snapshotter = 'stargz'\n") == "stargz"
     assert parse_snapshotter(NEW_CONTAINERD) == "overlayfs"   # none named: containerd's default
     assert parse_snapshotter("not toml [") == "overlayfs"
+
+
+class _ApiServer:
+    """A server node whose kubectl answers from a script: busy, timed out, then as given."""
+
+    name = "node1"
+
+    def __init__(self, answers):
+        self.answers, self.calls = list(answers), []
+
+    def run(self, argv, input=None, timeout=None):
+        from lab.api import CommandResult
+
+        self.calls.append(list(argv))
+        answer = self.answers.pop(0)
+        if answer == "timeout":
+            raise CommandTimeout("kubectl apply", where=self.name)
+        rc, err = answer
+        return CommandResult(tuple(argv), rc, "", err)
+
+
+def test_apply_waits_out_a_busy_api_server_without_fetching_the_openapi_schema():
+    server = _ApiServer([(1, 'error validating "STDIN": ... context deadline exceeded'),
+                         "timeout", (1, "dial tcp 127.0.0.1:6443: connect: connection refused"),
+                         (0, "")])
+    remote.apply(server, [{"kind": "ConfigMap"}], "Multus", poll=0)
+    assert len(server.calls) == 4
+    assert all("--validate=false" in call for call in server.calls), server.calls
+
+
+def test_apply_of_a_rejected_manifest_fails_at_once_and_a_busy_one_at_its_deadline():
+    server = _ApiServer([(1, 'The DaemonSet "x" is invalid: spec.template: Required value')])
+    with pytest.raises(LabError, match="cannot apply Multus") as e:
+        remote.apply(server, [{"kind": "DaemonSet"}], "Multus", poll=0)
+    assert len(server.calls) == 1 and "is invalid" in e.value.output
+    busy = _ApiServer([(1, "TLS handshake timeout")] * 50)
+    with pytest.raises(LabError, match="cannot apply NAD") as e:
+        remote.apply(busy, [], "NAD", deadline_s=0.05, poll=0.01)
+    assert "stayed busy" in e.value.hint
