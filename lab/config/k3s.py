@@ -162,7 +162,9 @@ class MultusSettings(BaseModel):
     # host mode: the thin `multus` binary copied to each node (default: `multus` in the
     # k3s airgap dir)
     binary: Path | None = None
-    ready_timeout: float = 300
+    # the daemonset's image pulled (190 MB thick) and a pod Ready on every node: on three TCG
+    # guests of a 2-core host that outlasted 300 s; sized like [k3s] ready_timeout
+    ready_timeout: float = 600
 
     @field_validator("version")
     @classmethod
