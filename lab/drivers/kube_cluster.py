@@ -23,7 +23,7 @@ import json
 import shlex
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lab.api import (
@@ -211,6 +211,13 @@ def netns_from_inspectp(text: str) -> str:
     return ""
 
 
+def sandbox_netns(node: Node, sandbox_id: str) -> str:
+    """The netns path the runtime gave a pod sandbox (`k3s crictl inspectp`), or ""."""
+    res = node.run([cmdlines.K3S_BIN, "crictl", "inspectp", "-o", "json", sandbox_id],
+                   timeout=120)
+    return netns_from_inspectp(res.stdout) if res.ok else ""
+
+
 def pod_netns_lookup(ip: str) -> str:
     """A node-side sh line printing the name of the runtime's network namespace (CRI names them
     cni-*) that holds ip: found by address, since older libcni caches do not record the
@@ -253,11 +260,7 @@ class LibcniRuntime(CniRuntime):
     def cached(self, container_id: str, ifname: str | None = None) -> CachedAttachment | None:
         entry = super().cached(container_id, ifname)
         if entry is not None and not entry.netns:
-            res = self.node.run([cmdlines.K3S_BIN, "crictl", "inspectp", "-o", "json",
-                                 container_id])
-            netns = netns_from_inspectp(res.stdout) if res.ok else ""
-            entry = CachedAttachment(entry.container_id, entry.ifname, entry.network, netns,
-                                     entry.cni_args, entry.result)
+            entry = replace(entry, netns=sandbox_netns(self.node, container_id))
         return entry
 
 
@@ -406,12 +409,9 @@ class KubeCluster:
         found = host.run(["sh", "-c", pod_netns_lookup(ip)], timeout=60)
         if found.ok and found.stdout.strip():
             return found.stdout.strip()
-        if sandbox:
-            res = host.run([cmdlines.K3S_BIN, "crictl", "inspectp", "-o", "json", sandbox],
-                           timeout=120)
-            name = netns_name_of(netns_from_inspectp(res.stdout)) if res.ok else ""
-            if name:
-                return name
+        name = netns_name_of(sandbox_netns(host, sandbox)) if sandbox else ""
+        if name:
+            return name
         raise LabError(f"no network namespace on {host.name} holds pod {pod}'s address {ip}",
                        where=host.name, output=found.stderr,
                        hint='probe_exec = "netns" needs the runtime\'s namespaces under '

@@ -112,6 +112,26 @@ def test_netns_from_inspectp():
     assert netns_from_inspectp("{") == ""
 
 
+def test_a_sandbox_netns_is_asked_of_the_runtime():
+    from lab.drivers.kube_cluster import sandbox_netns
+
+    doc = {"info": {"runtimeSpec": {"linux": {"namespaces": [
+        {"type": "network", "path": "/var/run/netns/cni-77"}]}}}}
+
+    class Node:
+        def __init__(self, rc):
+            self.rc, self.argv = rc, None
+
+        def run(self, argv, timeout=None):
+            self.argv = argv
+            return CommandResult(tuple(argv), self.rc, json.dumps(doc), "")
+
+    node = Node(0)
+    assert sandbox_netns(node, "abc") == "/var/run/netns/cni-77"
+    assert node.argv == [cmdlines.K3S_BIN, "crictl", "inspectp", "-o", "json", "abc"]
+    assert sandbox_netns(Node(1), "abc") == ""
+
+
 # --- node-side glue on real overlay nodes, the API replaced by a stand-in -------------------
 
 RECORDING_PLUGIN = """#!/bin/sh
