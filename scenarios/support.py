@@ -20,7 +20,7 @@ import pytest
 
 from lab.api import Cluster, CommandResult, LabError, Node, Pod
 from lab.drivers.probe_record import Endpoint, ProbeRecorder
-from lab.runtime.cni_runtime import version_tuple
+from lab.runtime.cni_runtime import check_refused
 
 # A one-connection TCP echo server and a client that retries while the server starts: python3
 # is on every node (the plugin needs it) and in the pod images the lab uses; nc is not.
@@ -224,7 +224,7 @@ def _owner_of(cluster: Cluster, ip: str) -> Node | None:
 def require_check(cluster: Cluster) -> None:
     """Skips a CHECK scenario for configs before CNI 0.4.0: a runtime refuses CHECK there
     (libcni), so there is nothing of the plugin's to judge."""
-    if version_tuple(cluster.cni_version) < (0, 4, 0):
+    if check_refused(cluster.cni_version):
         pytest.skip(f"not applicable: CHECK exists from CNI 0.4.0, the config says "
                     f"{cluster.cni_version}")
 
