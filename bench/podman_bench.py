@@ -45,19 +45,9 @@ def _phases(output: str) -> dict[str, float]:
 
 def _leftovers(config: Path, name: str) -> list[str]:
     from lab.config import load_config
-    from lab.nodes.providers.podman import cmdlines
-    from lab.nodes.providers.podman.provider import NETNS_DIR, PodmanProvider
+    from lab.nodes.providers.podman.provider import PodmanProvider
 
-    provider = PodmanProvider(load_config(config, name))
-    left = [f"container {n}" for n in provider.containers()]
-    volumes = subprocess.run(cmdlines.volumes_argv(provider.storage, name), capture_output=True,
-                             text=True, check=False).stdout.split()
-    left += [f"volume {v}" for v in volumes]
-    if (NETNS_DIR / cmdlines.switch_ns(name)).exists():
-        left.append("switch netns")
-    if (Path("/sys/class/net") / cmdlines.host_link(name)).exists():
-        left.append("host port")
-    return left
+    return PodmanProvider(load_config(config, name)).remains()
 
 
 def _vm_leftovers(config: Path, name: str) -> list[str]:

@@ -275,22 +275,12 @@ def require_podman() -> None:
         pytest.skip(f"container nodes need {', '.join(missing)} (scripts/setup.sh installs them)")
 
 
-def podman_leftovers(config: Path, name: str) -> list[str]:
+def podman_leftovers(config: Path) -> list[str]:
     """What of a container-node lab is still on this host: containers, volumes, its switch."""
     from lab.config import load_config
-    from lab.nodes.providers.podman import cmdlines
-    from lab.nodes.providers.podman.provider import NETNS_DIR, PodmanProvider
+    from lab.nodes.providers.podman.provider import PodmanProvider
 
-    provider = PodmanProvider(load_config(config))
-    left = [f"container {n}" for n in provider.containers()]
-    volumes = subprocess.run(cmdlines.volumes_argv(provider.storage, name),
-                             capture_output=True, text=True, check=False).stdout.split()
-    left += [f"volume {v}" for v in volumes]
-    if (NETNS_DIR / cmdlines.switch_ns(name)).exists():
-        left.append(f"netns {cmdlines.switch_ns(name)}")
-    if (Path("/sys/class/net") / cmdlines.host_link(name)).exists():
-        left.append(f"host link {cmdlines.host_link(name)}")
-    return left
+    return PodmanProvider(load_config(config)).remains()
 
 
 PODMAN_UP_TIMEOUT = 900
@@ -316,7 +306,7 @@ def podman_lab(example: str, tmp_path: Path, need_minutes: float, *, folder: Pat
         yield LiveLab(config, name, env, output, seconds, phases_of(output))
     finally:
         down = run_lab("down", config=config, env=env, timeout=300)
-        left = podman_leftovers(config, name)
+        left = podman_leftovers(config)
         assert down.returncode == 0, f"lab down failed:\n{down.stdout}\n{down.stderr}"
         assert not left, f"lab down left: {left}"
 

@@ -15,7 +15,7 @@ import pytest
 from lab.cluster import actions
 from lab.config import parse_config
 from lab.nodes.providers.podman import cmdlines
-from lab.nodes.providers.podman.provider import NETNS_DIR, PodmanProvider
+from lab.nodes.providers.podman.provider import PodmanProvider
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[3]
@@ -40,18 +40,12 @@ def lab_config(tmp_path: Path, name: str):
 
 
 def leftovers(provider: PodmanProvider) -> list[str]:
-    """Whatever of the lab is still there: containers, volumes, its switch, its veths."""
-    lab = provider.lab
-    left = [f"container {n}" for n in provider.containers()]
-    listed = subprocess.run(cmdlines.volumes_argv(provider.storage, lab), capture_output=True,
-                            text=True, check=False).stdout.split()
-    left += [f"volume {v}" for v in listed]
-    if (NETNS_DIR / cmdlines.switch_ns(lab)).exists():
-        left.append(f"netns {cmdlines.switch_ns(lab)}")
+    """Whatever of the lab is still there: what the provider itself finds (containers,
+    volumes, its switch, its host link), and any host link named after the lab."""
     links = json.loads(subprocess.run(["ip", "-j", "link", "show"], capture_output=True,
                                       text=True, check=True).stdout)
-    left += [f"host link {link['ifname']}" for link in links if lab in link["ifname"]]
-    return left
+    return provider.remains() + [f"host link {link['ifname']}" for link in links
+                                 if provider.lab in link["ifname"]]
 
 
 def test_a_two_node_lab_comes_up_wired_and_goes_down_leaving_nothing(tmp_path):

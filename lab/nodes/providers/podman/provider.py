@@ -228,12 +228,9 @@ class PodmanProvider:
         names = [cmdlines.container_name(self.lab, n) for n in self.containers()]
         if names:
             podman(cmdlines.remove_argv(self.storage, names), what="removing nodes")
-        if (self.settings.storage_dir / "storage").is_dir():
-            listed = podman(cmdlines.volumes_argv(self.storage, self.lab),
-                            what="listing volumes", check=False)
-            volumes = [v for v in listed.stdout.split() if v.startswith(f"cnilab-{self.lab}-")]
-            if volumes:
-                podman(cmdlines.volume_rm_argv(self.storage, volumes), what="removing volumes")
+        volumes = self._volumes()
+        if volumes:
+            podman(cmdlines.volume_rm_argv(self.storage, volumes), what="removing volumes")
         sw = cmdlines.switch_ns(self.lab)
         link = cmdlines.host_link(self.lab)
         if (Path("/sys/class/net") / link).exists():
@@ -242,6 +239,24 @@ class PodmanProvider:
         if (NETNS_DIR / sw).exists():
             subprocess.run(["ip", "netns", "del", sw], capture_output=True, timeout=IP_TIMEOUT,
                            check=False)
+
+    def _volumes(self) -> list[str]:
+        if not (self.settings.storage_dir / "storage").is_dir():
+            return []
+        listed = podman(cmdlines.volumes_argv(self.storage, self.lab), what="listing volumes",
+                        check=False)
+        return [v for v in listed.stdout.split() if v.startswith(f"cnilab-{self.lab}-")]
+
+    def remains(self) -> list[str]:
+        """What of this lab is still on the host (what destroy removes): containers, volumes,
+        its switch namespace and host link. Empty after `lab down`."""
+        left = [f"container {n}" for n in self.containers()]
+        left += [f"volume {v}" for v in self._volumes()]
+        if (NETNS_DIR / cmdlines.switch_ns(self.lab)).exists():
+            left.append(f"netns {cmdlines.switch_ns(self.lab)}")
+        if (Path("/sys/class/net") / cmdlines.host_link(self.lab)).exists():
+            left.append(f"host link {cmdlines.host_link(self.lab)}")
+        return left
 
     def collect_logs(self, dest: Path) -> None:
         from lab.nodes.logs import collect_node_logs
