@@ -308,20 +308,26 @@ def _shared_address(cluster: Cluster, dst_ip: str, dst: Pod | None) -> str:
     return ""
 
 
+# sh printing the device `ip route get "$1"` leaves by, then (after a line "@") its `ip -d link`
+# line and its addresses: one node round trip for what _kept_on_this_node needs to know
+_WAY_OUT = ('dev=$(ip route get "$1" 2>/dev/null | awk \'{for (i = 1; i < NF; i++) '
+            'if ($i == "dev") { print $(i + 1); exit }}\'); [ -n "$dev" ] || exit 0; '
+            'echo "$dev"; echo @; ip -o -d link show dev "$dev"; ip -o addr show dev "$dev"')
+
+
 def _kept_on_this_node(host: Node, dst_ip: str, dst: Pod | None, evidence: list[str]) -> str:
     """host routes dst_ip (a pod on another node) into one of its own veths."""
     if dst is None or dst.node == host.name:
         return ""
-    dev = _route_dev(host.run(["ip", "route", "get", dst_ip], timeout=10).stdout)
-    if not dev:
-        return ""
-    link = host.run(["ip", "-o", "-d", "link", "show", "dev", dev], timeout=10).stdout
-    if " veth " not in f" {link} ":
+    dev, _, shown = host.run(["sh", "-c", _WAY_OUT, "sh", dst_ip],
+                             timeout=10).stdout.partition("\n@\n")
+    link, _, held = shown.partition("\n")
+    if not dev.strip() or " veth " not in f" {link} ":
         return ""
     # a node's own way out may be a veth too (a netns node's eth0): it holds the node's address
-    held = host.run(["ip", "-o", "addr", "show", "dev", dev], timeout=10).stdout
     if host.address and f" {host.address}/" in held:
         return ""
+    dev = dev.strip()
     evidence.append(f"[{host.name}] {dst_ip} leaves by {dev}, a local veth")
     return (f"{host.name} routes {dst_ip} (pod {dst.name} on {dst.node}) into its own veth "
             f"{dev}: a route of one of its pods covers that address (do the nodes' pods share "
