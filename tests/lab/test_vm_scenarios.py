@@ -41,12 +41,31 @@ def _vm_config(tmp_path: Path, backend: str) -> tuple[Path, str]:
 
 
 def _outcomes(junit: Path) -> dict[str, str]:
+    return {test: outcome for test, (outcome, _) in _read_junit(junit).items()}
+
+
+def _read_junit(junit: Path) -> dict[str, tuple[str, str]]:
+    """Each test's outcome and, for a skip, its reason."""
     results = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
         failed = case.find("failure") is not None or case.find("error") is not None
-        skipped = case.find("skipped") is not None
-        results[case.get("name", "")] = "failed" if failed else "skipped" if skipped else "passed"
+        skip = case.find("skipped")
+        outcome = "failed" if failed else "skipped" if skip is not None else "passed"
+        reason = (skip.get("message") or "") if skip is not None else ""
+        results[case.get("name", "")] = (outcome, reason)
     return results
+
+
+# Skips the two-VM host-gw lab may give, each only with its true reason: two VMs keep the test
+# within CI's time (no 3-node full mesh), and the lab's network chains no plugin after ours.
+EXPECTED_SKIPS = {
+    "test_cross_node_full_mesh_icmp": "the full mesh needs 3 nodes",
+    **{name: "the network chains no" for name in (
+        "test_tuning_sets_its_sysctls_in_every_pod",
+        "test_tuning_gives_the_pod_the_mac_the_runtime_asks_for",
+        "test_bandwidth_shapes_the_pods_host_side_as_asked",
+        "test_portmap_forwards_the_host_port_to_the_pod_until_del")},
+}
 
 
 def test_scenarios_pass_across_two_vms_and_down_leaves_nothing(tmp_path):
@@ -70,9 +89,10 @@ def test_scenarios_pass_across_two_vms_and_down_leaves_nothing(tmp_path):
                                cwd=REPO, capture_output=True, text=True, timeout=1800,
                                check=False)
         outcomes = _outcomes(junit)
-        # two VMs keep the test within CI's time; the 3-node full mesh is the one skip allowed
-        failed = sorted(t for t, o in outcomes.items()
-                        if o != "passed" and not (o == "skipped" and "full_mesh" in t))
+        failed = sorted(t for t, (o, why) in _read_junit(junit).items()
+                        if o != "passed" and not (
+                            o == "skipped"
+                            and EXPECTED_SKIPS.get(t.split("[", 1)[0], "\0") in why))
         assert len(outcomes) >= 15, suite.stdout[-3000:]
         assert any("cross_node" in t for t in outcomes)
         assert not failed, f"{failed}\n{suite.stdout[-6000:]}"
