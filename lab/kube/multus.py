@@ -300,3 +300,42 @@ def host_kubeconfig(server: str, ca_crt_b64: str, token: str) -> str:
         "current-context: multus-context",
         "",
     ])
+
+
+# --- reading the daemonset's state back -------------------------------------------------------
+
+def daemonset_unready(ds: dict[str, Any]) -> str | None:
+    """None once every scheduled Multus pod of the current generation is ready, else what is
+    missing (from `kubectl get daemonset -o json`)."""
+    status = ds.get("status") or {}
+    desired = int(status.get("desiredNumberScheduled") or 0)
+    ready = int(status.get("numberReady") or 0)
+    updated = int(status.get("updatedNumberScheduled") or 0)
+    generation = int((ds.get("metadata") or {}).get("generation") or 0)
+    if int(status.get("observedGeneration") or 0) < generation:
+        return "the daemonset controller has not seen the new spec yet"
+    if desired == 0:
+        return "no Multus pod scheduled yet"
+    if ready < desired or updated < desired:
+        return f"{ready} of {desired} Multus pods ready ({updated} updated)"
+    return None
+
+
+def pod_states(pods: dict[str, Any]) -> list[str]:
+    """One line per Multus pod: its node, phase and why a container waits or failed (from
+    `kubectl get pods -o json`), the lines an unready daemonset is reported with."""
+    lines = []
+    for pod in pods.get("items") or []:
+        status = pod.get("status") or {}
+        node = (pod.get("spec") or {}).get("nodeName") or "(not scheduled)"
+        why = []
+        for c in [*(status.get("initContainerStatuses") or []),
+                  *(status.get("containerStatuses") or [])]:
+            state = c.get("state") or {}
+            stuck = state.get("waiting") or state.get("terminated")
+            if stuck and stuck.get("reason") not in (None, "Completed"):
+                message = " ".join(str(stuck.get("message") or "").split())[:200]
+                why.append(f"{c.get('name')}: {stuck.get('reason')}"
+                           + (f" ({message})" if message else ""))
+        lines.append(f"{node}: {status.get('phase', '?')}" + ("; " + "; ".join(why) if why else ""))
+    return lines

@@ -16,7 +16,7 @@ from lab.kube.paths import (
     CniDirs,
     node_cni_dirs,
 )
-from lab.kube.remote import POLL, apply, kubectl, parallel, put_if_changed, wait_until, write_file
+from lab.kube.remote import POLL, apply, parallel, put_if_changed, wait_until, write_file
 
 # --- Multus -----------------------------------------------------------------------------------
 
@@ -150,11 +150,37 @@ class InstallMultus:
             f"the NAD CRD is not established after {settings.ready_timeout:.0f}s",
             where=server.name, output=why), self.poll)
         if settings.mode == "daemonset":
-            kubectl(server, "-n", multus.NAMESPACE, "rollout", "status",
-                    f"daemonset/{multus.DAEMONSET}", f"--timeout={int(settings.ready_timeout)}s",
-                    timeout=settings.ready_timeout + 30,
-                    what=f"Multus daemonset not ready within {settings.ready_timeout:.0f}s "
-                         f"(image {settings.image_ref})")
+            self._wait_daemonset(server, settings)
+
+    def _wait_daemonset(self, server: Node, settings: MultusSettings) -> None:
+        # Polled like the CRD, not one `kubectl rollout status`: its watch ends at the first
+        # "TLS handshake timeout" of a starved server, long before the deadline.
+        def ready() -> str | None:
+            res = server.run(cmdlines.kubectl("-n", multus.NAMESPACE, "get",
+                                              f"daemonset/{multus.DAEMONSET}", "-o", "json"),
+                             timeout=30)
+            if not res.ok:
+                return (res.stderr or res.stdout).strip()[-500:] or "kubectl get daemonset failed"
+            try:
+                return multus.daemonset_unready(json.loads(res.stdout))
+            except ValueError:
+                return "kubectl get daemonset gave no JSON"
+
+        def unready(why: str) -> LabError:
+            pods = server.run(cmdlines.kubectl(
+                "-n", multus.NAMESPACE, "get", "pods", "-l", f"app={multus.LABELS['app']}",
+                "-o", "json"), timeout=60)
+            try:
+                states = multus.pod_states(json.loads(pods.stdout)) if pods.ok else []
+            except ValueError:
+                states = []
+            return LabError(
+                f"Multus daemonset not ready within {settings.ready_timeout:.0f}s: {why}",
+                where=server.name, output="\n".join(states) or pods.stderr.strip()[-500:],
+                hint=f"image {settings.image_ref}: is it on every node or in its registry? "
+                     "Under TCG a starved server needs time: raise [multus] ready_timeout")
+
+        wait_until(ready, settings.ready_timeout, unready, self.poll)
 
 
 # --- the plugin under test --------------------------------------------------------------------

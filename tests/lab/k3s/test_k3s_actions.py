@@ -13,7 +13,7 @@ import pytest
 
 from lab.api import ActionContext, LabError
 from lab.config import parse_config
-from lab.kube import actions, cmdlines, deploy, k3s_install, multus_install, paths, remote
+from lab.kube import actions, cmdlines, deploy, k3s_install, multus, multus_install, paths, remote
 from lab.kube.k3s_install import InstallK3sAgents, InstallK3sServer, WaitNodesReady, not_ready
 from lab.nodes.ssh import CommandTimeout
 from plugin import netconf
@@ -36,6 +36,8 @@ case "$*" in
   "get nodes"*) cat /var/lib/rancher/nodes.json ;;
   *"get secret"*) cat /var/lib/rancher/secret.json ;;
   *"get crd/"*) echo True ;;
+  *"get daemonset/"*) cat /var/lib/rancher/ds.json ;;
+  *"get pods"*) cat /var/lib/rancher/pods.json ;;
 esac
 exit 0
 """
@@ -202,9 +204,16 @@ def _put(node, path, text, mode=0o644):
     f.chmod(mode)
 
 
-def _with_fake_k3s(node, nodes_doc=None):
+READY_DS = {"metadata": {"generation": 1},
+            "status": {"observedGeneration": 1, "desiredNumberScheduled": 3, "numberReady": 3,
+                       "updatedNumberScheduled": 3}}
+
+
+def _with_fake_k3s(node, nodes_doc=None, ds=None, pods=None):
     _put(node, cmdlines.K3S_BIN, FAKE_K3S, 0o755)
     _put(node, "/var/lib/rancher/nodes.json", json.dumps(nodes_doc or {"items": []}))
+    _put(node, "/var/lib/rancher/ds.json", json.dumps(ds or READY_DS))
+    _put(node, "/var/lib/rancher/pods.json", json.dumps(pods or {"items": []}))
 
 
 def test_wait_ready_timeout_names_the_node(tmp_path, make_node):
@@ -420,6 +429,42 @@ def test_multus_daemonset_applies_k3s_paths_read_on_the_nodes(tmp_path, make_nod
              for v in ds["spec"]["template"]["spec"]["volumes"]}
     assert paths["cnibin"] == "/var/lib/rancher/k3s/data/current/bin"
     assert paths["cni"] == "/var/lib/rancher/k3s/agent/etc/cni/net.d"
+
+
+def test_an_unready_multus_daemonset_is_reported_per_node_at_the_deadline(tmp_path, make_node):
+    """Polled to the deadline (a starved server's watch would end early), then each Multus
+    pod's node and why its container waits."""
+    config = _config(tmp_path)
+    config = config.model_copy(update={"multus": config.multus.model_copy(
+        update={"ready_timeout": 0.5})})
+    nodes = _nodes(make_node)
+    unready = {"metadata": {"generation": 1},
+               "status": {"observedGeneration": 1, "desiredNumberScheduled": 3,
+                          "numberReady": 2, "updatedNumberScheduled": 3}}
+    pods = {"items": [
+        {"spec": {"nodeName": "node1"}, "status": {"phase": "Running"}},
+        {"spec": {"nodeName": "node3"}, "status": {"phase": "Pending", "containerStatuses": [
+            {"name": "kube-multus", "state": {"waiting": {
+                "reason": "ImagePullBackOff",
+                "message": "Back-off pulling image \"multus:v4.2.4-thick\""}}}]}}]}
+    _with_fake_k3s(nodes[0], ds=unready, pods=pods)
+    for node in nodes:
+        _with_containerd_config(node, OLD_CONTAINERD)
+    with pytest.raises(LabError, match=r"not ready within 0s: 2 of 3 Multus pods ready") as e:
+        multus_install.InstallMultus(poll=0.1).run(_ctx(config, nodes, tmp_path))
+    assert "node3: Pending; kube-multus: ImagePullBackOff (Back-off pulling image" in e.value.output
+    assert "node1: Running" in e.value.output
+
+
+def test_multus_daemonset_readiness_follows_generation_and_counts():
+    ds = json.loads(json.dumps(READY_DS))
+    assert multus.daemonset_unready(ds) is None
+    ds["metadata"]["generation"] = 2
+    assert "not seen the new spec" in multus.daemonset_unready(ds)
+    ds["status"]["observedGeneration"] = 2
+    ds["status"]["updatedNumberScheduled"] = 1
+    assert multus.daemonset_unready(ds) == "3 of 3 Multus pods ready (1 updated)"
+    assert multus.daemonset_unready({"status": {}}) == "no Multus pod scheduled yet"
 
 
 def test_multus_refuses_nodes_that_disagree(tmp_path, make_node):
