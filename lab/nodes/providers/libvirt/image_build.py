@@ -73,6 +73,10 @@ CUSTOMIZE_HOOKS = (
 )
 
 
+# transparent_hugepage=madvise (Ubuntu's default; Debian's is "always"): under TCG, khugepaged
+# collapsing a K3s node's Go heaps into huge pages took 80 % of a guest CPU its API server needed.
+KERNEL_CMDLINE = "root=/dev/vda rw console=ttyS0 transparent_hugepage=madvise"
+
 @dataclass(frozen=True)
 class BuiltImage:
     """A finished build: the disk and the kernel + initrd it boots with."""
@@ -208,7 +212,7 @@ def build_image(cache_dir: Path | None = None, *, mirror: str | None = None, for
             manifest = {**recipe(mirror), "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                    time.gmtime()),
                         "build_seconds": round(seconds, 1),
-                        "kernel_cmdline": "root=/dev/vda rw console=ttyS0"}
+                        "kernel_cmdline": KERNEL_CMDLINE}
             (work / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
             for f in work.iterdir():
                 f.chmod(0o644)   # qemu runs as libvirt-qemu: it must read the base image

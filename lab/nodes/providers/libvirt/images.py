@@ -48,7 +48,7 @@ CATALOG: dict[str, CatalogEntry] = {
         note="Ubuntu 24.04 server cloud image (qcow2 despite the .img name)"),
 }
 
-BUILT_CMDLINE = "root=/dev/vda rw console=ttyS0"
+BUILT_CMDLINE = image_build.KERNEL_CMDLINE
 _QCOW2_MAGIC = b"QFI\xfb"
 
 
