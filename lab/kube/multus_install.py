@@ -17,6 +17,7 @@ from lab.kube.paths import (
     node_cni_dirs,
 )
 from lab.kube.remote import POLL, apply, parallel, put_if_changed, wait_until, write_file
+from lab.nodes.ssh import CommandTimeout
 
 # --- Multus -----------------------------------------------------------------------------------
 
@@ -167,16 +168,19 @@ class InstallMultus:
                 return "kubectl get daemonset gave no JSON"
 
         def unready(why: str) -> LabError:
-            pods = server.run(cmdlines.kubectl(
-                "-n", multus.NAMESPACE, "get", "pods", "-l", f"app={multus.LABELS['app']}",
-                "-o", "json"), timeout=60)
             try:
-                states = multus.pod_states(json.loads(pods.stdout)) if pods.ok else []
+                pods = server.run(cmdlines.kubectl(
+                    "-n", multus.NAMESPACE, "get", "pods", "-l",
+                    f"app={multus.LABELS['app']}", "-o", "json"), timeout=60)
+                states = (multus.pod_states(json.loads(pods.stdout)) if pods.ok
+                          else [pods.stderr.strip()[-500:]])
+            except CommandTimeout as e:
+                states = [f"the Multus pods could not be listed: {e.what}"]
             except ValueError:
-                states = []
+                states = ["kubectl get pods gave no JSON"]
             return LabError(
                 f"Multus daemonset not ready within {settings.ready_timeout:.0f}s: {why}",
-                where=server.name, output="\n".join(states) or pods.stderr.strip()[-500:],
+                where=server.name, output="\n".join(states),
                 hint=f"image {settings.image_ref}: is it on every node or in its registry? "
                      "Under TCG a starved server needs time: raise [multus] ready_timeout")
 

@@ -10,6 +10,7 @@ OpenSSH connection) and the helpers below it are private to it.
 from __future__ import annotations
 
 import base64
+import logging
 import secrets
 import select
 import shlex
@@ -84,6 +85,7 @@ class SshNode:
     def _open(self) -> paramiko.SSHClient:
         import paramiko
 
+        _quiet_paramiko()
         client = paramiko.SSHClient()
         # Pinned: the only key this client accepts for this node; anything else is refused.
         pinned = paramiko.PKey.from_type_string(self.host_key.key_type,
@@ -458,3 +460,10 @@ def lab_ssh_dir(state_dir: Path) -> Path:
     """Where per-node ssh_config/known_hosts files of a lab go (beside its keys)."""
     return Path(state_dir) / "ssh"
 
+
+def _quiet_paramiko() -> None:
+    """paramiko's transport thread logs a failed connection (banner, reset) with a traceback
+    through Python's last-resort handler; the LabError raised here says it once, cleanly."""
+    logger = logging.getLogger("paramiko")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())

@@ -249,3 +249,29 @@ def test_a_node_added_later_gets_its_reservation(tmp_path, lab_name, test_conn):
         bigger.destroy()
         small.close()
         bigger.close()
+
+
+def test_the_k3s_server_vm_gets_four_times_an_agents_cpu_share(tmp_path, lab_name, test_conn):
+    """3 TCG VMs on 2 cores starved the API server until every request timed out: under
+    contention the server's VM goes first. Labs without K3s keep libvirt's default."""
+    plain = LibvirtProvider(_config(tmp_path / "p", lab_name), report=lambda _m: None)
+    assert plain._cpu_shares("n1") == 0
+    data = {
+        "lab": {"name": lab_name, "provider": "libvirt", "state_dir": str(tmp_path / "st")},
+        "nodes": [{"name": "n1", "role": "server"}, {"name": "n2"}],
+        "network": {"underlay": "192.168.240.0/24"},
+        "plugin": {"path": "/bin/true"},
+        "libvirt": {"uri": URI, "image": "cnilab-debian-12"},
+        "k3s": {"version": "v1.35.0+k3s1"},
+    }
+    k3s = LibvirtProvider(parse_config(data), report=lambda _m: None)
+    assert (k3s._cpu_shares("n1"), k3s._cpu_shares("n2")) == (4096, 0)
+    root = ET.fromstring(xml.domain_xml(xml.DomainSpec(
+        name="d", tag=xml.LabTag(lab_name, "node", "n1"), memory_mib=512, vcpus=1,
+        domain_type="test", disk_pool="p", disk_volume="v", seed_volume="s", network="n",
+        mac="52:54:00:00:00:01", console_log="/dev/null", cpu_shares=k3s._cpu_shares("n1"))))
+    dom = test_conn.defineXML(ET.tostring(root, encoding="unicode"))
+    try:
+        assert ET.fromstring(dom.XMLDesc(0)).findtext("cputune/shares") == "4096"
+    finally:
+        dom.undefine()

@@ -139,3 +139,9 @@ def test_a_dual_stack_network_adds_the_v6_subnet_without_dhcp():
     assert [(i.get("family"), i.get("address")) for i in ips] == [
         (None, "192.168.231.1"), ("ipv6", "fd00:231::1")]
     assert ips[1].get("prefix") == "64" and ips[1].find("dhcp") is None
+
+
+def test_a_cpu_share_is_written_only_when_asked():
+    assert ET.fromstring(xml.domain_xml(_domain())).find("cputune") is None
+    root = ET.fromstring(xml.domain_xml(_domain(cpu_shares=4096)))
+    assert root.findtext("cputune/shares") == "4096"

@@ -79,6 +79,9 @@ def _parallel(items: Iterable[T], work: Callable[[T], Any]) -> None:
         raise (lab_errors or errors)[0]  # type: ignore[misc]
 
 
+DEFAULT_CPU_SHARES = 1024      # cgroup v1 cpu.shares (libvirt maps it to v2's cpu.weight)
+
+
 class LibvirtProvider:
     """lab.api.Provider on libvirt. `report` receives progress lines and warnings."""
 
@@ -376,6 +379,15 @@ class LibvirtProvider:
                 return None
             raise
 
+    def _cpu_shares(self, node: str) -> int:
+        """The K3s server's VM first when the host's cores are short (TCG on a laptop): its
+        API server starved by the agents' VMs timed every request out and never recovered
+        (3 VMs on 2 cores). Four times an agent's share; no effect on an idle host."""
+        roles = {n.name: n.role for n in self.config.nodes}
+        if self.config.k3s is None or roles.get(node) != "server":
+            return 0
+        return 4 * DEFAULT_CPU_SHARES
+
     def _ensure_node(self, conn: libvirt.virConnect, pool: libvirt.virStoragePool, node: str,
                      image: BaseImage, domain_type: str, public_line: str) -> None:
         dom_name = names.domain_name(self.lab, node)
@@ -403,7 +415,7 @@ class LibvirtProvider:
                 seed_volume=seed_name, network=self.network_name,
                 mac=names.mac_address(self.lab, node), console_log=str(self.console_log(node)),
                 kernel=str(image.kernel or ""), initrd=str(image.initrd or ""),
-                cmdline=image.cmdline)
+                cmdline=image.cmdline, cpu_shares=self._cpu_shares(node))
             try:
                 dom = conn.defineXML(xml.domain_xml(spec))
             except libvirt.libvirtError as e:

@@ -44,6 +44,7 @@ class DomainSpec:
     kernel: str = ""            # direct kernel boot when set (images built by `lab image build`)
     initrd: str = ""
     cmdline: str = ""
+    cpu_shares: int = 0         # the host's CPU share under contention (cputune); 0: default
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,8 @@ def domain_xml(spec: DomainSpec) -> str:
     _metadata(root, spec.tag)
     _sub(root, "memory", str(spec.memory_mib), unit="MiB")
     _sub(root, "vcpu", str(spec.vcpus))
+    if spec.cpu_shares:
+        _sub(_sub(root, "cputune"), "shares", str(spec.cpu_shares))
     os_el = _sub(root, "os")
     _sub(os_el, "type", "hvm", arch="x86_64")
     if spec.kernel:
