@@ -456,6 +456,28 @@ def test_an_unready_multus_daemonset_is_reported_per_node_at_the_deadline(tmp_pa
     assert "node1: Running" in e.value.output
 
 
+class _PodListingTimesOut(_SlowProbes):
+    def run(self, argv, **kw):
+        if "pods" in argv:
+            raise CommandTimeout(f"timed out after {kw.get('timeout')}s: k3s kubectl get pods")
+        return self._node.run(argv, **kw)
+
+
+def test_an_unready_daemonset_is_reported_even_when_its_pods_cannot_be_listed(tmp_path,
+                                                                              make_node):
+    config = _config(tmp_path)
+    config = config.model_copy(update={"multus": config.multus.model_copy(
+        update={"ready_timeout": 0.3})})
+    nodes = _nodes(make_node)
+    _with_fake_k3s(nodes[0], ds={"status": {}})
+    for node in nodes:
+        _with_containerd_config(node, OLD_CONTAINERD)
+    with pytest.raises(LabError, match="no Multus pod scheduled yet") as e:
+        multus_install.InstallMultus(poll=0.1).run(
+            _ctx(config, [_PodListingTimesOut(nodes[0]), *nodes[1:]], tmp_path))
+    assert "the Multus pods could not be listed: timed out after 60s" in e.value.output
+
+
 def test_multus_daemonset_readiness_follows_generation_and_counts():
     ds = json.loads(json.dumps(READY_DS))
     assert multus.daemonset_unready(ds) is None
