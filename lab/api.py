@@ -259,6 +259,8 @@ class ActionContext:
     nodes: list[Node]
     state_dir: Path                 # harness-side files of this lab (keys, kubeconfig, logs)
     report: Any = None              # callable(str) for progress lines; None = silent
+    # the nodes run under software emulation (TCG): waits the user did not size take longer
+    emulated: bool = False
 
 
 class Action(Protocol):

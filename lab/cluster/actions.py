@@ -18,7 +18,7 @@ from lab.cluster.build import build_plugin
 from lab.cluster.chain import InstallChainedPlugins, chained_executables
 from lab.config import LabConfig
 from lab.nodes.private import private_dir
-from lab.nodes.providers import make_provider, plugin_dir, plugin_executable
+from lab.nodes.providers import make_provider, plugin_dir, plugin_executable, provider_emulates
 from lab.progress import Progress, Silent
 from lab.runtime.cni_runtime import RUNTIME_PATH
 
@@ -290,7 +290,7 @@ def up(config: LabConfig, progress: Progress | None = None, *, retain: bool = Fa
                            f"of lab {config.name}"):
             nodes = provider.provision()
         ctx = ActionContext(config=config, nodes=nodes, state_dir=harness_dir,
-                            report=progress.info)
+                            report=progress.info, emulated=provider_emulates(provider))
         for action in build_actions(config, progress.info):
             with progress.step(action.name):
                 action.run(ctx)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -191,3 +191,19 @@ def runtime_max_cni_version(k3s_minor_version: int) -> str:
     """The newest CNI spec K3s's containerd reads in the conf dir: releases up to v1.23 ship
     containerd 1.4/1.5 with libcni 0.8 (spec 0.4.0); later ones libcni 1.x (1.0.0)."""
     return "0.4.0" if k3s_minor_version <= 23 else "1.0.0"
+
+
+# Under software emulation (TCG) a node does everything several times slower: pulling and
+# unpacking the thick image took 14-17 minutes on 3 TCG guests of a 2-core host (2026-12-07).
+EMULATED_WAIT_FACTOR = 3
+
+
+SettingsT = TypeVar("SettingsT", "K3sSettings", "MultusSettings")
+
+
+def sized_for(settings: SettingsT, emulated: bool) -> SettingsT:
+    """settings with ready_timeout stretched on emulated nodes, unless the user set it."""
+    if not emulated or "ready_timeout" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(
+        update={"ready_timeout": settings.ready_timeout * EMULATED_WAIT_FACTOR})

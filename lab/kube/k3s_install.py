@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.api import ActionContext, LabError, Node
-from lab.config.k3s import K3sSettings
+from lab.config.k3s import K3sSettings, sized_for
 from lab.kube import cmdlines, containerd_oom, kubeconfig, node_kind
 from lab.kube.airgap import pod_image_of, resolve_inputs
 from lab.kube.kubeconfig import write_private
@@ -33,7 +33,7 @@ def k3s_settings(ctx: ActionContext) -> K3sSettings:
     settings: K3sSettings | None = ctx.config.k3s
     if settings is None:
         raise LabError("the lab config has no [k3s] section")
-    return settings
+    return sized_for(settings, ctx.emulated)
 
 
 def split_roles(config: Any, nodes: Sequence[Node]) -> tuple[Node, list[Node]]:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lab.api import ActionContext, LabError, NetworkSpec, Node
-from lab.config.k3s import MultusSettings
+from lab.config.k3s import MultusSettings, sized_for
 from lab.kube import cmdlines, multus
 from lab.kube.airgap import resolve_inputs
 from lab.kube.k3s_install import k3s_settings, split_roles
@@ -67,7 +67,7 @@ class InstallMultus:
         self.poll = poll
 
     def run(self, ctx: ActionContext) -> None:
-        settings: MultusSettings = ctx.config.multus
+        settings: MultusSettings = sized_for(ctx.config.multus, ctx.emulated)
         server, _ = split_roles(ctx.config, ctx.nodes)
         dirs_by_node = cluster_cni_dirs(ctx, poll=self.poll)
         dirs = same_dirs(dirs_by_node)

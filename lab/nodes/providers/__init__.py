@@ -69,3 +69,9 @@ def plugin_executable(config: LabConfig) -> Path:
     if not os.access(local, os.X_OK):
         raise LabError(f"plugin.path: {local} is not executable", hint=f"chmod +x {local}")
     return local
+
+
+def provider_emulates(provider: object) -> bool:
+    """Whether the provider's nodes run under software emulation (libvirt under TCG): K3s and
+    Multus waits the user did not size are stretched for them."""
+    return bool(getattr(provider, "emulated", False))

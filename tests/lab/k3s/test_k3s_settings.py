@@ -72,3 +72,14 @@ def test_multus_modes(tmp_path):
     binary = tmp_path / "multus"
     binary.write_bytes(b"x")
     assert MultusSettings(mode="host", binary=binary).binary == binary
+
+
+def test_waits_the_user_did_not_size_stretch_on_emulated_nodes():
+    from lab.config.k3s import EMULATED_WAIT_FACTOR, MultusSettings, sized_for
+
+    default = MultusSettings()
+    assert sized_for(default, emulated=False).ready_timeout == default.ready_timeout
+    assert sized_for(default, emulated=True).ready_timeout == \
+        default.ready_timeout * EMULATED_WAIT_FACTOR
+    chosen = MultusSettings(ready_timeout=42)
+    assert sized_for(chosen, emulated=True).ready_timeout == 42   # the user's word stands

@@ -89,7 +89,8 @@ def _multus_binaries(folder: Path, names: tuple[str, ...]) -> Path:
 
 
 def test_the_multus_image_is_named_as_upstream_and_carries_its_binaries(tmp_path):
-    bins = _multus_binaries(tmp_path / "bin", p.MULTUS_NEEDS["thick"] + ("passthru",))
+    bins = _multus_binaries(tmp_path / "bin", p.MULTUS_NEEDS["thick"] + (
+        "passthru", "kubeconfig_generator", "cert-approver"))
     image = p.multus_image(bins, "v4.2.4", "thick")
     assert image.ref == "ghcr.io/k8snetworkplumbingwg/multus-cni:v4.2.4-thick"
     assert image.file == "cnilab-multus-v4.2.4-thick.tar"
@@ -97,6 +98,8 @@ def test_the_multus_image_is_named_as_upstream_and_carries_its_binaries(tmp_path
     assert '--customize-hook=mkdir -p "$1/usr/src/multus-cni/bin"' in argv
     for name in ("multus-daemon", "multus-shim", "install_multus", "passthru"):
         assert f"--customize-hook=copy-in {bins / name} /usr/src/multus-cni/bin" in argv
+    # what the thick daemonset never runs stays out: every node pulls and unpacks the image
+    assert not [a for a in argv if "kubeconfig_generator" in a or "cert-approver" in a]
     thin = p.multus_image(_multus_binaries(tmp_path / "thin", p.MULTUS_NEEDS["thin"]),
                           "v4.0.2", "thin")
     assert thin.ref == "ghcr.io/k8snetworkplumbingwg/multus-cni:v4.0.2"

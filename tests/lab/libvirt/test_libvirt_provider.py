@@ -275,3 +275,15 @@ def test_the_k3s_server_vm_gets_four_times_an_agents_cpu_share(tmp_path, lab_nam
         assert ET.fromstring(dom.XMLDesc(0)).findtext("cputune/shares") == "4096"
     finally:
         dom.undefine()
+
+
+def test_a_tcg_lab_tells_the_actions_its_nodes_are_emulated(tmp_path, lab_name):
+    from lab.nodes.providers import provider_emulates
+    from lab.nodes.providers.libvirt.kvm_probe import AccelChoice
+
+    p = LibvirtProvider(_config(tmp_path, lab_name), report=lambda _m: None)
+    assert not provider_emulates(p)                  # nothing chosen before provision()
+    p.accel = AccelChoice("tcg", "probe: no KVM")
+    assert provider_emulates(p)
+    p.accel = AccelChoice("kvm", "probe booted")
+    assert not provider_emulates(p)

@@ -379,6 +379,11 @@ class LibvirtProvider:
                 return None
             raise
 
+    @property
+    def emulated(self) -> bool:
+        """The VMs run under TCG (known once provision() chose the accelerator)."""
+        return self.accel is not None and self.accel.accel == "tcg"
+
     def _cpu_shares(self, node: str) -> int:
         """The K3s server's VM first when the host's cores are short (TCG on a laptop): its
         API server starved by the agents' VMs timed every request out and never recovered
