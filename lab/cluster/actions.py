@@ -17,6 +17,7 @@ from lab.api import Action, ActionContext, LabError, Node, Provider
 from lab.cluster.build import build_plugin
 from lab.cluster.chain import InstallChainedPlugins, chained_executables
 from lab.config import LabConfig
+from lab.config.k3s import EMULATED_WAIT_FACTOR
 from lab.nodes.private import private_dir
 from lab.nodes.providers import make_provider, plugin_dir, plugin_executable, provider_emulates
 from lab.progress import Progress, Silent
@@ -289,8 +290,12 @@ def up(config: LabConfig, progress: Progress | None = None, *, retain: bool = Fa
         with progress.step(f"provision {len(config.nodes)} {config.lab.provider} nodes "
                            f"of lab {config.name}"):
             nodes = provider.provision()
+            emulated = provider_emulates(provider)
+            if emulated and config.k3s is not None:
+                progress.info("the nodes are emulated (TCG): K3s and Multus waits the config "
+                              f"does not size are {EMULATED_WAIT_FACTOR} times as long")
         ctx = ActionContext(config=config, nodes=nodes, state_dir=harness_dir,
-                            report=progress.info, emulated=provider_emulates(provider))
+                            report=progress.info, emulated=emulated)
         for action in build_actions(config, progress.info):
             with progress.step(action.name):
                 action.run(ctx)
