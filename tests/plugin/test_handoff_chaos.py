@@ -75,6 +75,7 @@ def test_short_chaos_run(chaos):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(12 * 3600)   # ~17 calls a second here: 16 x 10,000 calls take ~3 hours
 def test_long_chaos_run(chaos):
     # Hours on 2 cores: far past what a test run (CI's 90 minutes) can hold, so it runs when
     # asked for, with the number of calls per caller (the figure is 10000).
