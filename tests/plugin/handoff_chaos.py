@@ -33,6 +33,7 @@ CALL_TIMEOUT = 5
 # What a caller may take at most (docs/speed.md): its ticks run out after CALL_TIMEOUT +
 # HANDOFF_MARGIN seconds; a call it then runs itself has its budget and cleanup.
 BOUND = CALL_TIMEOUT + handoff.HANDOFF_MARGIN + CALL_TIMEOUT + CLEANUP_GRACE
+PROGRESS_EVERY = 60.0
 CLEAN_CODES = {11, 100, 101, 102}  # try again; eth0 left by a killed ADD; netlink; IPAM
 
 
@@ -157,14 +158,30 @@ class Run:
         threads = [threading.Thread(target=self.caller, args=(i, calls))
                    for i in range(len(self.pods))]
         striker = threading.Thread(target=self.striker)
+        reporter = threading.Thread(target=self.reporter)
         for t in threads:
             t.start()
         striker.start()
+        reporter.start()
         for t in threads:
             t.join()
         self.done.set()
         striker.join()
+        reporter.join()
         return self.tally
+
+    def reporter(self) -> None:
+        """A line a minute, so a run cut short still says what it judged (pytest -s)."""
+        started = time.monotonic()
+        while not self.done.wait(PROGRESS_EVERY):
+            print(self.progress(time.monotonic() - started), flush=True)
+
+    def progress(self, seconds: float) -> str:
+        with self.lock:
+            t = self.tally
+            return (f"chaos after {seconds:.0f}s: {t.calls} calls ({t.calls / seconds:.1f}/s), "
+                    f"late {len(t.late)}, wrong {len(t.wrong)}, unclean {len(t.unclean)}, "
+                    f"slowest {t.slowest:.1f}s, blows {sum(t.blows.values())}")
 
     def delete_everything(self) -> list[str]:
         """The runtime's last DEL of each attachment, until it succeeds; what failed."""
