@@ -261,21 +261,32 @@ def _warm(call_waiting: Callable[[], bool]) -> None:
 
 
 
-def _next_record(requests: int) -> bytes:
+def _next_record(requests: int, stopping: list[bool]) -> bytes:
     """Waits for a shell caller's record. Returns with SIGTERM blocked: the worker marks
     itself in a call before it lets the signal in, so a stopping helper never kills a worker
-    between taking a call and answering it."""
-    while True:
+    between taking a call and answering it.
+
+    End-of-file on the request FIFO means the helper is gone (it holds the only lasting
+    writer). Its death signal should have stopped us already, but one can be lost (raised
+    in a finalizer, which swallows it): a chaos run found such an orphan spinning here for
+    minutes, holding the helper lock, so every call fell back to Python."""
+    while not stopping:
         select.select([requests], [], [])
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        with contextlib.suppress(BlockingIOError):  # another worker was quicker
-            record = os.read(requests, handoff.RECORD_SIZE)
-            if record:
-                return record
+        try:
+            record: Optional[bytes] = os.read(requests, handoff.RECORD_SIZE)
+        except BlockingIOError:  # another worker was quicker
+            record = None
+        if record:
+            return record
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        if record == b"":
+            break
+    raise _Stop()
 
 
-def _worker(slots: handoff.Slots, notify_w: int, libc: Any, parent: int) -> None:
+def _worker(slots: handoff.Slots, notify_w: int, libc: Any, parent: int,
+            helpers_own: tuple[int, ...]) -> None:
     """A pre-forked worker: warms up, then serves calls one at a time, CALLS_PER_WORKER at
     most, telling the parent each time it takes a call (it forks more when no spare is
     left) and becomes idle again.
@@ -292,15 +303,17 @@ def _worker(slots: handoff.Slots, notify_w: int, libc: Any, parent: int) -> None
     stopping: list[bool] = []
 
     def on_term(_signum: int, _frame: Any) -> None:
+        stopping.append(True)  # in a call: answer it first; and if the raise below is lost
         if not in_call:
             raise _Stop()  # idle: just go
-        stopping.append(True)  # in a call: answer it first
 
     try:
         gc.disable()  # a call lives milliseconds; collecting would only copy pages
         signal.signal(signal.SIGTERM, on_term)
         _die_with(parent, libc)
         for fd in slots.descriptors():  # the parent's alone: its death must reach callers
+            os.close(fd)
+        for fd in helpers_own:  # the helper lock: a worker left behind must not hold it
             os.close(fd)
         home = _Home()
         # Warm up at the lowest priority: a spare must not slow the calls running beside it.
@@ -319,7 +332,7 @@ def _worker(slots: handoff.Slots, notify_w: int, libc: Any, parent: int) -> None
                                      idle_seconds(env)))
 
         for served in range(1, CALLS_PER_WORKER + 1):
-            record = _next_record(slots.requests)
+            record = _next_record(slots.requests, stopping)
             in_call.append(True)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             try:
@@ -333,6 +346,8 @@ def _worker(slots: handoff.Slots, notify_w: int, libc: Any, parent: int) -> None
                 break
             gc.collect()  # the call's reference cycles; frozen objects are not scanned
             gc.freeze()  # what survived stays: the next collection scans only the next call's
+            if stopping:  # a SIGTERM whose raise a finalizer swallowed during the collection
+                break
             os.write(notify_w, _note(me, IDLE))
         status = 0
     except BaseException:  # the parent answers the caller (X) when it sees us gone
@@ -523,7 +538,7 @@ def serve(build: str) -> int:
         # copying) every page of it in each child.
         gc.collect()
         gc.freeze()
-        _loop(slots, pool, notify_r, notify_w, libc, copies, directory)
+        _loop(slots, pool, (notify_r, notify_w, lock_fd), libc, copies, directory)
         return 0
     except _Stop:
         return 0
@@ -535,15 +550,17 @@ def serve(build: str) -> int:
         os.close(notify_w)
 
 
-def _loop(slots: handoff.Slots, pool: _Pool, notify_r: int, notify_w: int, libc: Any,
+def _loop(slots: handoff.Slots, pool: _Pool, fds: tuple[int, int, int], libc: Any,
           copies: list[str], run_dir: str) -> None:
+    """`fds`: the notes pipe (read end, write end) and the helper lock."""
+    notify_r, notify_w, lock_fd = fds
     helper_pid = os.getpid()  # what each worker checks it still has as its parent
     last = touched = watched = time.monotonic()
     while True:
         while len(pool.spares()) < SPARES and len(pool.until) < MAX_WORKERS:
             pid = os.fork()
             if pid == 0:
-                _worker(slots, notify_w, libc, helper_pid)
+                _worker(slots, notify_w, libc, helper_pid, (notify_r, lock_fd))
             pool.add(pid)
         ready, _, _ = select.select([notify_r, *pool.pidfds.values(), *slots.pidfds()], [],
                                     [], WATCH_EVERY)
