@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 from plugin.cni.errors import INVALID_ENV, NETLINK_FAILURE, CniError
+from plugin.crossnode import quiet_platform
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
@@ -166,6 +167,7 @@ def _enter_error(path: str, error: OSError) -> Exception:
 
 def open_netns(path: str) -> Any:
     """An IPRoute bound to the namespace at `path`; NamespaceGone if there is none."""
+    quiet_platform.settle()
     from pyroute2.iproute.linux import IPRoute
 
     return IPRoute(fileno=_netlink_fd_in(path), strict_check=True)
@@ -177,6 +179,7 @@ def open_node() -> Any:
     strict_check: the kernel then filters dumps by what the request names (a route dump by
     the host veth's index), instead of sending one route per pod for pyroute2 to decode.
     """
+    quiet_platform.settle()
     from pyroute2.iproute.linux import IPRoute
 
     return IPRoute(strict_check=True)

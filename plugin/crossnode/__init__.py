@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from plugin.crossnode import hostgw, localaddr, locking, vxlan
+from plugin.crossnode import hostgw, localaddr, locking, quiet_platform, vxlan
 from plugin.crossnode.errors import CrossNodeError, Misconfigured, ProgrammingFailed
 from plugin.crossnode.topology import ClusterNode, Topology
 
@@ -60,6 +60,7 @@ def find_self(topology: Topology) -> ClusterNode:
 
 @contextmanager
 def _ipr() -> Iterator[Any]:
+    quiet_platform.settle()
     from pyroute2.iproute.linux import IPRoute  # lazy: VERSION and config errors skip it
 
     try:

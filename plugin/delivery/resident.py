@@ -92,6 +92,9 @@ def _leave_the_callers_namespaces(libc: Any) -> bool:
 
 def _preload() -> None:
     """Imports everything a call may touch, so children start with it in memory."""
+    from plugin.crossnode import quiet_platform
+
+    quiet_platform.settle()
     from pyroute2.iproute.linux import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError  # noqa: F401
 

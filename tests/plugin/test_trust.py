@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from cnitest import BARE_PATH, host_local_conf, wait_for
+from cnitest import BARE_PATH, host_local_conf, run_plugin, wait_for
 
 from plugin.cni import rundir
 from plugin.cni.log import CallLog
@@ -130,3 +130,23 @@ def test_log_file_never_follows_a_planted_symlink(tmp_path):
     left = log.flush()
     assert target.read_text() == "", "appended through the symlink"
     assert "cannot write logFile" in left and "hello" in left
+
+
+def test_a_cold_call_runs_no_program_from_the_callers_path(built, node_ns, pod_ns, ipam_dir,
+                                                           tmp_path):
+    """Importing pyroute2 asks `platform`, which ran `uname -p` and `file -b` from the
+    runtime's PATH as root on every call that started Python (plugin.crossnode.quiet_platform)."""
+    planted, marker = tmp_path / "bin", tmp_path / "ran"
+    planted.mkdir()
+    for name in ("uname", "file", "python3"):
+        script = planted / name
+        script.write_text(f"#!/bin/sh\necho {name} >>{marker}\nexit 1\n")
+        script.chmod(0o755)
+    conf = host_local_conf(ipam_dir)
+    env = {"PATH": f"{planted}:/usr/sbin:/usr/bin:/sbin:/bin", "CNILAB_RESIDENT": "0"}
+    added = run_plugin(node_ns, "ADD", conf, netns=pod_ns, extra_env=env,
+                       plugin_argv=(str(built[0]),))
+    deleted = run_plugin(node_ns, "DEL", conf, netns=pod_ns, extra_env=env,
+                         plugin_argv=(str(built[0]),))
+    assert added.returncode == 0 and deleted.returncode == 0, (added, deleted)
+    assert not marker.exists(), f"ran from the caller's PATH: {marker.read_text().split()}"
