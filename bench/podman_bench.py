@@ -32,9 +32,17 @@ TARGETS = {"up": 90.0, "suites": 180.0, "down": 10.0}
 
 
 def _timed(argv: list[str], timeout: float) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """Runs argv; past `timeout` it is killed and reported as failed (rc -9, with what it
+    printed and a last line saying so), so the run still goes on to `lab down`."""
     start = time.perf_counter()
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    try:
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except subprocess.TimeoutExpired as e:
+        said = [x.decode(errors="replace") if isinstance(x, bytes) else (x or "")
+                for x in (e.stdout, e.stderr)]
+        done = subprocess.CompletedProcess(
+            argv, -9, said[0], said[1] + f"\nbench: stopped after {timeout:.0f} s\n")
     return time.perf_counter() - start, done
 
 
@@ -75,7 +83,7 @@ def libvirt_twin(config: Path, folder: Path) -> Path:
 def one_run(config: Path, logs: Path, vm: bool = False) -> dict[str, object]:
     name = ("b21v" if vm else "b21") + secrets.token_hex(3)
     common = ["-c", str(config), "--name", name]
-    up_s, up = _timed([*LAB, "up", *common], 1800)
+    up_s, up = _timed([*LAB, "up", *common], 3600 if vm else 1800)  # VMs: TCG here
     result: dict[str, object] = {"lab": name, "provider": "libvirt" if vm else "podman",
                                  "up_s": round(up_s, 1),
                                  "phases": _phases(up.stdout + up.stderr)}

@@ -1,0 +1,23 @@
+"""bench/podman_bench.py: a phase past its time is reported as failed, and the run goes on
+(to `lab down`), instead of an exception that would leave the lab up."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # bench/ is not installed
+
+from bench.podman_bench import _timed
+
+
+def test_a_command_past_its_time_is_reported_failed_not_raised():
+    seconds, done = _timed(["sh", "-c", "echo started; sleep 30"], timeout=1)
+    assert done.returncode == -9
+    assert "started" in done.stdout
+    assert "stopped after 1 s" in done.stderr
+    assert seconds < 10
+
+
+def test_a_command_in_time_keeps_its_own_result():
+    _, done = _timed(["sh", "-c", "echo fine; exit 3"], timeout=30)
+    assert (done.returncode, done.stdout) == (3, "fine\n")
