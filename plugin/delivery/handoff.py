@@ -18,10 +18,11 @@ reference ptp plugin. So when the helper of this very file (and build) is up, th
      workers reading RECORD_SIZE never split one);
   4. opens `<dir>/<n>` for reading without blocking (read-write first, then read-only, then
      the read-write end closed) and reads lines "<pid> <word>" until one is its own answer:
-     S (started: a worker took the call and its stdin), an exit code (the output is already
-     on its stdout and stderr), F (run it yourself), R <bytes> (the same, the config that
-     came back follows on the FIFO as stdin) or X (lost: run it yourself unless it had
-     started, then error 11: its stdin is gone).
+     S (started: a worker took the call and its stdin), O <code> <output> (print the
+     output, one line of JSON, and exit with the code), an exit code (the output, too long
+     for one line, is already on its stdout), F (run it yourself), R <bytes> (the same, the
+     config that came back follows on the FIFO as stdin) or X (lost: run it yourself unless
+     it had started, then error 11: its stdin is gone).
 
 Who writes the slot FIFOs, and what the caller learns from it:
 - the helper's parent holds every slot FIFO open read-write, so a caller blocks in step 4
@@ -401,6 +402,27 @@ class _Reply:
         write_within(self.fd, line(self.pid, word) + payload,
                      time.monotonic() + OUTPUT_TIMEOUT)
 
+    def answer(self, code: int, output: bytes, out: int, deadline: float) -> None:
+        """The call's exit code and its output (one line of JSON, or nothing).
+
+        Output the caller can print itself (one line that fits, with the code, in one FIFO
+        write, which is atomic up to PIPE_BUF) travels as "O <code> <output>": a worker
+        killed at any moment leaves the caller either the whole answer or none of it, and
+        then it prints its own error, never a second document after ours (the long chaos run
+        saw a result followed by "try again"). Anything else is written to the caller's
+        stdout first, then the code follows on its own."""
+        from plugin.delivery.streams import write_within
+
+        body = output[:-1]
+        head = f"{self.pid} O {code} ".encode("ascii")
+        if output.endswith(b"\n") and body and body == body.strip() and b"\n" not in body \
+                and len(head) + len(output) <= select.PIPE_BUF:
+            write_within(self.fd, head + output, deadline)
+            return
+        with contextlib.suppress(OSError, TimeoutError):  # a runtime that stopped reading
+            write_within(out, output, deadline)
+        self.send(str(code))
+
     def close(self) -> None:
         os.close(self.fd)
 
@@ -485,8 +507,7 @@ def _run_for(pid: int, pidfd: int, reply: _Reply, enter: Enter, run: Runner,
         try:
             stdin = read_bounded(stdin_fd, MAX_STDIN - 1, time.monotonic() + STDIN_TIMEOUT)
         except (OSError, TimeoutError) as e:  # what the in-process path answers, too
-            write_within(out, stdin_error(e).encode(), time.monotonic() + OUTPUT_TIMEOUT)
-            reply.send("1")
+            reply.answer(1, stdin_error(e).encode(), out, time.monotonic() + OUTPUT_TIMEOUT)
             return
         if not wanted(env, stdin):  # "resident": false in the config
             reply.send(f"R {len(stdin)}", stdin)
@@ -500,11 +521,10 @@ def _run_for(pid: int, pidfd: int, reply: _Reply, enter: Enter, run: Runner,
             return  # the runtime gave up on it (and may have run DEL since): not run
         code, stdout, stderr = run(env, stdin, gone)
         deadline = time.monotonic() + OUTPUT_TIMEOUT
-        with contextlib.suppress(OSError, TimeoutError):  # a runtime that stopped reading
-            write_within(out, stdout.encode("utf-8", "surrogateescape"), deadline)
-            if stderr:
+        if stderr:  # the log first: the caller exits as soon as it has its answer
+            with contextlib.suppress(OSError, TimeoutError):  # a runtime that stopped reading
                 write_within(err, stderr.encode("utf-8", "surrogateescape"), deadline)
-        reply.send(str(code))
+        reply.answer(code, stdout.encode("utf-8", "surrogateescape"), out, deadline)
     except (OSError, TimeoutError):
         return
     finally:

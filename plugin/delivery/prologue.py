@@ -114,6 +114,7 @@ w() {
       F) py <&3 ;;
       R) export CNILAB_STDIN_BYTES="$l"; py ;;
       X) g ;;
+      O) printf '%s\n' "${l#* }"; exit "${l%% *}" ;;
       '' | *[!0-9]*) ;;
       *) exit "$c" ;;
     esac

@@ -9,11 +9,13 @@ with SIGSTOP/SIGCONT against the real helper:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
-import select
 import signal
+import struct
 import subprocess
+import termios
 import time
 from pathlib import Path
 
@@ -72,7 +74,9 @@ def test_a_caller_frozen_after_its_answer_keeps_its_slot_and_gets_its_answer(liv
         assert frozen.stdin is not None and frozen.stdout is not None
         frozen.stdin.close()
         frozen.stdin = None  # the worker reads the end of stdin, answers, and is done
-        assert select.select([frozen.stdout], [], [], 10)[0], "the worker never answered"
+        # Its answer (exit code and VERSION's JSON, ~100 bytes) waits in its slot FIFO; the
+        # helper's ticks add 2 bytes a second.
+        assert wait_for(lambda: _unread(fifo) >= 60, 10), "the worker never answered"
         time.sleep(0.3)  # what the worker does after its answer, it has done
         # Calls come and go; one of them starts where the frozen caller's slot is.
         landed = False
@@ -103,6 +107,15 @@ if [ "$CNI_COMMAND" = ADD ]; then
 fi
 exec /usr/lib/cni/host-local
 """
+
+
+def _unread(fifo: str) -> int:
+    """Bytes waiting in a FIFO, read without taking them (FIONREAD on a descriptor of ours)."""
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+    finally:
+        os.close(fd)
 
 
 def _holding(pipe_ino: int, candidates: list[int]) -> list[int]:
@@ -206,3 +219,62 @@ def _children_of_any(ancestor: int) -> list[int]:
         found += kids
         frontier = kids
     return found
+
+
+
+def test_a_worker_killed_between_its_output_and_its_exit_code_leaves_one_answer(
+        live_helper, node_and_pod, tmp_path):
+    """The runtime reads one document, the result (exit 0) or an error, never one and then
+    another. Found by the long chaos run: a worker killed after writing an ADD result to the
+    caller's stdout but before its exit code left "result" + "try again" (exit 1). Here the
+    caller, frozen, has its slot FIFO filled with lines for nobody, so the worker cannot hand
+    over its exit code once the ADD is done; the worker is killed there."""
+    path, run_dir = live_helper
+    node, pod = node_and_pod
+    conf = host_local_conf(tmp_path / "ipam", name="cnp2one")
+    env = {"PATH": BARE_PATH, "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "ctr-one",
+           "CNI_NETNS": f"/run/netns/{pod}", "CNI_IFNAME": "eth0", "CNI_PATH": CNI_PATH,
+           "CNILAB_RUN_DIR": str(run_dir), "CNILAB_CALL_TIMEOUT": "1"}
+    helper = int(next(run_dir.glob("resident-*.pid")).read_text())
+    caller = subprocess.Popen(["ip", "netns", "exec", node, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    try:
+        assert wait_for(lambda: _slot_fifo_of(caller.pid, _helper_directory(run_dir)), 10)
+        fifo = _slot_fifo_of(caller.pid, _helper_directory(run_dir))
+        os.kill(caller.pid, signal.SIGSTOP)
+        _fill(fifo)
+        assert caller.stdin is not None
+        caller.stdin.write(json.dumps(conf).encode())
+        caller.stdin.close()
+        caller.stdin = None
+        assert wait_for(lambda: "eth0" in links(pod), 20), "the ADD never made eth0"
+        time.sleep(1.5)  # done, and stuck handing over its answer
+        for worker in children_of(helper):
+            os.kill(worker, signal.SIGKILL)
+        os.kill(caller.pid, signal.SIGCONT)
+        out, _ = caller.communicate(timeout=60)  # it ends on its ticks (CNILAB_CALL_TIMEOUT)
+        docs = [line for line in out.decode(errors="replace").splitlines() if line.strip()]
+        assert len(docs) == 1, f"exit {caller.returncode}, {len(docs)} documents: {docs}"
+        assert ("interfaces" in json.loads(docs[0])) == (caller.returncode == 0), docs
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(caller.pid, signal.SIGKILL)
+            os.kill(caller.pid, signal.SIGCONT)
+        caller.wait()
+        run_plugin(node, "DEL", conf, container_id="ctr-one", netns=pod,
+                   plugin_argv=(str(path),), extra_env={"CNILAB_RUN_DIR": str(run_dir)})
+    assert links(pod) == ["lo"] and leases(tmp_path / "ipam", "cnp2one") == []
+
+
+def _fill(fifo: str) -> None:
+    """Fills a FIFO with lines that name no caller (pid 0), until it takes no more."""
+    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(fd, b"0 junk\n" * 512)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(fd, b"0 J\n")
+    finally:
+        os.close(fd)
