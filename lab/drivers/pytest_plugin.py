@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
+import signal
 import sys
+import threading
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -62,6 +64,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_RECORDER] = ProbeRecorder()
+    _terminate_like_ctrl_c()
+
+
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM (`timeout`, a CI job's limit) stops the run as Ctrl-C does: teardowns and
+    `finally` blocks run, so pods and labs the run made go (its default would kill the
+    process at once and leave them). A handler someone else set stays."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _missing_config(config: pytest.Config) -> str | None:
