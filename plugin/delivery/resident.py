@@ -541,7 +541,7 @@ def serve(build: str) -> int:
         # copying) every page of it in each child.
         gc.collect()
         gc.freeze()
-        _loop(slots, pool, (notify_r, notify_w, lock_fd), libc, copies, directory)
+        _loop(slots, pool, notify_r, notify_w, lock_fd, libc, copies, directory)
         return 0
     except _Stop:
         return 0
@@ -553,10 +553,8 @@ def serve(build: str) -> int:
         os.close(notify_w)
 
 
-def _loop(slots: handoff.Slots, pool: _Pool, fds: tuple[int, int, int], libc: Any,
-          copies: list[str], run_dir: str) -> None:
-    """`fds`: the notes pipe (read end, write end) and the helper lock."""
-    notify_r, notify_w, lock_fd = fds
+def _loop(slots: handoff.Slots, pool: _Pool, notify_r: int, notify_w: int, lock_fd: int,
+          libc: Any, copies: list[str], run_dir: str) -> None:
     helper_pid = os.getpid()  # what each worker checks it still has as its parent
     last = touched = watched = time.monotonic()
     while True:

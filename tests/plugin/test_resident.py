@@ -210,6 +210,39 @@ def test_a_killed_helper_takes_its_workers_along_and_the_next_call_starts_a_new_
     assert deleted.returncode == 0 and links(pod) == ["lo"]
 
 
+
+def test_a_frozen_worker_of_a_killed_helper_leaves_the_next_helper_free_to_start(
+        built, run_dir):
+    """Found by the long chaos run: a worker that outlived its helper held the helper lock,
+    so for minutes no helper could start and every call fell back to Python."""
+    path, ident = built
+    d, _ = run_dir
+    call(path, d, "VERSION")
+    first = helper_of(d, ident, path)
+    assert wait_for(lambda: len(children_of(first)) >= 2), "no spare workers"
+    frozen = children_of(first)
+    try:
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        os.kill(first, signal.SIGKILL)
+        assert wait_for(lambda: not is_resident(first), timeout=10)
+        # Its workers are frozen: their death signal waits. The next call's helper starts.
+        assert call(path, d, "VERSION").returncode == 0
+        pid_file = pid_file_of(d, ident, path)
+        assert wait_for(lambda: pid_file.exists() and int(pid_file.read_text()) != first
+                        and is_resident(int(pid_file.read_text())), timeout=20), \
+            "no new helper while the old one's workers live on"
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        assert wait_for(lambda: not any(is_resident(w) for w in frozen), timeout=15), \
+            "workers outlived their helper"
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGCONT)
+
+
 # -- item 2 of issue 11: a `cp` over the live file --------------------------------------------
 
 def live_copy(plain, run_dir, tmp_path):
