@@ -107,6 +107,17 @@ def one_run(config: Path, logs: Path, vm: bool = False) -> dict[str, object]:
     return result
 
 
+def describe_run(run: dict[str, object]) -> str:
+    lines = [f"{run['lab']} ({run['provider']}): up {run['up_s']} s, "
+             f"suites {run.get('suites_s', '-')} s {run.get('suites', '')}, "
+             f"down {run['down_s']} s, left {run['left'] or 'nothing'}"]
+    lines += [f"    {seconds:7.1f} s  {phase}"
+              for phase, seconds in dict(run.get("phases") or {}).items()]  # type: ignore[call-overload]
+    if "error" in run:
+        lines.append(str(run["error"]))
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-c", "--config", type=Path, required=True)
@@ -118,21 +129,16 @@ def main() -> int:
     logs = Path(tempfile.mkdtemp(prefix="bench-podman-"))
     twin = libvirt_twin(args.config, logs) if args.beside_libvirt else None
     runs = []
+    # Each run is told as soon as it ends (on stderr under --json): a VM twin under TCG can
+    # take an hour, and a run cut short must not lose the container-node figures before it.
+    tell = sys.stderr if args.json else sys.stdout
     for _ in range(args.runs):
-        runs.append(one_run(args.config, logs))
-        if twin is not None:
-            runs.append(one_run(twin, logs, vm=True))
+        for config, vm in ((args.config, False), *(((twin, True),) if twin else ())):
+            runs.append(one_run(config, logs, vm=vm))
+            print(describe_run(runs[-1]), file=tell, flush=True)
     if args.json:
         print(json.dumps(runs, indent=2))
         return 0
-    for run in runs:
-        print(f"{run['lab']} ({run['provider']}): up {run['up_s']} s, "
-              f"suites {run.get('suites_s', '-')} s "
-              f"{run.get('suites', '')}, down {run['down_s']} s, left {run['left'] or 'nothing'}")
-        for phase, seconds in dict(run.get("phases") or {}).items():   # type: ignore[call-overload]
-            print(f"    {seconds:7.1f} s  {phase}")
-        if "error" in run:
-            print(run["error"])
     for key, target in TARGETS.items():
         for provider in ("podman", "libvirt"):
             seen = [float(r[f"{key}_s"]) for r in runs   # type: ignore[arg-type]

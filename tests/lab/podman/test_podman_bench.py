@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # bench/ is not installed
 
-from bench.podman_bench import _timed
+from bench.podman_bench import _timed, describe_run
 
 
 def test_a_command_past_its_time_is_reported_failed_not_raised():
@@ -21,3 +21,13 @@ def test_a_command_past_its_time_is_reported_failed_not_raised():
 def test_a_command_in_time_keeps_its_own_result():
     _, done = _timed(["sh", "-c", "echo fine; exit 3"], timeout=30)
     assert (done.returncode, done.stdout) == (3, "fine\n")
+
+
+def test_a_run_is_told_with_its_phases_and_what_failed():
+    told = describe_run({"lab": "b21v1", "provider": "libvirt", "up_s": 61.5, "down_s": 2.0,
+                         "left": [], "phases": {"k3s server": 30.2},
+                         "error": "lab up stopped after 3600 s"})
+    assert told.splitlines() == [
+        "b21v1 (libvirt): up 61.5 s, suites - s , down 2.0 s, left nothing",
+        "       30.2 s  k3s server",
+        "lab up stopped after 3600 s"]
