@@ -11,7 +11,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +31,11 @@ TCP_SERVER = (
     "s.bind(('::' if v6 else '0.0.0.0',int(sys.argv[1]))); s.listen(1); c,_=s.accept()\n"
     "c.sendall(b'pong '+c.recv(100)); c.close()\n"
 )
+# One echo reply passes; with a deadline (-w), iputils ping keeps sending every 0.2 s until
+# it has one, so a reply that comes at once ends it at once (a fixed -c 2 waited 0.2 s for
+# the second each time). The deadline is 3 s: a new IPv6 address answers only after its
+# duplicate address detection and the next neighbour solicitation, about 2 s after ADD.
+PING = ("ping", "-c", "1", "-i", "0.2", "-w", "3")
 # ICMP echo header plus the IP header: what a full-size ping must leave of the MTU
 PING_OVERHEAD = {4: 28, 6: 48}
 TCP_CLIENT = (
@@ -145,9 +150,7 @@ class Probes:
     @staticmethod
     def both_ways(a: Pod, b: Pod, check: Callable[[Pod, Pod], str]) -> None:
         """check(src, dst) -> why it failed ("" if it did not), a -> b and b -> a at once."""
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            failed = [why for why in pool.map(lambda pair: check(*pair), ((a, b), (b, a)))
-                      if why]
+        failed = failures_at_once(check, ((a, b), (b, a)), workers=2)
         expect(not failed, "\n".join(failed))
 
     def full_size(self, cluster: Cluster, a: Pod, b: Pod, family: int) -> None:
@@ -166,15 +169,14 @@ class Probes:
 
     @staticmethod
     def ping(pod: Pod, ip: str, *, mtu: int | None = None) -> CommandResult:
-        """ICMP echo (any of two replies counts: a loaded CI machine may be slow to schedule
-        the first); with mtu, packets that fill it exactly and must not be fragmented."""
-        argv = ["ping", "-c", "2", "-i", "0.2", "-W", "2"]
+        """ICMP echo; with mtu, packets that fill it exactly and must not be fragmented."""
+        argv = [*PING]
         if mtu is not None:
             argv += ["-M", "do", "-s", str(mtu - PING_OVERHEAD[family_of(ip)])]
         return pod.exec([*argv, ip], timeout=10)
 
     def node_ping(self, node: Node, ip: str) -> Any:
-        return self.node_host(node).run("ping -c 2 -i 0.2 -W 2 %s", ip)
+        return self.node_host(node).run(" ".join(PING) + " %s", ip)
 
     @staticmethod
     def tcp_echo(client: Pod, server: Pod, *, family: int = 4, wait: float = 3.0) -> str:
@@ -446,6 +448,14 @@ def iperf3_gbits(client_exec: Callable[..., CommandResult], server_exec: Callabl
         return 0.0
     finally:
         server_exec(["sh", "-c", 'test -f "$0" && kill "$(cat "$0")"; rm -f "$0"', pidfile])
+
+
+def failures_at_once(check: Callable[..., str], cases: Iterable[tuple[Any, ...]],
+                     workers: int = 4) -> list[str]:
+    """check(*case) for every case, a few at a time (probes between different endpoints do
+    not disturb each other): why each that failed did, in the cases' order."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [why for why in pool.map(lambda case: check(*case), cases) if why]
 
 
 # -- shared pods ----------------------------------------------------------------------------------

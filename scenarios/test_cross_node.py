@@ -3,11 +3,10 @@ scenario runs in each family the lab has (`[v4]`, `[v6]` in the test id)."""
 from __future__ import annotations
 
 import itertools
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .support import address, expect, iperf3_gbits
+from .support import address, expect, failures_at_once, iperf3_gbits
 
 
 def test_cross_node_pod_to_pod_icmp_both_directions(probe, cluster, two_nodes, pod_per_node,
@@ -25,7 +24,7 @@ def test_cross_node_pod_to_pod_tcp_both_directions(probe, cluster, two_nodes, po
 def test_cross_node_node_reaches_pods_on_other_nodes(probe, cluster, pod_per_node, family):
     pairs = [(node, pod) for node in cluster.nodes() for pod in pod_per_node.values()
              if pod.node != node.name]
-    failed = [why for why in (probe.node_to_pod(cluster, n, p, family) for n, p in pairs) if why]
+    failed = failures_at_once(lambda n, p: probe.node_to_pod(cluster, n, p, family), pairs)
     expect(not failed, "\n".join(failed))
 
 
@@ -33,9 +32,7 @@ def test_cross_node_full_mesh_icmp(probe, cluster, pod_per_node, family):
     if len(pod_per_node) < 3:
         pytest.skip("the full mesh needs 3 nodes")
     pairs = list(itertools.permutations(pod_per_node.values(), 2))
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        failed = [why for why in pool.map(
-            lambda pair: probe.pod_to_pod(cluster, *pair, family), pairs) if why]
+    failed = failures_at_once(lambda a, b: probe.pod_to_pod(cluster, a, b, family), pairs)
     expect(not failed, f"{len(failed)} of {len(pairs)} pod pairs without ICMP:\n"
                        + "\n".join(failed))
 

@@ -2,7 +2,7 @@
 runs (`[v4]`, `[v6]` in the test id)."""
 from __future__ import annotations
 
-from .support import expect
+from .support import expect, failures_at_once
 
 
 def test_same_node_pod_to_pod_icmp_both_directions(probe, cluster, neighbours, family):
@@ -15,9 +15,10 @@ def test_same_node_pod_to_pod_tcp_both_directions(probe, cluster, neighbours, fa
 
 
 def test_same_node_node_reaches_its_pods(probe, cluster, pod_per_node, family):
-    failed = [probe.node_to_pod(cluster, node, pod_per_node[node.name], family)
-              for node in cluster.nodes()]
-    expect(not any(failed), "\n".join(why for why in failed if why))
+    failed = failures_at_once(lambda node: probe.node_to_pod(cluster, node,
+                                                             pod_per_node[node.name], family),
+                              ((node,) for node in cluster.nodes()))
+    expect(not failed, "\n".join(failed))
 
 
 def test_same_node_full_size_packets_pass(probe, cluster, neighbours, family):

@@ -6,7 +6,6 @@ The lab ends with the plugin it began with."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +15,7 @@ from lab.api import LabError, Pod
 from lab.cluster.deploy import deploy_plugin_file, with_plugin_file
 
 from .hostside import host_side
-from .support import Probes, delete_pods, expect, make_pods, require_check
+from .support import Probes, delete_pods, expect, failures_at_once, make_pods, require_check
 from .upgrade_builds import Build, NoUpgrade, UpgradePair, upgrade_pair
 
 
@@ -93,9 +92,8 @@ def _probe_pairs(probe: Probes, cluster: Any, pairs: list[tuple[Pod, Pod]], fami
     """ICMP and TCP both ways between each pair, at once; one failure names every miss."""
     probes = [(src, dst, kind) for a, b in pairs for src, dst in ((a, b), (b, a))
               for kind in ("icmp", "tcp")]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        failed = [why for why in pool.map(
-            lambda p: probe.pod_to_pod(cluster, p[0], p[1], family, p[2]), probes) if why]
+    failed = failures_at_once(lambda src, dst, kind: probe.pod_to_pod(cluster, src, dst, family,
+                                                                      kind), probes)
     expect(not failed, f"{what} ({pair.describe()}):\n" + "\n".join(failed))
 
 

@@ -6,10 +6,10 @@ The old build (`--lab-upgrade-from`, else the lab's plugin) makes the first pods
 the everyday case: "from the last release to what I am working on". Naming neither judges a
 re-deploy of the lab's plugin as another file, which only means something when the bytes
 differ (a deploy of the same bytes replaces nothing): ours is rebuilt (`python -m
-plugin.build`, another build id), a text script is copied with a comment line appended, an
-ELF executable with bytes appended past its end, and anything else (a script carrying an
-archive, an unknown format) cannot be changed safely without its source: the scenario skips
-and says which option to give.
+plugin.build --stamp`, another build id), a text script is copied with a comment line
+appended, an ELF executable with bytes appended past its end, and anything else (a script
+carrying an archive, an unknown format) cannot be changed safely without its source: the
+scenario skips and says which option to give.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from pathlib import Path
 from lab.config import CNILAB_MARK
 
 BUILD_TIMEOUT = 300.0     # seconds `python -m plugin.build` may take (about one here)
+UPGRADE_STAMP = "a second build for the upgrade scenario"
 SECOND_BUILD_LINE = b"# cnilab: a second build for the upgrade scenario\n"
 
 
@@ -90,10 +91,11 @@ def second_build(lab: Build, workdir: Path) -> Build:
 
 
 def rebuild_ours(lab: Build, workdir: Path) -> Build:
-    """Our plugin from this harness's source: without bytecode (another build id), or with
-    it when the lab's plugin is that build already."""
+    """Our plugin from this harness's source, stamped (another build id, still with bytecode:
+    a build without it spends a second compiling pyroute2 in its first calls); without the
+    stamp when the lab's plugin is the stamped build already."""
     out = workdir / "second-build"
-    for flags in (["--no-bytecode"], []):
+    for flags in (["--stamp", UPGRADE_STAMP], []):
         try:
             done = subprocess.run([sys.executable, "-m", "plugin.build", "-o", str(out), *flags],
                                   capture_output=True, text=True, timeout=BUILD_TIMEOUT,

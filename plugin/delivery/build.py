@@ -10,11 +10,13 @@ __main__.py is at the top, whatever precedes it):
            plugin/...                     this package
            pyroute2.zip                   the pinned pyroute2, vendored (the node has none)
            plugin/delivery/_build.py      BUILD_ID: a redeploy gets a fresh resident helper
+           STAMP                          only with --stamp: a label of this build
 
 Why a shell prologue rather than `#!/usr/bin/env python3`: when the helper is up, no Python
 starts per call at all (~12 ms saved); otherwise it passes `-I -S` and tries the usual places
 when the runtime's PATH is bare. The build is reproducible: same sources, same bytes, same
-BUILD_ID.
+BUILD_ID. `--stamp TEXT` puts a label in the archive, so two builds of one source (a release
+and a rebuild for a test of upgrades) are different files with different BUILD_IDs.
 
 Bytecode: zipimport cannot write .pyc files, so a zip of sources compiles pyroute2 on every
 in-process call. The archive carries legacy-layout .pyc files (module.pyc next to module.py)
@@ -41,6 +43,7 @@ from plugin.delivery import prologue, vendor
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = REPO / "plugin"
 DEFAULT_OUTPUT = REPO / "dist" / "cnilab"
+STAMP_ENTRY = "STAMP"
 # Not needed on a node: the builder itself.
 PLUGIN_EXCLUDE = {"build.py", "delivery/build.py", "delivery/_build.py", "__main__.py",
                   "delivery/prologue.py", "netconf.py"}
@@ -158,9 +161,11 @@ def archive(entries: list[tuple[str, bytes]]) -> bytes:
     return buffer.getvalue()
 
 
-def build(output: Path = DEFAULT_OUTPUT, with_bytecode: bool = True) -> str:
+def build(output: Path = DEFAULT_OUTPUT, with_bytecode: bool = True, stamp: str = "") -> str:
     """Writes the executable; returns its BUILD_ID. Atomic: a running node never sees half."""
     entries = collect(with_bytecode)
+    if stamp:
+        entries.append((STAMP_ENTRY, stamp.encode() + b"\n"))
     ident = build_id(entries)
     # Its bytecode too: every call imports it, and compiling even one line from a zip
     # costs ~2 ms.
@@ -186,9 +191,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--no-bytecode", action="store_true",
                         help="sources only (smaller; every in-process call compiles pyroute2)")
+    parser.add_argument("--stamp", default="", metavar="TEXT",
+                        help="a label kept in the build (so in its id): tells apart two builds "
+                             "of one source")
     args = parser.parse_args(argv)
     try:
-        ident = build(args.output, with_bytecode=not args.no_bytecode)
+        ident = build(args.output, with_bytecode=not args.no_bytecode, stamp=args.stamp)
     except (BuildError, OSError) as e:
         print(f"build failed: {e}", file=sys.stderr)
         return 1

@@ -63,6 +63,21 @@ def test_builds_are_reproducible(built, tmp_path):
     assert (tmp_path / "again").read_bytes() == path.read_bytes()
 
 
+def test_a_stamp_makes_another_build_of_the_same_source(built, tmp_path):
+    _, ident = built
+    stamped = build.build(tmp_path / "stamped", stamp="release 1")
+    assert stamped != ident
+    assert build.build(tmp_path / "again", stamp="release 1") == stamped
+    assert build.build(tmp_path / "other", stamp="release 2") not in (ident, stamped)
+    with zipfile.ZipFile(tmp_path / "stamped") as outer:
+        assert outer.read(build.STAMP_ENTRY) == b"release 1\n"
+        inner = zipfile.ZipFile(io.BytesIO(outer.read("pyroute2.zip")))
+        assert "pyroute2/iproute/linux.pyc" in inner.namelist()   # still with bytecode
+    done = subprocess.run([str(tmp_path / "stamped")], env=bare_env(tmp_path / "run",
+                          CNI_COMMAND="VERSION"), input=b"{}", capture_output=True, timeout=30)
+    assert done.returncode == 0 and b"supportedVersions" in done.stdout, done.stderr
+
+
 def test_version_runs_on_bare_system_python(built, tmp_path):
     path, _ = built
     done = subprocess.run([str(path)], input=b"", capture_output=True, cwd=tmp_path,

@@ -74,7 +74,7 @@ def test_upgrades_pass_and_the_lab_keeps_its_own_plugin(tmp_path):
         (tmp_path / "second").mkdir()
         passed, said = _upgrade_suite(config, name, tmp_path / "second")
         assert len(passed) == UPGRADE_TESTS, passed
-        assert "to `python -m plugin.build --no-bytecode`" in said, said[-2000:]
+        assert "to `python -m plugin.build --stamp" in said, said[-2000:]
         assert _on_the_nodes(config, name) == {ours}
 
         (tmp_path / "from").mkdir()
