@@ -167,9 +167,7 @@ def _enter_error(path: str, error: OSError) -> Exception:
 
 def open_netns(path: str) -> Any:
     """An IPRoute bound to the namespace at `path`; NamespaceGone if there is none."""
-    quiet_platform.settle()
-    from pyroute2.iproute.linux import IPRoute
-
+    IPRoute = quiet_platform.iproute_class()
     return IPRoute(fileno=_netlink_fd_in(path), strict_check=True)
 
 
@@ -179,10 +177,7 @@ def open_node() -> Any:
     strict_check: the kernel then filters dumps by what the request names (a route dump by
     the host veth's index), instead of sending one route per pod for pyroute2 to decode.
     """
-    quiet_platform.settle()
-    from pyroute2.iproute.linux import IPRoute
-
-    return IPRoute(strict_check=True)
+    return quiet_platform.iproute_class()(strict_check=True)
 
 
 def netlink_error(what: str, e: Exception) -> CniError:

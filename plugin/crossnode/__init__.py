@@ -60,9 +60,7 @@ def find_self(topology: Topology) -> ClusterNode:
 
 @contextmanager
 def _ipr() -> Iterator[Any]:
-    quiet_platform.settle()
-    from pyroute2.iproute.linux import IPRoute  # lazy: VERSION and config errors skip it
-
+    IPRoute = quiet_platform.iproute_class()  # lazy: VERSION and config errors skip it
     try:
         # strict: the kernel (>= 4.20) filters dumps by the header's fields (see peer_routes)
         ipr = IPRoute(strict_check=True)  # the calling thread's namespace: the node's

@@ -14,6 +14,8 @@ pointer size as architecture() reports it when `file` says nothing. Private hook
 """
 from __future__ import annotations
 
+from typing import Any
+
 
 def _no_file_output(_target: str, default: str = "") -> str:
     return default
@@ -33,3 +35,13 @@ def settle() -> None:
     processor = getattr(platform, "_Processor", None)
     if processor is not None:
         processor.get_linux = staticmethod(_blank)
+
+
+def iproute_class() -> Any:
+    """pyroute2's IPRoute, with `platform` settled before pyroute2 is first imported: every
+    place that opens netlink gets the class here (and imports pyroute2 before anything else
+    it does, so an untrusted copy of it is refused first)."""
+    settle()
+    from pyroute2.iproute.linux import IPRoute
+
+    return IPRoute
