@@ -20,6 +20,7 @@ import argparse
 import json
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,9 @@ def one_run(config: Path, logs: Path, vm: bool = False) -> dict[str, object]:
     try:
         if up.returncode != 0:
             result["error"] = (up.stdout + up.stderr)[-3000:]
+            kept = keep_failure_logs(up.stdout + up.stderr, logs)
+            if kept:
+                result["failure_logs"] = str(kept)
             return result
         report = logs / f"{name}.xml"
         suites_s, suites = _timed([sys.executable, "-m", "pytest", "scenarios/", "-q",
@@ -107,6 +111,17 @@ def one_run(config: Path, logs: Path, vm: bool = False) -> dict[str, object]:
     return result
 
 
+def keep_failure_logs(said: str, folder: Path) -> Path | None:
+    """The tarball a failed `lab up` names, copied into the bench's folder: the `lab down`
+    after it removes the lab's state, logs included."""
+    found = re.search(r"logs of the failed lab: (\S+)", said)
+    if not found or not Path(found.group(1)).is_file():
+        return None
+    kept = folder / Path(found.group(1)).name
+    shutil.copyfile(found.group(1), kept)
+    return kept
+
+
 def describe_run(run: dict[str, object]) -> str:
     lines = [f"{run['lab']} ({run['provider']}): up {run['up_s']} s, "
              f"suites {run.get('suites_s', '-')} s {run.get('suites', '')}, "
@@ -115,6 +130,8 @@ def describe_run(run: dict[str, object]) -> str:
               for phase, seconds in dict(run.get("phases") or {}).items()]  # type: ignore[call-overload]
     if "error" in run:
         lines.append(str(run["error"]))
+    if "failure_logs" in run:
+        lines.append(f"  its logs, kept: {run['failure_logs']}")
     return "\n".join(lines)
 
 
@@ -136,9 +153,10 @@ def main() -> int:
         for config, vm in ((args.config, False), *(((twin, True),) if twin else ())):
             runs.append(one_run(config, logs, vm=vm))
             print(describe_run(runs[-1]), file=tell, flush=True)
+    verdict = 0 if all(r.get("suites_ok", False) and not r["left"] for r in runs) else 1
     if args.json:
         print(json.dumps(runs, indent=2))
-        return 0
+        return verdict
     for key, target in TARGETS.items():
         for provider in ("podman", "libvirt"):
             seen = [float(r[f"{key}_s"]) for r in runs   # type: ignore[arg-type]
@@ -146,4 +164,4 @@ def main() -> int:
             if seen:
                 print(f"{key} ({provider}): {min(seen):.1f}-{max(seen):.1f} s"
                       + (f" (target <= {target:.0f} s)" if provider == "podman" else ""))
-    return 0 if all(r.get("suites_ok", False) and not r["left"] for r in runs) else 1
+    return verdict

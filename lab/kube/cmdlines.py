@@ -275,6 +275,11 @@ def unpack_image(ref: str, snapshotter: str) -> str:
             'else rc=3; cat "$d.err" >&2; fi; rmdir "$d"; rm -f "$d.err"; exit $rc')
 
 
+def has_image_tarballs() -> str:
+    """Exit 0 when the node holds image tarballs for K3s to import (its air-gap images)."""
+    return f'for f in {IMAGES_DIR}/*.tar*; do [ -f "$f" ] && exit 0; done; exit 1'
+
+
 def nodes_json() -> list[str]:
     return kubectl("get", "nodes", "-o", "json")
 

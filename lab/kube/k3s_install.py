@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -328,8 +329,15 @@ class WaitNodesReady:
 class UnpackPodImages:
     """Air-gapped images arrive as tarballs that K3s imports but does not unpack: the first pod
     on each node then waits for the unpack (60-190 s for the scenario image under TCG). Done
-    here, on every node at once, the first scenario pod starts as fast as the next."""
+    here, on every node at once, the first scenario pod starts as fast as the next.
+
+    K3s imports the tarballs beside the kubelet's start, not before it: on a slow node (TCG)
+    it is Ready well before a 140 MB image is in. An image not there while the node holds
+    tarballs is waited for, to the K3s deadline; with no tarball at all it never comes."""
     name = "unpack the pod images on every node"
+
+    def __init__(self, poll: float = POLL) -> None:
+        self.poll = poll
 
     def run(self, ctx: ActionContext) -> None:
         settings = k3s_settings(ctx)
@@ -342,32 +350,50 @@ class UnpackPodImages:
             refs = {pause: True, **refs}
         skipped: set[str] = set()
 
-        def unpack(node: Node) -> None:
-            snapshotter = parse_snapshotter(read_containerd_config(node) or "")
-            for ref, required in refs.items():
-                try:
-                    res = node.run(["sh", "-c", cmdlines.unpack_image(ref, snapshotter)],
-                                   timeout=settings.ready_timeout)
-                except CommandTimeout:
-                    raise LabError(f"unpacking {ref} took over {settings.ready_timeout:.0f}s",
-                                   where=node.name) from None
+        def unpack(node: Node, snapshotter: str, ref: str, required: bool) -> None:
+            deadline = time.monotonic() + settings.ready_timeout
+            said: list[str] = []
+
+            def unpacked() -> str | None:
+                res = node.run(["sh", "-c", cmdlines.unpack_image(ref, snapshotter)],
+                               timeout=max(deadline - time.monotonic(), 5.0))
                 if res.rc == 3 and not required:
                     skipped.add(ref)
                 elif res.rc == 3:
-                    raise LabError(f"image {ref} is not on {node.name}", where=node.name,
-                                   output=res.stderr.strip(),
-                                   hint="its tarball must be in the air-gap folder or "
-                                        "k3s.images (`lab image pod -o <folder>` makes it)")
+                    said[:] = [res.stderr.strip()]
+                    if not node.run(["sh", "-c", cmdlines.has_image_tarballs()]).ok:
+                        raise LabError(f"image {ref} is not on {node.name}", where=node.name,
+                                       output=said[0], hint=NO_IMAGE_HINT)
+                    return f"{ref} not imported yet"
                 elif not res.ok:
                     raise LabError(f"cannot unpack {ref}", where=node.name,
                                    output=(res.stderr or res.stdout).strip())
+                return None
 
-        parallel(ctx.nodes, unpack)
+            def late(missing: str) -> LabError:
+                return LabError(
+                    f"image {ref} is not on {node.name}: K3s had not imported it from "
+                    f"{cmdlines.IMAGES_DIR} after {settings.ready_timeout:.0f}s",
+                    where=node.name, output="\n".join([missing, *said]),
+                    hint=NO_IMAGE_HINT + "; K3s says why in its log (`lab logs`)")
+
+            wait_until(unpacked, settings.ready_timeout, late, self.poll)
+
+        def unpack_all(node: Node) -> None:
+            snapshotter = parse_snapshotter(read_containerd_config(node) or "")
+            for ref, required in refs.items():
+                unpack(node, snapshotter, ref, required)
+
+        parallel(ctx.nodes, unpack_all)
         if ctx.report:
             done = [ref for ref in refs if ref not in skipped]
             ctx.report(f"{', '.join(done) or 'nothing'} unpacked on {len(ctx.nodes)} nodes"
                        + (f"; {', '.join(sorted(skipped))} not imported: pulled at first use"
                           if skipped else ""))
+
+
+NO_IMAGE_HINT = ("its tarball must be in the air-gap folder or k3s.images (`lab image pod -o "
+                 "<folder>` makes it)")
 
 
 class FetchKubeconfig:

@@ -669,6 +669,40 @@ def test_airgapped_pod_images_are_unpacked_on_every_node_ahead(tmp_path, make_no
     assert "not found" in e.value.output and "lab image pod" in e.value.hint
 
 
+def test_an_image_k3s_is_still_importing_is_waited_for_to_the_deadline(tmp_path, make_node):
+    """K3s imports its air-gap tarballs beside the kubelet's start: under TCG the 140 MB pod
+    image came in well after the nodes were Ready (seen on 3 VMs, 2026-12-07)."""
+    import threading
+
+    binary, _ = _airgap_inputs(tmp_path)
+    nodes = _nodes(make_node)
+    for node in nodes:
+        _with_fake_ctr(node, [])
+        _put(node, f"{cmdlines.IMAGES_DIR}/cnilab-pod.tar", "a tarball K3s is importing")
+    arrives = threading.Timer(0.6, lambda: nodes[2].file("/var/lib/rancher/images.txt")
+                              .write_text("registry.local/pod:1\n"))
+    for node in nodes[:2]:
+        _put(node, "/var/lib/rancher/images.txt", "registry.local/pod:1\n")
+    arrives.start()
+    try:
+        k3s_install.UnpackPodImages(poll=0.1).run(
+            _ctx(_config(tmp_path, mode="airgap", binary=str(binary), ready_timeout=20),
+                 nodes, tmp_path))
+    finally:
+        arrives.cancel()
+    calls = nodes[2].file("/var/lib/rancher/ctr.log").read_text().splitlines()
+    assert [c.split()[4] for c in calls][-2:] == ["mount", "unmount"], calls
+    assert len(calls) >= 3, calls   # at least one "not found" before it came
+    # never imported: the deadline, saying what it waited for
+    _with_fake_ctr(nodes[1], [])
+    with pytest.raises(LabError, match=r"image registry\.local/pod:1 is not on node2: K3s had "
+                                       r"not imported it from .* after 1s") as e:
+        k3s_install.UnpackPodImages(poll=0.1).run(
+            _ctx(_config(tmp_path, mode="airgap", binary=str(binary), ready_timeout=1),
+                 nodes, tmp_path))
+    assert "not imported yet" in e.value.output and "not found" in e.value.output
+
+
 def test_snapshotter_is_read_from_each_config_format():
     from lab.kube.paths import parse_snapshotter
 

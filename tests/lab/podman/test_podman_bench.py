@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # bench/ is not installed
 
-from bench.podman_bench import _timed, describe_run
+from bench.podman_bench import _timed, describe_run, keep_failure_logs
 
 
 def test_a_command_past_its_time_is_reported_failed_not_raised():
@@ -31,3 +31,15 @@ def test_a_run_is_told_with_its_phases_and_what_failed():
         "b21v1 (libvirt): up 61.5 s, suites - s , down 2.0 s, left nothing",
         "       30.2 s  k3s server",
         "lab up stopped after 3600 s"]
+
+
+def test_the_logs_a_failed_lab_up_names_are_kept_before_lab_down(tmp_path):
+    tarball = tmp_path / "state" / "up-failed-20261207-210539.tar.gz"
+    tarball.parent.mkdir()
+    tarball.write_bytes(b"logs")
+    kept_in = tmp_path / "bench"
+    kept_in.mkdir()
+    kept = keep_failure_logs(f"✗ unpack\n  logs of the failed lab: {tarball}\n• clean up", kept_in)
+    tarball.unlink()   # what `lab down` does to the lab's state
+    assert kept == kept_in / tarball.name and kept.read_bytes() == b"logs"
+    assert keep_failure_logs("✗ lab up failed before any node", kept_in) is None
