@@ -9,6 +9,7 @@ plugin; helpers live in support.py.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -42,14 +43,20 @@ def cluster(cluster: Cluster, pytestconfig: pytest.Config) -> JudgedCluster:
     """The lab's cluster, every ADD judged and every DEL checked for leftovers (hostside.py).
 
     One pod per node is added and deleted first: what a plugin sets up once per node (peer
-    routes, a VTEP) is there before the first scenario, so only what pods leave counts."""
-    try:
-        warm = make_pods(cluster, [(f"warm-{n.name}"[:20].rstrip("-"), n.name)
-                                   for n in cluster.nodes()])
-        delete_pods(cluster, warm)
-    except LabError:
-        pass    # the first scenario that makes a pod says what ADD did, under its own name
+    routes, a VTEP, the cluster network's bridge) is there before the first scenario, so only
+    what pods leave counts. A node whose warm-up pod could not be made (a starved API server
+    on emulated VMs) is warmed again before its first scenario pod, or that pod would be
+    blamed for the node's set-up."""
+    def warm(node: str) -> bool:
+        try:
+            delete_pods(cluster, make_pods(cluster, [(f"warm-{node}"[:20].rstrip("-"), node)]))
+        except LabError:
+            return False   # the first scenario that makes a pod says what ADD did
+        return True
+
     nodes = {n.name: n for n in cluster.nodes()}
+    with ThreadPoolExecutor(max_workers=len(nodes) or 1) as pool:
+        cold = {name for name, warmed in zip(nodes, pool.map(warm, nodes)) if not warmed}
     add_result = getattr(cluster, "add_result", lambda pod: None)
 
     def judge(pod: Pod, node_macs: dict[str, str]) -> list[str]:
@@ -57,7 +64,8 @@ def cluster(cluster: Cluster, pytestconfig: pytest.Config) -> JudgedCluster:
                          node_macs)
 
     judged = JudgedCluster(cluster, judge,
-                           lambda: pytestconfig.stash.get(_RUNNING, "the session's set-up"))
+                           lambda: pytestconfig.stash.get(_RUNNING, "the session's set-up"),
+                           cold, warm)
     pytestconfig.stash[_JUDGED] = judged
     return judged
 

@@ -149,6 +149,11 @@ class Snapshots:
         with ThreadPoolExecutor(max_workers=len(self._nodes)) as pool:
             return dict(zip(self._nodes, pool.map(lambda n: self.after(n, since), self._nodes)))
 
+    def forget(self, node: str) -> None:
+        """The node changed outside any pod's ADD or DEL (a warm-up): take a new view."""
+        with self._locks[node]:
+            self._last.pop(node, None)
+
     def carry_over(self) -> None:
         """The views at a scenario's end are the next scenario's start: nothing runs between."""
         for node, seen in self._last.items():
@@ -232,13 +237,17 @@ class JudgedCluster:
     (findings kept for test_add_results.py) and every DEL checked for what it left."""
 
     def __init__(self, cluster: Cluster, judge: Callable[[Pod, dict[str, str]], list[str]],
-                 running: Callable[[], str]) -> None:
+                 running: Callable[[], str], cold: Iterable[str] = (),
+                 warm: Callable[[str], bool] = lambda node: True) -> None:
         self._cluster = cluster
+        self._cold = set(cold)       # nodes whose warm-up pod failed: warmed before first use
+        self._warm = warm            # node -> whether a warm-up ADD and DEL there worked
         self._judge = judge          # (pod, the node's link MACs) -> findings
         self._running = running      # the scenario now running: who made a pod
         self.ledger = Ledger()
         self.findings: list[tuple[str, str, list[str]]] = []   # (test, pod, findings)
         self._nodes = {n.name: n for n in cluster.nodes()}
+        self._warming = {name: threading.Lock() for name in self._nodes}
         self.snapshots = Snapshots(cluster, self._nodes)
         self._began = self.snapshots.all_after(time.monotonic())
 
@@ -263,8 +272,18 @@ class JudgedCluster:
                 for item in sorted(seen.items - self._began[node].items)
                 if (node, item) not in live | known]
 
+    def _warmed(self, node: str) -> None:
+        """A node's once-per-node set-up is made by a warm-up pod, not the scenario's."""
+        with self._warming[node]:
+            if node in self._cold and self._warm(node):
+                self._cold.discard(node)
+                self.snapshots.forget(node)
+                self._began[node] = self.snapshots.before(node)
+
     def create_pod(self, name: str, node: str, options: AttachOptions | None = None) -> Pod:
         test = self._running()
+        if node in self._cold:
+            self._warmed(node)
         before = self.snapshots.before(node)
         try:
             pod = self._cluster.create_pod(name, node, options) if options else \
