@@ -25,10 +25,10 @@ from lab.kube.k3s_install import (
     FetchKubeconfig,
     InstallK3sAgents,
     InstallK3sServer,
-    UnpackPodImages,
     WaitNodesReady,
 )
 from lab.kube.multus_install import InstallMultus
+from lab.kube.unpack_images import UnpackPodImages
 
 
 def cluster_actions(config: Any) -> list[Action]:

@@ -13,7 +13,17 @@ import pytest
 
 from lab.api import ActionContext, LabError
 from lab.config import parse_config
-from lab.kube import actions, cmdlines, deploy, k3s_install, multus, multus_install, paths, remote
+from lab.kube import (
+    actions,
+    cmdlines,
+    deploy,
+    k3s_install,
+    multus,
+    multus_install,
+    paths,
+    remote,
+    unpack_images,
+)
 from lab.kube.k3s_install import InstallK3sAgents, InstallK3sServer, WaitNodesReady, not_ready
 from lab.nodes.ssh import CommandTimeout
 from plugin import netconf
@@ -645,7 +655,7 @@ def test_airgapped_pod_images_are_unpacked_on_every_node_ahead(tmp_path, make_no
     nodes = _nodes(make_node)
     for node in nodes:
         _with_fake_ctr(node, [PAUSE_IMAGE_REF, "registry.local/pod:1"])
-    k3s_install.UnpackPodImages().run(_ctx(config, nodes, tmp_path))
+    unpack_images.UnpackPodImages().run(_ctx(config, nodes, tmp_path))
     for node in nodes:
         calls = node.file("/var/lib/rancher/ctr.log").read_text().splitlines()
         assert [c.split()[4:8] for c in calls] == [
@@ -661,11 +671,11 @@ def test_airgapped_pod_images_are_unpacked_on_every_node_ahead(tmp_path, make_no
                     pod_image_pull_policy="IfNotPresent")
     ctx = _ctx(pulls, nodes, tmp_path)
     ctx.report = said.append
-    k3s_install.UnpackPodImages().run(ctx)
+    unpack_images.UnpackPodImages().run(ctx)
     assert said == [f"{PAUSE_IMAGE_REF} unpacked on 3 nodes; registry.local/pod:1 not imported: "
                     "pulled at first use"]
     with pytest.raises(LabError, match=r"image registry\.local/pod:1 is not on node2") as e:
-        k3s_install.UnpackPodImages().run(_ctx(config, nodes, tmp_path))   # air-gapped: Never
+        unpack_images.UnpackPodImages().run(_ctx(config, nodes, tmp_path))   # air-gapped: Never
     assert "not found" in e.value.output and "lab image pod" in e.value.hint
 
 
@@ -685,7 +695,7 @@ def test_an_image_k3s_is_still_importing_is_waited_for_to_the_deadline(tmp_path,
         _put(node, "/var/lib/rancher/images.txt", "registry.local/pod:1\n")
     arrives.start()
     try:
-        k3s_install.UnpackPodImages(poll=0.1).run(
+        unpack_images.UnpackPodImages(poll=0.1).run(
             _ctx(_config(tmp_path, mode="airgap", binary=str(binary), ready_timeout=20),
                  nodes, tmp_path))
     finally:
@@ -697,7 +707,7 @@ def test_an_image_k3s_is_still_importing_is_waited_for_to_the_deadline(tmp_path,
     _with_fake_ctr(nodes[1], [])
     with pytest.raises(LabError, match=r"image registry\.local/pod:1 is not on node2: K3s had "
                                        r"not imported it from .* after 1s") as e:
-        k3s_install.UnpackPodImages(poll=0.1).run(
+        unpack_images.UnpackPodImages(poll=0.1).run(
             _ctx(_config(tmp_path, mode="airgap", binary=str(binary), ready_timeout=1),
                  nodes, tmp_path))
     assert "not imported yet" in e.value.output and "not found" in e.value.output
