@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from lab.config import CNILAB_MARK
 
 BUILD_TIMEOUT = 300.0     # seconds `python -m plugin.build` may take (about one here)
 UPGRADE_STAMP = "a second build for the upgrade scenario"
-SECOND_BUILD_LINE = b"# cnilab: a second build for the upgrade scenario\n"
+SECOND_BUILD_LINE = f"# cnilab: {UPGRADE_STAMP}\n".encode()
 
 
 class NoUpgrade(Exception):
@@ -96,19 +97,19 @@ def rebuild_ours(lab: Build, workdir: Path) -> Build:
     stamp when the lab's plugin is the stamped build already."""
     out = workdir / "second-build"
     for flags in (["--stamp", UPGRADE_STAMP], []):
+        command = shlex.join(["python", "-m", "plugin.build", *flags])
         try:
             done = subprocess.run([sys.executable, "-m", "plugin.build", "-o", str(out), *flags],
                                   capture_output=True, text=True, timeout=BUILD_TIMEOUT,
                                   check=False)
         except subprocess.TimeoutExpired:
-            raise NoUpgrade(f"not applicable: `python -m plugin.build` took over "
-                            f"{BUILD_TIMEOUT:.0f} s; pass --lab-upgrade-to PATH") from None
+            raise NoUpgrade(f"not applicable: `{command}` took over {BUILD_TIMEOUT:.0f} s; "
+                            "pass --lab-upgrade-to PATH") from None
         if done.returncode != 0:
             said = (done.stderr or done.stdout).strip()[-300:]
-            raise NoUpgrade("not applicable: no second build of our plugin: `python -m "
-                            f"plugin.build {' '.join(flags)}` failed (it builds from a cnilab "
-                            f"checkout): {said}; pass --lab-upgrade-to PATH")
-        command = " ".join(["python -m plugin.build", *flags])
+            raise NoUpgrade(f"not applicable: no second build of our plugin: `{command}` "
+                            f"failed (it builds from a cnilab checkout): {said}; pass "
+                            "--lab-upgrade-to PATH")
         built = build_of(out, f"`{command}` of this harness's source, as {out}")
         if built.sha256 != lab.sha256:
             return built

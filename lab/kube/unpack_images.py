@@ -41,6 +41,7 @@ class UnpackPodImages:
         def unpack(node: Node, snapshotter: str, ref: str, required: bool) -> None:
             deadline = time.monotonic() + settings.ready_timeout
             said: list[str] = []
+            tarballs: list[bool] = []   # whether the node holds any: asked at the first miss
 
             def unpacked() -> str | None:
                 res = node.run(["sh", "-c", cmdlines.unpack_image(ref, snapshotter)],
@@ -49,7 +50,9 @@ class UnpackPodImages:
                     skipped.add(ref)
                 elif res.rc == 3:
                     said[:] = [res.stderr.strip()]
-                    if not node.run(["sh", "-c", cmdlines.has_image_tarballs()]).ok:
+                    if not tarballs:
+                        tarballs.append(node.run(["sh", "-c", cmdlines.has_image_tarballs()]).ok)
+                    if not tarballs[0]:
                         raise LabError(f"image {ref} is not on {node.name}", where=node.name,
                                        output=said[0], hint=NO_IMAGE_HINT)
                     return f"{ref} not imported yet"
