@@ -275,3 +275,29 @@ def test_down_stops_every_helper_the_labs_plugin_started(make_lab, tmp_path):
     while holders_of(provider.host_root) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert holders_of(provider.host_root) == []
+
+
+def test_files_put_while_other_threads_run_commands_can_be_executed_at_once(tmp_path):
+    """`lab up` copies a hook to each node and runs it there, all nodes at once (node_setup,
+    a deploy): a copy must never leave its write descriptor in another thread's child, or
+    running the fresh file fails with "Text file busy" (ETXTBSY), as a CI run did."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lab.nodes.providers.netns import NetnsNode
+
+    node = NetnsNode("node1", "10.99.0.11", str(tmp_path), "unused")
+    script = tmp_path / "hook"
+    script.write_bytes(b"#!/bin/sh\nexit 0\n" + b"# padding\n" * 20_000)  # a copy takes a while
+
+    def put_and_run(i: int) -> str:
+        target = tmp_path / f"node{i % 8}" / f"hook{i}"
+        node.put_file(script, str(target))
+        try:
+            done = subprocess.run([str(target)], capture_output=True, text=True, check=False)
+        except OSError as e:
+            return str(e)
+        return "" if done.returncode == 0 else done.stderr or f"rc {done.returncode}"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        failed = [why for why in pool.map(put_and_run, range(400)) if why]
+    assert not failed, f"{len(failed)} of 400 failed, e.g. {failed[0]}"

@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ POD_PREFIX = "pod-"
 BRIDGE = "br0"
 NODE_IF = "eth0"
 IP_TIMEOUT = 30.0
+PUT_TIMEOUT = 120.0     # a copy of a plugin onto a local disk
 
 
 def ns_prefix(lab: str) -> str:
@@ -123,11 +125,22 @@ class NetnsNode:
 
     def put_file(self, local: Path, remote: str, mode: int = 0o755) -> None:
         """Copies onto the host filesystem (shared by every netns node); atomic, so a plugin
-        being executed is never seen half-written."""
+        being executed is never seen half-written. The copy is written by a `cp` of its own:
+        a descriptor we held open for writing would be inherited by any child another thread
+        forks meanwhile, and running the fresh file would fail with ETXTBSY until that child
+        execs (nodes copy and run their hooks in parallel)."""
         target = Path(remote)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-        shutil.copyfile(local, tmp)
+        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}.{threading.get_ident()}")
+        try:
+            done = subprocess.run(["cp", "--", str(local), str(tmp)], capture_output=True,
+                                  text=True, timeout=PUT_TIMEOUT, check=False)
+        except subprocess.TimeoutExpired:
+            raise LabError(f"copying {local} to {target} took over {PUT_TIMEOUT:.0f} s",
+                           where=self.name, hint="is the disk full or hung?") from None
+        if done.returncode != 0:
+            raise LabError(f"cannot copy {local} to {target}", where=self.name,
+                           output=done.stderr)
         os.chmod(tmp, mode)
         os.replace(tmp, target)
 

@@ -26,6 +26,8 @@ import pytest
 from vm_lab import REPO, free_subnet, free_subnet6, leftovers, require_vm_host
 
 DEFAULT_AIRGAP_DIR = Path("/var/cache/cnilab/airgap")
+# what `lab down` says of a lab that does not exist
+NO_LAB = "no lab "
 REQUIRED = ("k3s", "multus")
 LAB_PREFIX = "t10"
 BIN = Path(sys.executable).parent
@@ -79,7 +81,8 @@ def k3s_input(minor: int, *, explicit: bool = False) -> tuple[Path, str]:
 
 
 def airgap_from_inputs(dest: Path, k3s_version: str, multus_version: str | None = None,
-                       multus_mode: str = "host", *, explicit: bool = False) -> Path:
+                       multus_mode: str = "host", *, explicit: bool = False,
+                       why: str = "") -> Path:
     """An air-gap folder made of links to the inputs of these releases (the k3s binary, the
     thin multus binary or the Multus image, the pod and pause images), or a skip naming
     what is missing."""
@@ -94,7 +97,8 @@ def airgap_from_inputs(dest: Path, k3s_version: str, multus_version: str | None 
     missing = [str(p.relative_to(base)) for p in needed if not p.is_file()]
     if missing:
         pytest.skip(f"live K3s {k3s_version} needs {', '.join(missing)} in {base} (built from "
-                    "public source; set CNILAB_INPUTS_DIR; docs/k8s.md says how)")
+                    "public source; set CNILAB_INPUTS_DIR; docs/k8s.md says how)"
+                    + (f"; {why}" if why else ""))
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "k3s").symlink_to(k3s)
     images = list(pod_images.IMAGES)
@@ -105,6 +109,31 @@ def airgap_from_inputs(dest: Path, k3s_version: str, multus_version: str | None 
     for _image, built, _ in pod_images.build_pod_images(images=tuple(images), report=print):
         (dest / built.name).symlink_to(built)
     return dest
+
+
+def example_releases(example: str) -> tuple[str, str | None, str]:
+    """The example's [k3s] version, [multus] version (None without Multus) and Multus mode."""
+    import tomllib
+
+    data = tomllib.loads((REPO / "examples" / example).read_text())
+    multus = data.get("multus")
+    return (data["k3s"]["version"], multus["version"] if multus else None,
+            multus.get("mode", "host") if multus else "host")
+
+
+def airgap_for(example: str, dest: Path) -> Path:
+    """The air-gap folder for the example's K3s release: $CNILAB_AIRGAP_DIR when its k3s is
+    that release, else one linked from the inputs of that release (a skip naming what is
+    missing). A machine's air-gap folder holds one release; the examples pin theirs."""
+    from lab.kube.airgap import binary_version
+
+    k3s_version, multus_version, multus_mode = example_releases(example)
+    folder = Path(os.environ.get("CNILAB_AIRGAP_DIR") or DEFAULT_AIRGAP_DIR)
+    found = binary_version(folder / "k3s")
+    if found == k3s_version:
+        return airgap_dir()
+    return airgap_from_inputs(dest, k3s_version, multus_version, multus_mode,
+                              why=f"{folder}/k3s is {found or 'not a K3s binary'}")
 
 
 @dataclass
@@ -231,7 +260,7 @@ def live_lab(example: str, tmp_path: Path, need_minutes: float, *,
     """`lab up` of the example (its text passed through edit, e.g. a mirror setting added);
     hook(address) runs once this host holds hook_at(config text); always `lab down`, then
     nothing of the lab may be left."""
-    folder = folder or airgap_dir()
+    folder = folder or airgap_for(example, tmp_path / "airgap")
     require_vm_host()
     require_budget(need_minutes, f"a live lab of {example}")
     from lab.nodes.providers.libvirt.image_build import build_image
@@ -265,7 +294,10 @@ def live_lab(example: str, tmp_path: Path, need_minutes: float, *,
         provider.close()
         if up_ok:   # a lab that failed early says nothing of what a whole one takes
             TAKEN[example] = (time.monotonic() - started) / 60
-        assert down.returncode == 0, f"lab down failed:\n{down.stdout}\n{down.stderr}"
+        # a `lab up` refused before it made anything leaves no lab to take down: its own
+        # error is the one to read
+        made = up_ok or NO_LAB not in down.stderr
+        assert down.returncode == 0 or not made, f"lab down failed:\n{down.stdout}\n{down.stderr}"
         assert not left, f"lab down left: {left}"
 
 
