@@ -78,6 +78,15 @@ def _node_sha(live: LiveLab, node: str, path: str) -> str:
     return out.stdout.split()[0]
 
 
+def cni_bin_dir(live: LiveLab, node: str) -> str:
+    """Where the node's containerd looks for plugins: K3s moved it in October 2024."""
+    from lab.kube.paths import CONTAINERD_CONFIG, parse_containerd_config
+
+    out = live.lab("exec", node, "--", "cat", CONTAINERD_CONFIG, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return parse_containerd_config(out.stdout).bin_dir
+
+
 def test_deploy_swaps_the_plugin_and_the_new_build_serves_the_next_pod(live, tmp_path):
     # A second build of the same sources (without bytecode): another BUILD_ID, other bytes.
     variant = tmp_path / "cnilab"
@@ -93,7 +102,7 @@ def test_deploy_swaps_the_plugin_and_the_new_build_serves_the_next_pod(live, tmp
     deployed = run_lab("deploy", config=config, env=live.env, timeout=300)
     assert deployed.returncode == 0, deployed.stderr
     assert "2 replaced" in deployed.stdout + deployed.stderr, deployed.stderr
-    bin_dir = "/var/lib/rancher/k3s/data/current/bin"
+    bin_dir = cni_bin_dir(live, "node1")
     want = hashlib.sha256(variant.read_bytes()).hexdigest()
     for node in ("node1", "node2"):
         assert _node_sha(live, node, f"{bin_dir}/cnilab") == want
