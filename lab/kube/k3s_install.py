@@ -206,10 +206,21 @@ def start_k3s(ctx: ActionContext, node: Node, args: list[str]) -> None:
     else:
         sh(node, cmdlines.install_unit(role), input=cmdlines.systemd_unit(args, ctx.config.name),
            timeout=300, what=f"cannot start K3s {role}")
-    if kind.oom_restricted and containerd_oom.after_start(node, role, minor, kind.systemd) \
-            and ctx.report:
+    if kind.oom_restricted and pin_oom_setting(node, role, minor, kind.systemd) and ctx.report:
         ctx.report(f"{node.name}: containerd restricted to this root's oom_score_adj "
                    f"(K3s v1.{minor} renders no template to extend)")
+
+
+def pin_oom_setting(node: Node, role: str, minor: int, systemd: bool) -> bool:
+    """containerd_oom.after_start, except that a K3s which never rendered containerd's config
+    because it keeps crashing is reported as that, with its log, not as a missing config."""
+    try:
+        return containerd_oom.after_start(node, role, minor, systemd)
+    except LabError:
+        looping = crash_loop(node, role)
+        if looping is not None:
+            raise looping from None
+        raise
 
 
 class InstallK3sServer:

@@ -547,6 +547,29 @@ def test_a_crash_looping_server_is_reported_at_once_with_its_journal(tmp_path, m
     assert k3s_install.crash_loop(node, "server") is None
 
 
+def test_a_config_k3s_never_wrote_because_it_crashes_is_reported_as_the_crash(make_node,
+                                                                            monkeypatch):
+    """Container nodes whose root cannot lower oom_score_adj wait for the containerd config
+    K3s renders; a K3s that crash-loops renders none, and the crash is what to show (seen: a
+    K3s build whose server panicked at start, reported as a config never written)."""
+    from lab.kube import containerd_oom
+
+    node = make_node("node1", "10.99.0.11")
+
+    def never_rendered(*_args):
+        raise LabError("cannot add restrict_oom_score_adj to containerd's config: "
+                       "K3s wrote none within 180 s")
+
+    monkeypatch.setattr(containerd_oom, "after_start", never_rendered)
+    _with_restarting_unit(node, 5)
+    with pytest.raises(LabError, match=r"K3s server keeps restarting \(5 restarts\)") as e:
+        k3s_install.pin_oom_setting(node, "server", 28, True)
+    assert "failed to wait for apiserver being healthy" in e.value.output
+    _with_restarting_unit(node, 0)      # not crashing: the config's own error stands
+    with pytest.raises(LabError, match="K3s wrote none within 180 s"):
+        k3s_install.pin_oom_setting(node, "server", 28, True)
+
+
 def test_a_redeploy_sends_a_delta_and_one_session_per_node(tmp_path, make_node, monkeypatch):
     """The inner loop: after the first deploy the harness keeps the copy it put on the nodes
     and the CNI dirs it found; a changed plugin then goes as an xdelta3 delta (a few KiB, not
