@@ -132,13 +132,9 @@ class NetnsNode:
         target = Path(remote)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp{os.getpid()}.{threading.get_ident()}")
-        try:
-            done = subprocess.run(["cp", "--", str(local), str(tmp)], capture_output=True,
-                                  text=True, timeout=PUT_TIMEOUT, check=False)
-        except subprocess.TimeoutExpired:
-            raise LabError(f"copying {local} to {target} took over {PUT_TIMEOUT:.0f} s",
-                           where=self.name, hint="is the disk full or hung?") from None
-        if done.returncode != 0:
+        copy = ["cp", "--", str(local), str(tmp)]
+        done = run_local(copy, copy, where=self.name, timeout=PUT_TIMEOUT)
+        if not done.ok:     # a timeout too: it says so in stderr
             raise LabError(f"cannot copy {local} to {target}", where=self.name,
                            output=done.stderr)
         os.chmod(tmp, mode)
